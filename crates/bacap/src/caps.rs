@@ -253,7 +253,11 @@ impl ReadCap {
     /// the root key blinded by `HKDF(K_i, salt = ctx)`.
     pub fn box_id(&self, index: &MessageBoxIndex, ctx: &[u8]) -> BoxId {
         let factor = index.blinding_factor_for(ctx);
-        BoxId(blind_point(&self.public_point, &factor).compress().to_bytes())
+        BoxId(
+            blind_point(&self.public_point, &factor)
+                .compress()
+                .to_bytes(),
+        )
     }
 
     /// The box ID at `index` with no context: the root key blinded by `K_i`

@@ -95,8 +95,13 @@ impl MessageBoxIndex {
         let mut next = self.clone();
         let mut okm = Zeroizing::new([0u8; 96]);
         while next.idx64 < to {
-            hkdf_blake2b(&next.hkdf_state, &[], &next.idx64.to_le_bytes(), okm.as_mut())
-                .expect("96 bytes is a valid HKDF length");
+            hkdf_blake2b(
+                &next.hkdf_state,
+                &[],
+                &next.idx64.to_le_bytes(),
+                okm.as_mut(),
+            )
+            .expect("96 bytes is a valid HKDF length");
             next.hkdf_state.copy_from_slice(&okm[..32]);
             next.encryption_key.copy_from_slice(&okm[32..64]);
             next.blinding_factor.copy_from_slice(&okm[64..]);

@@ -69,7 +69,11 @@ pub fn gcm_siv_open(
 
 /// Ed25519 verification as Go's `crypto/ed25519.Verify` does it: cofactorless,
 /// canonical `S` required, the public key hashed as given.
-pub fn verify_ed25519(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), Error> {
+pub fn verify_ed25519(
+    public: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), Error> {
     let key = ed25519_dalek::VerifyingKey::from_bytes(public).map_err(|_| Error::Malformed {
         what: "Ed25519 public key",
         why: "not a curve point",

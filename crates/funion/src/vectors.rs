@@ -45,7 +45,10 @@ pub fn run(command: VectorsCommand) -> anyhow::Result<ExitCode> {
                 problems.push("no vectors checked".to_string());
             }
             if !report.failures.is_empty() {
-                problems.push(format!("{} of {checked} vectors failed", report.failures.len()));
+                problems.push(format!(
+                    "{} of {checked} vectors failed",
+                    report.failures.len()
+                ));
             }
             if !report.unknown_sections.is_empty() {
                 problems.push(format!(

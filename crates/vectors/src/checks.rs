@@ -5,8 +5,8 @@ use blake2::digest::consts::U32;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2b, Blake2b512, Blake2bMac};
 use funion_bacap::primitives::{
-    blind_public_key, ed25519_public_key, gcm_siv_open, gcm_siv_seal, hkdf_blake2b,
-    verify_ed25519, BlindedSigningKey,
+    blind_public_key, ed25519_public_key, gcm_siv_open, gcm_siv_seal, hkdf_blake2b, verify_ed25519,
+    BlindedSigningKey,
 };
 use funion_bacap::{
     verify_box, BoxContent, BoxId, BoxSignature, Error, MessageBoxIndex, ReadCap, WriteCap,
@@ -148,11 +148,7 @@ fn expect_eq(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
 }
 
 fn digest(v: &Vector, hash: fn(&[u8]) -> Vec<u8>) -> Result<(), String> {
-    expect_eq(
-        "digest",
-        &hash(&v.hex("input_hex")?),
-        &v.hex("output_hex")?,
-    )
+    expect_eq("digest", &hash(&v.hex("input_hex")?), &v.hex("output_hex")?)
 }
 
 fn blake2b_256(v: &Vector) -> Result<(), String> {
@@ -213,7 +209,11 @@ fn ed25519(v: &Vector) -> Result<(), String> {
 fn blinded_ed25519(v: &Vector) -> Result<(), String> {
     let private = v.hex_array::<64>("private_key_hex")?;
     let seed: [u8; 32] = private[..32].try_into().expect("32 bytes");
-    expect_eq("root public key", &ed25519_public_key(&seed), &private[32..])?;
+    expect_eq(
+        "root public key",
+        &ed25519_public_key(&seed),
+        &private[32..],
+    )?;
     let factors = v
         .field("blind_factors_hex")?
         .as_array()
@@ -235,8 +235,16 @@ fn blinded_ed25519(v: &Vector) -> Result<(), String> {
         public = blind_public_key(&public, factor).map_err(|e| e.to_string())?;
     }
     let want_public = v.hex("blinded_pubkey_hex")?;
-    expect_eq("blinded public key (from the secret)", &secret.public_key(), &want_public)?;
-    expect_eq("blinded public key (from the public key)", &public, &want_public)?;
+    expect_eq(
+        "blinded public key (from the secret)",
+        &secret.public_key(),
+        &want_public,
+    )?;
+    expect_eq(
+        "blinded public key (from the public key)",
+        &public,
+        &want_public,
+    )?;
     let message = v.hex("message_hex")?;
     let signature = secret.sign(&message);
     expect_eq("signature", &signature, &v.hex("blinded_signature_hex")?)?;
@@ -244,8 +252,8 @@ fn blinded_ed25519(v: &Vector) -> Result<(), String> {
 }
 
 fn message_box_index(v: &Vector) -> Result<(), String> {
-    let initial = MessageBoxIndex::from_bytes(&v.hex("initial_index_hex")?)
-        .map_err(|e| e.to_string())?;
+    let initial =
+        MessageBoxIndex::from_bytes(&v.hex("initial_index_hex")?).map_err(|e| e.to_string())?;
     let advanced = initial
         .advance_to(v.u64("advance_to")?)
         .map_err(|e| format!("advancing failed: {e}"))?;
@@ -261,7 +269,11 @@ fn box_id(v: &Vector) -> Result<(), String> {
     let want = v.hex("expected_box_id_hex")?;
     if v.bool("use_context")? {
         let ctx = v.hex("ctx_hex")?;
-        expect_eq("box ID (read cap)", &cap.read_cap().box_id(&index, &ctx).0, &want)?;
+        expect_eq(
+            "box ID (read cap)",
+            &cap.read_cap().box_id(&index, &ctx).0,
+            &want,
+        )?;
         expect_eq("box ID (write cap)", &cap.box_id(&index, &ctx).0, &want)
     } else {
         expect_eq(
@@ -288,10 +300,13 @@ fn encrypt(v: &Vector) -> Result<(), String> {
         &sealed.signature.0,
         &v.hex("expected_signature_hex")?,
     )?;
-    match cap
-        .read_cap()
-        .open(&index, &ctx, &sealed.id, &sealed.ciphertext, &sealed.signature)
-    {
+    match cap.read_cap().open(
+        &index,
+        &ctx,
+        &sealed.id,
+        &sealed.ciphertext,
+        &sealed.signature,
+    ) {
         Ok(BoxContent::Message(opened)) if opened == plaintext => Ok(()),
         other => Err(format!("opening the sealed box gave {other:?}")),
     }
@@ -418,10 +433,7 @@ fn negative(v: &Vector) -> Result<(), String> {
     };
     match outcome {
         Err(e) if category(&e) == want => Ok(()),
-        Err(e) => Err(format!(
-            "rejected as {} ({e}), want {want}",
-            category(&e)
-        )),
+        Err(e) => Err(format!("rejected as {} ({e}), want {want}", category(&e))),
         Ok(()) => Err(format!("accepted, want a rejection as {want}")),
     }
 }
