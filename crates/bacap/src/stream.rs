@@ -7,7 +7,9 @@
 
 use zeroize::Zeroizing;
 
-use crate::{BoxContent, BoxId, BoxSignature, Error, MessageBoxIndex, ReadCap, SealedBox, WriteCap};
+use crate::{
+    BoxContent, BoxId, BoxSignature, Error, MessageBoxIndex, ReadCap, SealedBox, WriteCap,
+};
 
 /// Writes boxes one after another along a write cap's stream.
 #[derive(Clone)]
