@@ -4,7 +4,7 @@
 //! Run with `cargo bench -p funion-bacap --bench bacap`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use funion_bacap::{verify_box, WriteCap};
+use funion_bacap::{verify_box, Reader, WriteCap};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::hint::black_box;
@@ -53,6 +53,14 @@ fn boxes(c: &mut Criterion) {
                 })
             },
         );
+        let reader = Reader::new(read.clone(), CTX);
+        group.bench_with_input(BenchmarkId::new("reader_peek", size), &sealed, |b, s| {
+            b.iter(|| {
+                reader
+                    .peek(black_box(&s.id), black_box(&s.ciphertext), &s.signature)
+                    .unwrap()
+            })
+        });
         group.bench_with_input(BenchmarkId::new("verify_only", size), &sealed, |b, s| {
             b.iter(|| verify_box(black_box(&s.id), black_box(&s.ciphertext), &s.signature).unwrap())
         });

@@ -5,6 +5,7 @@
 //! forged box never skips a position. To survive a restart, store the cap and
 //! [`Writer::next_index`] / [`Reader::next_index`], then `resume`.
 
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -87,32 +88,39 @@ impl std::fmt::Debug for Writer {
 }
 
 /// Reads boxes one after another along a read cap's stream.
+///
+/// The next box's ID is derived once per position (it is what the caller
+/// fetches) and kept, so opening a box costs a signature check and a
+/// decryption, not a second blinding.
 #[derive(Clone)]
 pub struct Reader {
     cap: ReadCap,
     ctx: Zeroizing<Vec<u8>>,
     next: MessageBoxIndex,
+    next_id: BoxId,
 }
 
 impl Reader {
     /// A reader starting at the cap's own index.
     pub fn new(cap: ReadCap, ctx: &[u8]) -> Self {
         let next = cap.index().clone();
-        Reader {
-            cap,
-            ctx: Zeroizing::new(ctx.to_vec()),
-            next,
-        }
+        Self::at(cap, ctx, next)
     }
 
     /// A reader continuing at `next`, which must lie on the cap's stream.
     pub fn resume(cap: ReadCap, ctx: &[u8], next: MessageBoxIndex) -> Result<Self, Error> {
         cap.contains(&next)?;
-        Ok(Reader {
+        Ok(Self::at(cap, ctx, next))
+    }
+
+    fn at(cap: ReadCap, ctx: &[u8], next: MessageBoxIndex) -> Self {
+        let next_id = cap.box_id(&next, ctx);
+        Reader {
             cap,
             ctx: Zeroizing::new(ctx.to_vec()),
             next,
-        })
+            next_id,
+        }
     }
 
     /// The index of the next box to read.
@@ -122,18 +130,21 @@ impl Reader {
 
     /// The ID of the next box to fetch.
     pub fn next_box_id(&self) -> BoxId {
-        self.cap.box_id(&self.next, &self.ctx)
+        self.next_id
     }
 
-    /// Opens the next box without moving on.
+    /// Opens the next box without moving on: checks that `id` is the next
+    /// box's, then the signature, then decrypts.
     pub fn peek(
         &self,
         id: &BoxId,
         ciphertext: &[u8],
         signature: &BoxSignature,
     ) -> Result<BoxContent, Error> {
-        self.cap
-            .open(&self.next, &self.ctx, id, ciphertext, signature)
+        if !bool::from(self.next_id.0.ct_eq(&id.0)) {
+            return Err(Error::BoxMismatch);
+        }
+        self.next.decrypt(&self.ctx, id, ciphertext, signature)
     }
 
     /// Opens the next box and, only if it opens, moves on. The box at the
@@ -146,6 +157,7 @@ impl Reader {
     ) -> Result<BoxContent, Error> {
         let following = self.next.next()?;
         let content = self.peek(id, ciphertext, signature)?;
+        self.next_id = self.cap.box_id(&following, &self.ctx);
         self.next = following;
         Ok(content)
     }
