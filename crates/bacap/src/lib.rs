@@ -157,13 +157,22 @@ impl SealedBox {
     }
 }
 
-/// What an opened box held.
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// What an opened box held. `Debug` shows a message's length, never its bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub enum BoxContent {
     /// A message (possibly empty: an empty message still has a 16-byte tag).
     Message(Vec<u8>),
     /// A tombstone: the writer deleted the box.
     Tombstone,
+}
+
+impl std::fmt::Debug for BoxContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoxContent::Message(bytes) => write!(f, "Message({} bytes)", bytes.len()),
+            BoxContent::Tombstone => write!(f, "Tombstone"),
+        }
+    }
 }
 
 /// Checks a box's signature under its ID, as any replica can.

@@ -291,5 +291,7 @@ fn debug_output_holds_no_secrets() {
         assert!(!printed.contains(chunk.as_str()), "{printed} leaks {chunk}");
     }
     assert!(!printed.contains("secret-context"));
+    let content = format!("{:?}", BoxContent::Message(b"my private prompt".to_vec()));
+    assert_eq!(content, "Message(17 bytes)");
     assert!(printed.contains(&hex::encode(cap.root_public_key())));
 }

@@ -37,7 +37,8 @@ pub fn run(command: VectorsCommand) -> anyhow::Result<ExitCode> {
         let checked = report.checked();
         let sections = report.sections.len();
         if report.passed() && checked > 0 {
-            println!("ok   {shown}: {checked} vectors in {sections} sections, all passed");
+            let plural = if sections == 1 { "" } else { "s" };
+            println!("ok   {shown}: {checked} vectors in {sections} section{plural}, all passed");
         } else {
             all_passed = false;
             let mut problems = Vec::new();
