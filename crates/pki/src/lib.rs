@@ -1,0 +1,436 @@
+//! The network document: for each epoch, the nodes of the network (role,
+//! mix layer, identity and link keys, addresses, Sphinx keys for this epoch
+//! and the next) and the parameters everyone must agree on (delays, send
+//! rate, packet geometry, bucket spacing, replica count).
+//!
+//! Nodes send the authority signed [`NodeDescriptor`]s; the authority checks
+//! them and signs one [`NetworkDocument`] per epoch; everyone else verifies
+//! it against the authority's key. The encoding is canonical (postcard, in
+//! field order, nodes sorted by ID), so the same document always has the
+//! same bytes and signature. Sans-I/O: time comes in as numbers.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use funion_sphinx::kem::{Kem, XWing, X25519};
+use funion_sphinx::{Geometry, NodeId};
+use serde::{Deserialize, Serialize};
+
+const DOCUMENT_LABEL: &[u8] = b"funion network document v1";
+const DESCRIPTOR_LABEL: &[u8] = b"funion node descriptor v1";
+
+/// What a node does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Where clients enter: the first Sphinx hop and their reply queues.
+    Gateway,
+    /// One of the mix layers.
+    Mix,
+    /// Ends echoes and hands them to named services.
+    Service,
+}
+
+/// The KEM a network's Sphinx packets use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KemKind {
+    /// ML-KEM-768 + X25519 (post-quantum hybrid).
+    XWing,
+    /// X25519 alone.
+    X25519,
+}
+
+impl KemKind {
+    /// The Sphinx geometry for this KEM.
+    pub fn geometry(self, payload_len: usize, hops: usize) -> Result<Geometry, Error> {
+        match self {
+            KemKind::XWing => Geometry::new::<XWing>(payload_len, hops),
+            KemKind::X25519 => Geometry::new::<X25519>(payload_len, hops),
+        }
+        .map_err(|e| Error::Invalid(format!("geometry: {e}")))
+    }
+
+    fn public_key_len(self) -> usize {
+        match self {
+            KemKind::XWing => XWing::PUBLIC_KEY_LEN,
+            KemKind::X25519 => X25519::PUBLIC_KEY_LEN,
+        }
+    }
+}
+
+/// The parameters every participant must share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Parameters {
+    /// Epoch length, milliseconds.
+    pub epoch_ms: u64,
+    /// How long after an epoch ends its Sphinx keys are still accepted, ms.
+    pub grace_ms: u64,
+    /// Mean per-hop mixing delay μ, microseconds.
+    pub mean_delay_us: u64,
+    /// Client send rate λ_s, packets per second, in thousandths.
+    pub send_rate_millihertz: u64,
+    /// Sphinx payload length, bytes.
+    pub payload_len: u32,
+    /// Sphinx hops (gateway, mix layers, service).
+    pub hops: u8,
+    /// Mix layers.
+    pub layers: u8,
+    /// The Sphinx KEM.
+    pub kem: KemKind,
+    /// Latency-bucket spacing Δ, microseconds.
+    pub bucket_spacing_us: u64,
+    /// Replicas holding each box.
+    pub replicas: u8,
+}
+
+impl Parameters {
+    /// The paper's defaults: μ = 0.2 s, λ_s = 2.5/s, 30,000-byte payloads,
+    /// 5 hops over 3 layers, X-Wing, Δ = 0.2 s, K = 2, 20-minute epochs.
+    pub fn paper() -> Self {
+        Parameters {
+            epoch_ms: 20 * 60 * 1000,
+            grace_ms: 2 * 60 * 1000,
+            mean_delay_us: 200_000,
+            send_rate_millihertz: 2_500,
+            payload_len: 30_000,
+            hops: 5,
+            layers: 3,
+            kem: KemKind::XWing,
+            bucket_spacing_us: 200_000,
+            replicas: 2,
+        }
+    }
+
+    /// Millisecond-scale delays for tests and `--fast` networks.
+    pub fn fast() -> Self {
+        Parameters {
+            mean_delay_us: 2_000,
+            send_rate_millihertz: 200_000,
+            bucket_spacing_us: 5_000,
+            ..Parameters::paper()
+        }
+    }
+
+    /// The packet geometry these parameters define.
+    pub fn geometry(&self) -> Result<Geometry, Error> {
+        self.kem
+            .geometry(self.payload_len as usize, self.hops as usize)
+    }
+
+    /// λ_s in packets per second.
+    pub fn send_rate(&self) -> f64 {
+        self.send_rate_millihertz as f64 / 1000.0
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.geometry()?;
+        if self.epoch_ms == 0 || self.grace_ms > self.epoch_ms {
+            return Err(Error::Invalid(
+                "epoch must be positive and longer than the grace period".into(),
+            ));
+        }
+        if self.layers == 0 || self.hops != self.layers + 2 {
+            return Err(Error::Invalid(
+                "hops must be the mix layers plus gateway and service".into(),
+            ));
+        }
+        if self.send_rate_millihertz == 0 || self.mean_delay_us == 0 {
+            return Err(Error::Invalid(
+                "send rate and mean delay must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Sphinx public key for one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochKey {
+    /// The epoch the key is for.
+    pub epoch: u64,
+    /// The KEM public key.
+    pub public_key: Vec<u8>,
+}
+
+/// One node as the document lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Human-readable name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Mix layer (1..=layers) for mixes, 0 otherwise.
+    pub layer: u8,
+    /// Ed25519 identity key; also the node's ID in Sphinx commands.
+    pub identity_key: [u8; 32],
+    /// Noise static key (X25519) its links authenticate with.
+    pub link_key: [u8; 32],
+    /// Where it listens (`host:port`).
+    pub addresses: Vec<String>,
+    /// Sphinx public keys, for this epoch and the next.
+    pub sphinx_keys: Vec<EpochKey>,
+}
+
+impl NodeEntry {
+    /// The node's ID as Sphinx commands name it.
+    pub fn id(&self) -> NodeId {
+        NodeId(self.identity_key)
+    }
+
+    /// The Sphinx public key for `epoch`, if listed.
+    pub fn sphinx_key(&self, epoch: u64) -> Option<&[u8]> {
+        self.sphinx_keys
+            .iter()
+            .find(|k| k.epoch == epoch)
+            .map(|k| k.public_key.as_slice())
+    }
+}
+
+/// A node's own statement of itself for an epoch, signed by its identity key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescriptor {
+    /// The epoch this descriptor is for.
+    pub epoch: u64,
+    /// The node.
+    pub node: NodeEntry,
+}
+
+/// A descriptor with its signature, as sent to the authority.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDescriptor {
+    /// The canonical encoding of the descriptor.
+    pub body: Vec<u8>,
+    /// Ed25519 signature by the node's identity key.
+    pub signature: Vec<u8>,
+}
+
+impl NodeDescriptor {
+    /// Signs with the node's identity key, which must be the one listed.
+    pub fn sign(&self, identity: &SigningKey) -> Result<Vec<u8>, Error> {
+        if identity.verifying_key().to_bytes() != self.node.identity_key {
+            return Err(Error::Invalid("descriptor signed by another key".into()));
+        }
+        let body = encode(self)?;
+        let signature = identity
+            .sign(&labelled(DESCRIPTOR_LABEL, &body))
+            .to_bytes()
+            .to_vec();
+        encode(&SignedDescriptor { body, signature })
+    }
+
+    /// Decodes and checks a signed descriptor against the key it names.
+    pub fn verify(bytes: &[u8]) -> Result<NodeDescriptor, Error> {
+        let signed: SignedDescriptor = decode(bytes)?;
+        let descriptor: NodeDescriptor = decode(&signed.body)?;
+        check_signature(
+            &descriptor.node.identity_key,
+            DESCRIPTOR_LABEL,
+            &signed.body,
+            &signed.signature,
+        )?;
+        Ok(descriptor)
+    }
+}
+
+/// The network for one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkDocument {
+    /// The epoch.
+    pub epoch: u64,
+    /// Shared parameters.
+    pub parameters: Parameters,
+    /// Every node, sorted by identity key.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// A document with the authority's signature, as served over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SignedDocument {
+    body: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl NetworkDocument {
+    /// Builds a document, sorting nodes and checking it makes sense.
+    pub fn new(
+        epoch: u64,
+        parameters: Parameters,
+        mut nodes: Vec<NodeEntry>,
+    ) -> Result<Self, Error> {
+        nodes.sort_by(|a, b| a.identity_key.cmp(&b.identity_key));
+        let document = NetworkDocument {
+            epoch,
+            parameters,
+            nodes,
+        };
+        document.check()?;
+        Ok(document)
+    }
+
+    /// The canonical signed encoding.
+    pub fn sign(&self, authority: &SigningKey) -> Result<Vec<u8>, Error> {
+        self.check()?;
+        let body = encode(self)?;
+        let signature = authority
+            .sign(&labelled(DOCUMENT_LABEL, &body))
+            .to_bytes()
+            .to_vec();
+        encode(&SignedDocument { body, signature })
+    }
+
+    /// Decodes a signed document, checks the authority's signature and that
+    /// it is for `current_epoch` (or the next one, published early).
+    pub fn verify(bytes: &[u8], authority: &[u8; 32], current_epoch: u64) -> Result<Self, Error> {
+        let signed: SignedDocument = decode(bytes)?;
+        check_signature(authority, DOCUMENT_LABEL, &signed.body, &signed.signature)?;
+        let document: NetworkDocument = decode(&signed.body)?;
+        if document.epoch < current_epoch {
+            return Err(Error::Stale {
+                document: document.epoch,
+                current: current_epoch,
+            });
+        }
+        if document.epoch > current_epoch + 1 {
+            return Err(Error::FromTheFuture {
+                document: document.epoch,
+                current: current_epoch,
+            });
+        }
+        document.check()?;
+        Ok(document)
+    }
+
+    /// The node with this ID.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeEntry> {
+        self.nodes
+            .binary_search_by(|n| n.identity_key.cmp(&id.0))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    /// The nodes with this role.
+    pub fn with_role(&self, role: Role) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+
+    /// The mixes of a layer.
+    pub fn layer(&self, layer: u8) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes
+            .iter()
+            .filter(move |n| n.role == Role::Mix && n.layer == layer)
+    }
+
+    /// The node whose name is `name`.
+    pub fn by_name(&self, name: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.parameters.check()?;
+        let key_len = self.parameters.kem.public_key_len();
+        for pair in self.nodes.windows(2) {
+            if pair[0].identity_key >= pair[1].identity_key {
+                return Err(Error::Invalid("nodes unsorted or listed twice".into()));
+            }
+        }
+        for node in &self.nodes {
+            let bad = |why: &str| Err(Error::Invalid(format!("node {}: {why}", node.name)));
+            let layer_ok = match node.role {
+                Role::Mix => (1..=self.parameters.layers).contains(&node.layer),
+                _ => node.layer == 0,
+            };
+            if !layer_ok {
+                return bad("layer does not fit its role");
+            }
+            if VerifyingKey::from_bytes(&node.identity_key).is_err() {
+                return bad("identity key is not a curve point");
+            }
+            if node.addresses.is_empty() {
+                return bad("no address");
+            }
+            let Some(key) = node.sphinx_key(self.epoch) else {
+                return bad("no Sphinx key for this epoch");
+            };
+            if node
+                .sphinx_keys
+                .iter()
+                .any(|k| k.public_key.len() != key_len)
+                || key.is_empty()
+            {
+                return bad("Sphinx key of the wrong length for the KEM");
+            }
+        }
+        for layer in 1..=self.parameters.layers {
+            if self.layer(layer).next().is_none() {
+                return Err(Error::Invalid(format!("mix layer {layer} is empty")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The epoch a time falls in, given the network's epoch length.
+pub fn epoch_at(unix_ms: u64, epoch_ms: u64) -> u64 {
+    unix_ms / epoch_ms.max(1)
+}
+
+fn labelled(label: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(label.len() + body.len());
+    out.extend_from_slice(label);
+    out.extend_from_slice(body);
+    out
+}
+
+fn check_signature(
+    key: &[u8; 32],
+    label: &[u8],
+    body: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| Error::BadSignature)?;
+    let signature = Signature::from_slice(signature).map_err(|_| Error::BadSignature)?;
+    key.verify(&labelled(label, body), &signature)
+        .map_err(|_| Error::BadSignature)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(value).map_err(|e| Error::Malformed(e.to_string()))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed("trailing bytes".into()));
+    }
+    Ok(value)
+}
+
+/// Why a document or descriptor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Bytes that do not decode.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// A signature that does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A document for an epoch already over.
+    #[error("stale document for epoch {document}; the current epoch is {current}")]
+    Stale {
+        /// The document's epoch.
+        document: u64,
+        /// The current epoch.
+        current: u64,
+    },
+    /// A document more than one epoch ahead.
+    #[error("document for epoch {document} is too far ahead of the current epoch {current}")]
+    FromTheFuture {
+        /// The document's epoch.
+        document: u64,
+        /// The current epoch.
+        current: u64,
+    },
+    /// Contents that make no sense.
+    #[error("invalid document: {0}")]
+    Invalid(String),
+}
