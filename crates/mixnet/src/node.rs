@@ -1,0 +1,487 @@
+//! One node of the mix network: unwraps a Sphinx layer, refuses replays,
+//! holds each packet until its sender-chosen delay is due, then forwards it,
+//! delivers it to a service, or queues a reply for a client.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use funion_pki::Role;
+use funion_sphinx::kem::Kem;
+use funion_sphinx::{
+    Action, Error as SphinxError, Geometry, NodeId, ReplayTag, SphinxNode, Surb, RECIPIENT_LEN,
+    SURB_ID_LEN,
+};
+
+use crate::topology::service_recipient;
+use crate::Micros;
+
+/// Where a packet came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Another node, over an authenticated link.
+    Peer(NodeId),
+    /// A client connection to this gateway (the runtime's connection number).
+    Client(u64),
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make this replay tag durable (it survives a restart) before sending
+    /// any packet handed out later.
+    PersistReplayTag {
+        /// The key epoch the tag belongs to.
+        epoch: u64,
+        /// The tag.
+        tag: ReplayTag,
+    },
+    /// Send `packet` to node `to` now.
+    Send {
+        /// The next node.
+        to: NodeId,
+        /// The packet.
+        packet: Vec<u8>,
+    },
+    /// A reply is waiting in this client's queue ([`Node::take_replies`]).
+    ReplyQueued {
+        /// The client's queue.
+        recipient: [u8; RECIPIENT_LEN],
+    },
+}
+
+/// A SURB reply waiting at a gateway for its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Which SURB it answers.
+    pub surb_id: [u8; SURB_ID_LEN],
+    /// The payload, still under the SURB's layers.
+    pub payload: Vec<u8>,
+}
+
+/// Why a packet was dropped, for the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// Not one packet long.
+    WrongLength,
+    /// Unknown version field.
+    Version,
+    /// KEM ciphertext refused, or no key of this node opens it.
+    Decapsulation,
+    /// Header MAC failed under every active key.
+    HeaderMac,
+    /// Seen before in this key epoch.
+    Replay,
+    /// Routing commands that make no sense here.
+    InvalidCommand,
+    /// The end-to-end payload tag failed.
+    PayloadTampered,
+    /// The delay queue is full.
+    QueueFull,
+    /// A client sent faster than its rate limit.
+    RateLimited,
+    /// Delivery to a service this node does not run.
+    NoSuchService,
+    /// A service message that does not parse.
+    BadServiceMessage,
+    /// A command this role does not carry out.
+    WrongRole,
+    /// A client's reply queue is full.
+    ReplyQueueFull,
+}
+
+impl DropReason {
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::WrongLength => "wrong_length",
+            DropReason::Version => "version",
+            DropReason::Decapsulation => "decapsulation",
+            DropReason::HeaderMac => "header_mac",
+            DropReason::Replay => "replay",
+            DropReason::InvalidCommand => "invalid_command",
+            DropReason::PayloadTampered => "payload_tampered",
+            DropReason::QueueFull => "queue_full",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::NoSuchService => "no_such_service",
+            DropReason::BadServiceMessage => "bad_service_message",
+            DropReason::WrongRole => "wrong_role",
+            DropReason::ReplyQueueFull => "reply_queue_full",
+        }
+    }
+
+    fn from_sphinx(error: &SphinxError) -> Self {
+        match error {
+            SphinxError::WrongLength { .. } => DropReason::WrongLength,
+            SphinxError::UnknownVersion => DropReason::Version,
+            SphinxError::Decapsulation => DropReason::Decapsulation,
+            SphinxError::HeaderMac => DropReason::HeaderMac,
+            SphinxError::Replay => DropReason::Replay,
+            SphinxError::PayloadTampered => DropReason::PayloadTampered,
+            _ => DropReason::InvalidCommand,
+        }
+    }
+}
+
+/// Packet counts, for the metrics endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets received.
+    pub received: u64,
+    /// Packets sent on to another node.
+    pub sent: u64,
+    /// Messages handed to services.
+    pub delivered: u64,
+    /// Replies queued for clients.
+    pub replies_queued: u64,
+    /// Packets dropped, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+}
+
+/// How a node behaves.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Its role.
+    pub role: Role,
+    /// Most packets held in the delay queue at once.
+    pub max_queue: usize,
+    /// Most replies kept for one client.
+    pub max_replies_per_client: usize,
+    /// Packets per second each client may send (gateway).
+    pub client_rate: f64,
+    /// Burst a client may send at once (gateway).
+    pub client_burst: f64,
+}
+
+impl NodeConfig {
+    /// Sensible limits for a role, given the network's client send rate.
+    pub fn for_role(role: Role, send_rate: f64) -> Self {
+        NodeConfig {
+            role,
+            max_queue: 100_000,
+            max_replies_per_client: 10_000,
+            client_rate: send_rate * 2.0,
+            client_burst: (send_rate * 2.0).max(20.0),
+        }
+    }
+}
+
+enum Due {
+    Send {
+        to: NodeId,
+        packet: Vec<u8>,
+    },
+    Deliver {
+        recipient: [u8; RECIPIENT_LEN],
+        message: Vec<u8>,
+    },
+    Reply {
+        recipient: [u8; RECIPIENT_LEN],
+        reply: Reply,
+    },
+}
+
+struct Scheduled {
+    due: Micros,
+    seq: u64,
+    what: Due,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+struct EpochKeys<K: Kem> {
+    sphinx: SphinxNode<K>,
+    seen: HashSet<ReplayTag>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Micros,
+}
+
+/// A gateway, mix or service node.
+pub struct Node<K: Kem> {
+    config: NodeConfig,
+    geometry: Geometry,
+    keys: BTreeMap<u64, EpochKeys<K>>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<Reply>>,
+    buckets: HashMap<u64, Bucket>,
+    counters: Counters,
+}
+
+impl<K: Kem> Node<K> {
+    /// A node with no keys yet.
+    pub fn new(config: NodeConfig, geometry: Geometry) -> Self {
+        Node {
+            config,
+            geometry,
+            keys: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            replies: HashMap::new(),
+            buckets: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Accepts packets under `secret` for `epoch`, remembering the replay
+    /// tags already seen under it (restored from storage after a restart).
+    pub fn add_epoch_key(
+        &mut self,
+        epoch: u64,
+        secret: K::SecretKey,
+        seen: impl IntoIterator<Item = ReplayTag>,
+    ) -> Result<(), SphinxError> {
+        let sphinx = SphinxNode::new(self.geometry, secret)?;
+        self.keys.insert(
+            epoch,
+            EpochKeys {
+                sphinx,
+                seen: seen.into_iter().collect(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops accepting packets for `epoch` and forgets its replay tags.
+    pub fn retire_epoch(&mut self, epoch: u64) {
+        self.keys.remove(&epoch);
+    }
+
+    /// The key epochs accepted now.
+    pub fn epochs(&self) -> Vec<u64> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// The packet geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Counters for the metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Packets waiting for their delay.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The earliest time [`Node::poll`] has something to do.
+    pub fn next_deadline(&self) -> Option<Micros> {
+        self.queue.peek().map(|Reverse(s)| s.due)
+    }
+
+    /// Removes and returns the replies waiting for a client.
+    pub fn take_replies(&mut self, recipient: &[u8; RECIPIENT_LEN]) -> Vec<Reply> {
+        self.replies
+            .remove(recipient)
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) {
+        *self.counters.dropped.entry(reason).or_default() += 1;
+    }
+
+    fn schedule(&mut self, due: Micros, what: Due) -> bool {
+        if self.queue.len() >= self.config.max_queue {
+            self.drop_packet(DropReason::QueueFull);
+            return false;
+        }
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            due,
+            seq: self.seq,
+            what,
+        }));
+        true
+    }
+
+    fn admit_client(&mut self, now: Micros, client: u64) -> bool {
+        let (rate, burst) = (self.config.client_rate, self.config.client_burst);
+        let bucket = self.buckets.entry(client).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_sub(bucket.at) as f64 / 1e6;
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets a client's rate-limit state when its connection closes.
+    pub fn client_gone(&mut self, client: u64) {
+        self.buckets.remove(&client);
+    }
+
+    /// Takes in one packet: checks, unwraps and schedules it.
+    pub fn handle_packet(
+        &mut self,
+        now: Micros,
+        source: Source,
+        mut packet: Vec<u8>,
+    ) -> Vec<Output> {
+        self.counters.received += 1;
+        if let Source::Client(client) = source {
+            if self.config.role != Role::Gateway {
+                self.drop_packet(DropReason::WrongRole);
+                return Vec::new();
+            }
+            if !self.admit_client(now, client) {
+                self.drop_packet(DropReason::RateLimited);
+                return Vec::new();
+            }
+        }
+        // Newest key first; a packet built with the previous epoch's key is
+        // still accepted during the grace period.
+        let mut last_error = SphinxError::Decapsulation;
+        let mut opened = None;
+        for (&epoch, keys) in self.keys.iter_mut().rev() {
+            let seen = &mut keys.seen;
+            match keys.sphinx.unwrap(&mut packet, |tag| !seen.insert(*tag)) {
+                Ok(unwrapped) => {
+                    opened = Some((epoch, unwrapped));
+                    break;
+                }
+                Err(e @ (SphinxError::Decapsulation | SphinxError::HeaderMac)) => last_error = e,
+                Err(e) => {
+                    last_error = e;
+                    break;
+                }
+            }
+        }
+        let Some((epoch, unwrapped)) = opened else {
+            self.drop_packet(DropReason::from_sphinx(&last_error));
+            return Vec::new();
+        };
+        let mut outputs = vec![Output::PersistReplayTag {
+            epoch,
+            tag: unwrapped.replay_tag,
+        }];
+        let role = self.config.role;
+        match unwrapped.action {
+            Action::Forward { next_hop, delay_us } => {
+                let due = now + Micros::from(delay_us);
+                self.schedule(
+                    due,
+                    Due::Send {
+                        to: next_hop,
+                        packet,
+                    },
+                );
+            }
+            Action::Deliver {
+                recipient,
+                delay_us,
+                message,
+            } if role == Role::Service => {
+                self.schedule(
+                    now + Micros::from(delay_us),
+                    Due::Deliver { recipient, message },
+                );
+            }
+            Action::SurbReply {
+                recipient,
+                surb_id,
+                delay_us,
+                payload,
+            } if role == Role::Gateway => {
+                let reply = Reply { surb_id, payload };
+                self.schedule(
+                    now + Micros::from(delay_us),
+                    Due::Reply { recipient, reply },
+                );
+            }
+            _ => self.drop_packet(DropReason::WrongRole),
+        }
+        // A packet due now goes out in the same step.
+        outputs.extend(self.poll(now));
+        outputs
+    }
+
+    /// Carries out everything due by `now`.
+    pub fn poll(&mut self, now: Micros) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.due > now {
+                break;
+            }
+            let Reverse(item) = self.queue.pop().expect("peeked");
+            match item.what {
+                Due::Send { to, packet } => {
+                    self.counters.sent += 1;
+                    outputs.push(Output::Send { to, packet });
+                }
+                Due::Deliver { recipient, message } => {
+                    self.deliver(recipient, message, &mut outputs)
+                }
+                Due::Reply { recipient, reply } => {
+                    let queue = self.replies.entry(recipient).or_default();
+                    if queue.len() >= self.config.max_replies_per_client {
+                        self.drop_packet(DropReason::ReplyQueueFull);
+                        continue;
+                    }
+                    queue.push_back(reply);
+                    self.counters.replies_queued += 1;
+                    outputs.push(Output::ReplyQueued { recipient });
+                }
+            }
+        }
+        outputs
+    }
+
+    /// Hands a message to a built-in service. `echo` expects a SURB followed
+    /// by a body, and sends the body back through the SURB.
+    fn deliver(
+        &mut self,
+        recipient: [u8; RECIPIENT_LEN],
+        message: Vec<u8>,
+        outputs: &mut Vec<Output>,
+    ) {
+        if recipient != service_recipient("echo") {
+            self.drop_packet(DropReason::NoSuchService);
+            return;
+        }
+        let surb_len = self.geometry.surb_len();
+        let reply = message
+            .get(..surb_len)
+            .ok_or(SphinxError::InvalidCommand)
+            .and_then(|bytes| Surb::from_bytes::<K>(&self.geometry, bytes))
+            .and_then(|surb| {
+                let first_hop = surb.first_hop();
+                surb.reply(&self.geometry, &message[surb_len..])
+                    .map(|packet| (first_hop, packet))
+            });
+        match reply {
+            Ok((to, packet)) => {
+                self.counters.delivered += 1;
+                self.counters.sent += 1;
+                outputs.push(Output::Send { to, packet });
+            }
+            Err(_) => self.drop_packet(DropReason::BadServiceMessage),
+        }
+    }
+}
