@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod sim;
 mod vectors;
 
 /// Anonymous, paid neural-network inference over a mix network.
@@ -22,12 +23,15 @@ enum Command {
         #[command(subcommand)]
         command: vectors::VectorsCommand,
     },
+    /// The deterministic simulator: S clients for T virtual seconds.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Vectors { command } => vectors::run(command),
+        Command::Sim(args) => sim::run_sim(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,
