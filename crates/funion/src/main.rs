@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod network;
 mod sim;
 mod vectors;
 
@@ -25,13 +26,35 @@ enum Command {
     },
     /// The deterministic simulator: S clients for T virtual seconds.
     Sim(sim::SimArgs),
+    /// A whole network on loopback that keeps running, configs in a folder.
+    Devnet(network::DevnetArgs),
+    /// Runs one role (node or authority) from its config file.
+    Node(network::NodeArgs),
+    /// Writes configs for a network spread over several hosts.
+    Genconfig(network::GenconfigArgs),
+    /// The client's operations.
+    Client {
+        #[command(subcommand)]
+        command: network::ClientCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let outcome = match cli.command {
         Command::Vectors { command } => vectors::run(command),
         Command::Sim(args) => sim::run_sim(args).map(|()| ExitCode::SUCCESS),
+        Command::Genconfig(args) => network::genconfig(args).map(|()| ExitCode::SUCCESS),
+        Command::Devnet(args) => block_on(network::devnet(args)),
+        Command::Node(args) => block_on(network::run_node(args)),
+        Command::Client { command } => block_on(network::client(command)),
     };
     match outcome {
         Ok(code) => code,
@@ -40,4 +63,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+        .map(|()| ExitCode::SUCCESS)
 }

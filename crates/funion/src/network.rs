@@ -1,0 +1,194 @@
+//! `funion devnet`, `funion node`, `funion genconfig`, `funion client`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use funion_pki::{KemKind, Parameters};
+use funion_runtime::config::{self, AuthorityFile, ClientFile, NodeFile};
+use funion_runtime::metrics::Metrics;
+use funion_runtime::{authority, client, devnet, node};
+use funion_sim::{erlang_quantile, summarize};
+use tokio::net::TcpListener;
+
+/// Options shared by commands that make a network.
+#[derive(Args, Clone)]
+pub struct NetworkOptions {
+    /// Millisecond delays (μ = 2 ms, λ_s = 200/s) instead of the paper's.
+    #[arg(long)]
+    fast: bool,
+    /// Sphinx KEM: xwing (default) or x25519.
+    #[arg(long, default_value = "xwing")]
+    kem: String,
+    /// Mean per-hop delay μ in microseconds (overrides the preset).
+    #[arg(long)]
+    mean_delay_us: Option<u64>,
+}
+
+impl NetworkOptions {
+    fn parameters(&self) -> anyhow::Result<Parameters> {
+        let kem = match self.kem.as_str() {
+            "xwing" => KemKind::XWing,
+            "x25519" => KemKind::X25519,
+            other => anyhow::bail!("unknown KEM {other:?}: use xwing or x25519"),
+        };
+        let base = if self.fast {
+            Parameters::fast()
+        } else {
+            Parameters::paper()
+        };
+        Ok(Parameters {
+            kem,
+            mean_delay_us: self.mean_delay_us.unwrap_or(base.mean_delay_us),
+            ..base
+        })
+    }
+}
+
+/// `funion devnet`.
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Folder for the configs (created if missing).
+    #[arg(long, default_value = "devnet")]
+    dir: PathBuf,
+    #[command(flatten)]
+    network: NetworkOptions,
+}
+
+/// `funion genconfig`.
+#[derive(Args)]
+pub struct GenconfigArgs {
+    /// Folder for the configs.
+    #[arg(long, default_value = "configs")]
+    dir: PathBuf,
+    /// Hosts (comma separated); nodes are spread over them, the authority on the first.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hosts: Vec<String>,
+    /// First port used on each host.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    #[command(flatten)]
+    network: NetworkOptions,
+}
+
+/// `funion node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// A node or authority config file.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// `funion client`.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Echo packets through the network and report round-trip times.
+    Ping {
+        /// The client config (written by devnet or genconfig).
+        #[arg(long)]
+        config: PathBuf,
+        /// Echoes to send.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+    let parameters = args.network.parameters()?;
+    let net = devnet::start(&args.dir, parameters, true).await?;
+    println!("devnet running: authority {}", net.client.authority_url);
+    for node in &net.nodes {
+        println!(
+            "  {:<10} {:<22} metrics http://{}/metrics",
+            node.config.name,
+            node.config.listen,
+            node.config.metrics_listen.clone().unwrap_or_default()
+        );
+    }
+    println!(
+        "configs in {}; try: funion client ping --config {}/client.toml",
+        net.dir.display(),
+        net.dir.display()
+    );
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await?;
+    net.stop();
+    Ok(())
+}
+
+pub fn genconfig(args: GenconfigArgs) -> anyhow::Result<()> {
+    let written = devnet::genconfig(
+        &args.dir,
+        &args.hosts,
+        args.base_port,
+        args.network.parameters()?,
+    )?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.config.display()))?;
+    if let Ok(authority_config) = toml::from_str::<AuthorityFile>(&text) {
+        let listener = TcpListener::bind(&authority_config.listen).await?;
+        println!("authority serving on {}", authority_config.listen);
+        return authority::serve(authority_config, listener).await;
+    }
+    let node_config: NodeFile = config::read(&args.config)?;
+    let listener = TcpListener::bind(&node_config.listen).await?;
+    let metrics_listener = match &node_config.metrics_listen {
+        Some(address) => Some(TcpListener::bind(address).await?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new(node_config.name.clone()));
+    println!(
+        "{} ({:?}) on {}",
+        node_config.name, node_config.role, node_config.listen
+    );
+    node::run(node_config, listener, metrics_listener, metrics).await
+}
+
+pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
+    let ClientCommand::Ping {
+        config,
+        count,
+        timeout,
+    } = command;
+    let client_config: ClientFile = config::read(&config)?;
+    let report = client::ping(
+        &client_config,
+        count,
+        Duration::from_secs(timeout),
+        |seq, rtt| {
+            println!("echo {seq}: {:.3} ms", rtt as f64 / 1000.0);
+        },
+    )
+    .await?;
+    let summary = summarize(&report.rtts_us);
+    let mu = report.mean_delay_us as f64 / 1e6;
+    let k = report.echo_hops;
+    println!(
+        "{} echoes, {} lost ({:.1} %), {} resent; RTT mean {:.3} ms, p50 {:.3} ms, p95 {:.3} ms",
+        report.requested,
+        report.lost,
+        report.lost as f64 * 100.0 / report.requested.max(1) as f64,
+        report.retransmissions,
+        summary.mean * 1e3,
+        summary.p50 * 1e3,
+        summary.p95 * 1e3
+    );
+    println!(
+        "delay model Erlang(k={k}, mean {:.3} ms): p50 {:.3} ms, p95 {:.3} ms (plus processing and links)",
+        k as f64 * mu * 1e3,
+        erlang_quantile(k, mu, 0.5) * 1e3,
+        erlang_quantile(k, mu, 0.95) * 1e3
+    );
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Config files (TOML) and the keys a node derives from its one secret seed.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use funion_pki::{Parameters, Role};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// One node's config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// Name in the network document.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Mix layer (1..) for mixes, 0 otherwise.
+    pub layer: u8,
+    /// Address to listen on for links, `host:port`.
+    pub listen: String,
+    /// Address to serve Prometheus metrics on, if any.
+    pub metrics_listen: Option<String>,
+    /// The node's secret seed (hex, 32 bytes): identity, link and Sphinx keys
+    /// all derive from it.
+    pub secret_seed: String,
+    /// Where durable state (replay tags) lives.
+    pub data_dir: PathBuf,
+    /// The authority's base URL (`http://host:port`).
+    pub authority_url: String,
+    /// The authority's Ed25519 public key (hex).
+    pub authority_key: String,
+}
+
+/// The authority's config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorityFile {
+    /// Address to serve HTTP on.
+    pub listen: String,
+    /// Secret seed of the signing key (hex, 32 bytes).
+    pub secret_seed: String,
+    /// The network's parameters.
+    pub parameters: Parameters,
+}
+
+/// A client's config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientFile {
+    /// The authority's base URL.
+    pub authority_url: String,
+    /// The authority's Ed25519 public key (hex).
+    pub authority_key: String,
+}
+
+/// Reads and parses a TOML config.
+pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))
+}
+
+/// Writes a TOML config.
+pub fn write<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    std::fs::write(path, toml::to_string_pretty(value)?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Parses 32 bytes of hex.
+pub fn hex32(text: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("expected 64 hex digits"))
+}
+
+/// Derives a labelled 32-byte key from a seed (HKDF-SHA256).
+pub fn derive(seed: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(b"funion node keys v1"), seed)
+        .expand(label, &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    out
+}
+
+/// A node's keys.
+pub struct NodeKeys {
+    seed: [u8; 32],
+    /// Ed25519 identity (signs descriptors; its public key is the node ID).
+    pub identity: SigningKey,
+    /// Noise static secret.
+    pub link_secret: [u8; 32],
+}
+
+impl NodeKeys {
+    /// The keys a seed derives.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        NodeKeys {
+            identity: SigningKey::from_bytes(&derive(&seed, b"identity")),
+            link_secret: derive(&seed, b"link"),
+            seed,
+        }
+    }
+
+    /// The seed of the Sphinx key for `epoch`: derived, so a restarted node
+    /// has the same keys and old epochs' keys can be forgotten.
+    pub fn sphinx_seed(&self, epoch: u64) -> [u8; 32] {
+        let mut label = b"sphinx".to_vec();
+        label.extend_from_slice(&epoch.to_le_bytes());
+        derive(&self.seed, &label)
+    }
+}

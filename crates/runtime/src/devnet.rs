@@ -1,0 +1,252 @@
+//! A whole network on loopback: an authority, a gateway, 3 layers × 2
+//! mixes and 2 service nodes, each with its config written to a folder, plus
+//! a client config. Also `genconfig`: the same configs for many hosts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use funion_pki::{Parameters, Role};
+use rand_core::{OsRng, RngCore};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::authority;
+use crate::config::{self, AuthorityFile, ClientFile, NodeFile};
+use crate::metrics::Metrics;
+use crate::node;
+
+/// The nodes of a standard network: (name, role, layer).
+pub fn layout(layers: u8, mixes_per_layer: usize, services: usize) -> Vec<(String, Role, u8)> {
+    let mut nodes = vec![("gateway".to_string(), Role::Gateway, 0)];
+    for layer in 1..=layers {
+        for i in 0..mixes_per_layer {
+            nodes.push((format!("mix{layer}.{i}"), Role::Mix, layer));
+        }
+    }
+    for i in 0..services {
+        nodes.push((format!("service{i}"), Role::Service, 0));
+    }
+    nodes
+}
+
+fn random_seed() -> String {
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    hex::encode(seed)
+}
+
+/// A running node of a devnet.
+pub struct DevnetNode {
+    /// Its config.
+    pub config: NodeFile,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// Its task.
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A running devnet.
+pub struct Devnet {
+    /// The folder holding every config.
+    pub dir: PathBuf,
+    /// The client's config.
+    pub client: ClientFile,
+    /// The authority's task.
+    pub authority: JoinHandle<anyhow::Result<()>>,
+    /// The nodes.
+    pub nodes: Vec<DevnetNode>,
+}
+
+impl Devnet {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&DevnetNode> {
+        self.nodes.iter().find(|n| n.config.name == name)
+    }
+
+    /// Stops node `name` and starts it again from its config (same keys,
+    /// same data folder), on the same port.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.config.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no node {name}"))?;
+        self.nodes[index].task.abort();
+        let _ = (&mut self.nodes[index].task).await;
+        let config = self.nodes[index].config.clone();
+        let listener = bind_retrying(&config.listen).await?;
+        let metrics = Arc::new(Metrics::new(config.name.clone()));
+        let task = tokio::spawn(node::run(config.clone(), listener, None, metrics.clone()));
+        self.nodes[index] = DevnetNode {
+            config,
+            metrics,
+            task,
+        };
+        Ok(())
+    }
+
+    /// Stops everything.
+    pub fn stop(&self) {
+        self.authority.abort();
+        for node in &self.nodes {
+            node.task.abort();
+        }
+    }
+}
+
+/// Waits until the authority's document lists every node.
+async fn wait_for_all(
+    client: &ClientFile,
+    parameters: &Parameters,
+    count: usize,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let key = config::hex32(&client.authority_key)?;
+    for _ in 0..600 {
+        let epoch = funion_pki::epoch_at(crate::unix_ms(), parameters.epoch_ms);
+        if let Ok(document) =
+            crate::fetch_document(&http, &client.authority_url, &key, epoch, false).await
+        {
+            if document.nodes.len() >= count {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the network did not come up within a minute")
+}
+
+async fn bind_retrying(address: &str) -> anyhow::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(last
+        .map(Into::into)
+        .unwrap_or_else(|| anyhow::anyhow!("cannot bind {address}")))
+}
+
+/// Starts a devnet on loopback with `parameters`, writing configs to `dir`.
+/// Ports are chosen by the system; `metrics` also serves each node's
+/// metrics over HTTP.
+pub async fn start(dir: &Path, parameters: Parameters, metrics: bool) -> anyhow::Result<Devnet> {
+    std::fs::create_dir_all(dir)?;
+    let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let authority_url = format!("http://{}", authority_listener.local_addr()?);
+    let authority_seed = random_seed();
+    let authority_key = authority::public_key_hex(&authority_seed)?;
+    let authority_config = AuthorityFile {
+        listen: authority_listener.local_addr()?.to_string(),
+        secret_seed: authority_seed,
+        parameters: parameters.clone(),
+    };
+    config::write(&dir.join("authority.toml"), &authority_config)?;
+    let authority = tokio::spawn(authority::serve(authority_config, authority_listener));
+
+    let mut nodes = Vec::new();
+    for (name, role, layer) in layout(parameters.layers, 2, 2) {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_listener = if metrics {
+            Some(TcpListener::bind("127.0.0.1:0").await?)
+        } else {
+            None
+        };
+        let config = NodeFile {
+            name: name.clone(),
+            role,
+            layer,
+            listen: listener.local_addr()?.to_string(),
+            metrics_listen: match &metrics_listener {
+                Some(l) => Some(l.local_addr()?.to_string()),
+                None => None,
+            },
+            secret_seed: random_seed(),
+            data_dir: dir.join("data").join(&name),
+            authority_url: authority_url.clone(),
+            authority_key: authority_key.clone(),
+        };
+        config::write(&dir.join(format!("{name}.toml")), &config)?;
+        let metrics = Arc::new(Metrics::new(name));
+        let task = tokio::spawn(node::run(
+            config.clone(),
+            listener,
+            metrics_listener,
+            metrics.clone(),
+        ));
+        nodes.push(DevnetNode {
+            config,
+            metrics,
+            task,
+        });
+    }
+    let client = ClientFile {
+        authority_url,
+        authority_key,
+    };
+    config::write(&dir.join("client.toml"), &client)?;
+    wait_for_all(&client, &parameters, nodes.len()).await?;
+    Ok(Devnet {
+        dir: dir.to_path_buf(),
+        client,
+        authority,
+        nodes,
+    })
+}
+
+/// Writes configs for a network spread over `hosts` (round robin), ports
+/// from `base_port` up, the authority on the first host.
+pub fn genconfig(
+    dir: &Path,
+    hosts: &[String],
+    base_port: u16,
+    parameters: Parameters,
+) -> anyhow::Result<Vec<PathBuf>> {
+    anyhow::ensure!(!hosts.is_empty(), "give at least one host");
+    std::fs::create_dir_all(dir)?;
+    let authority_seed = random_seed();
+    let authority_key = authority::public_key_hex(&authority_seed)?;
+    let authority_address = format!("{}:{base_port}", hosts[0]);
+    let mut written = vec![dir.join("authority.toml")];
+    config::write(
+        &written[0],
+        &AuthorityFile {
+            listen: authority_address.clone(),
+            secret_seed: authority_seed,
+            parameters: parameters.clone(),
+        },
+    )?;
+    for (i, (name, role, layer)) in layout(parameters.layers, 2, 2).into_iter().enumerate() {
+        let host = &hosts[(i + 1) % hosts.len()];
+        let port = base_port + 1 + 2 * i as u16;
+        let path = dir.join(format!("{name}.toml"));
+        config::write(
+            &path,
+            &NodeFile {
+                name: name.clone(),
+                role,
+                layer,
+                listen: format!("{host}:{port}"),
+                metrics_listen: Some(format!("{host}:{}", port + 1)),
+                secret_seed: random_seed(),
+                data_dir: PathBuf::from("data").join(&name),
+                authority_url: format!("http://{authority_address}"),
+                authority_key: authority_key.clone(),
+            },
+        )?;
+        written.push(path);
+    }
+    let client = dir.join("client.toml");
+    config::write(
+        &client,
+        &ClientFile {
+            authority_url: format!("http://{authority_address}"),
+            authority_key,
+        },
+    )?;
+    written.push(client);
+    Ok(written)
+}

@@ -1,0 +1,149 @@
+//! Prometheus text-format metrics: packets in, out, delivered and dropped by
+//! reason, queue depth, link failures.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use funion_mixnet::Counters;
+use tokio::net::TcpListener;
+
+/// A node's metrics.
+pub struct Metrics {
+    node: String,
+    counters: Mutex<(Counters, usize)>,
+    bad_links: AtomicU64,
+    link_failures: AtomicU64,
+    send_drops: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for the node named `node`.
+    pub fn new(node: String) -> Self {
+        Metrics {
+            node,
+            counters: Mutex::new((Counters::default(), 0)),
+            bad_links: AtomicU64::new(0),
+            link_failures: AtomicU64::new(0),
+            send_drops: AtomicU64::new(0),
+        }
+    }
+
+    /// Copies the state machine's counters.
+    pub fn update(&self, counters: &Counters, queue_depth: usize) {
+        let mut guard = self.counters.lock().expect("metrics");
+        if guard.0 != *counters || guard.1 != queue_depth {
+            *guard = (counters.clone(), queue_depth);
+        }
+    }
+
+    /// A link closed for a bad frame or handshake.
+    pub fn count_bad_link(&self) {
+        self.bad_links.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An outgoing connection attempt failed.
+    pub fn count_link_failure(&self) {
+        self.link_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A packet or reply could not be queued on its link.
+    pub fn count_send_drop(&self) {
+        self.send_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The state machine's counters now.
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().expect("metrics").0.clone()
+    }
+
+    /// Links closed for bad input so far.
+    pub fn bad_links(&self) -> u64 {
+        self.bad_links.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let (counters, depth) = self.counters.lock().expect("metrics").clone();
+        let node = &self.node;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP funion_{name} {help}");
+            let _ = writeln!(out, "# TYPE funion_{name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "funion_{name}{{node=\"{node}\"{labels}}} {value}");
+            }
+        };
+        metric(
+            "packets_received_total",
+            "counter",
+            "Sphinx packets received.",
+            vec![(String::new(), counters.received)],
+        );
+        metric(
+            "packets_sent_total",
+            "counter",
+            "Sphinx packets sent on.",
+            vec![(String::new(), counters.sent)],
+        );
+        metric(
+            "messages_delivered_total",
+            "counter",
+            "Messages handed to services.",
+            vec![(String::new(), counters.delivered)],
+        );
+        metric(
+            "replies_queued_total",
+            "counter",
+            "Replies queued for clients.",
+            vec![(String::new(), counters.replies_queued)],
+        );
+        metric(
+            "packets_dropped_total",
+            "counter",
+            "Packets dropped, by reason.",
+            counters
+                .dropped
+                .iter()
+                .map(|(reason, n)| (format!(",reason=\"{}\"", reason.label()), *n))
+                .chain([(
+                    ",reason=\"link_queue_full\"".to_string(),
+                    self.send_drops.load(Ordering::Relaxed),
+                )])
+                .collect(),
+        );
+        metric(
+            "queue_depth",
+            "gauge",
+            "Packets held for their delay.",
+            vec![(String::new(), depth as u64)],
+        );
+        metric(
+            "links_closed_bad_input_total",
+            "counter",
+            "Links closed after a bad frame or handshake.",
+            vec![(String::new(), self.bad_links.load(Ordering::Relaxed))],
+        );
+        metric(
+            "link_connect_failures_total",
+            "counter",
+            "Failed outgoing link attempts.",
+            vec![(String::new(), self.link_failures.load(Ordering::Relaxed))],
+        );
+        out
+    }
+}
+
+/// Serves `GET /metrics`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
+        )
+        .with_state(metrics);
+    let _ = axum::serve(listener, app).await;
+}

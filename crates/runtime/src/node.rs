@@ -1,0 +1,643 @@
+//! One node (gateway, mix or service) for real: Noise links in and out, the
+//! [`funion_mixnet::Node`] state machine on the wall clock, replay tags made
+//! durable before any packet leaves, replies pushed to subscribed clients,
+//! Prometheus metrics.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use funion_mixnet::{Node, NodeConfig, Output, Source};
+use funion_pki::{
+    epoch_at, EpochKey, KemKind, NetworkDocument, NodeDescriptor, NodeEntry, Parameters, Role,
+};
+use funion_sphinx::kem::{Kem, XWing, X25519};
+use funion_sphinx::{NodeId, ReplayTag};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::{hex32, NodeFile, NodeKeys};
+use crate::link::{self, Frame, FrameReceiver, FrameSender, Link};
+use crate::metrics::{self, Metrics};
+use crate::{fetch_document, fetch_parameters, unix_ms};
+
+/// Frames waiting for one outgoing link.
+const PEER_QUEUE: usize = 4096;
+/// How often a node fetches the current document again (nodes that join
+/// after it started appear in it).
+const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
+
+enum Inbound {
+    Frame {
+        source: Source,
+        frame: Frame,
+    },
+    Document(Box<NetworkDocument>),
+    ClientConnected {
+        conn: u64,
+        sender: mpsc::Sender<Frame>,
+    },
+    ClientGone(u64),
+}
+
+/// Runs a node on an already bound listener (and metrics listener) until
+/// the task is dropped or fails.
+pub async fn run(
+    config: NodeFile,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let parameters = fetch_parameters(&http, &config.authority_url).await?;
+    let context = Running {
+        config,
+        parameters,
+        listener,
+        metrics_listener,
+        metrics,
+        http,
+    };
+    match context.parameters.kem {
+        KemKind::XWing => run_kem::<XWing>(context).await,
+        KemKind::X25519 => run_kem::<X25519>(context).await,
+    }
+}
+
+struct Running {
+    config: NodeFile,
+    parameters: Parameters,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    metrics: Arc<Metrics>,
+    http: reqwest::Client,
+}
+
+/// The descriptor this node publishes for `epoch`.
+fn entry<K: Kem>(config: &NodeFile, keys: &NodeKeys, epoch: u64) -> NodeEntry {
+    let sphinx_keys = [epoch, epoch + 1]
+        .into_iter()
+        .map(|e| EpochKey {
+            epoch: e,
+            public_key: K::public_key_bytes(&K::public_key(&K::secret_from_seed(
+                &keys.sphinx_seed(e),
+            ))),
+        })
+        .collect();
+    NodeEntry {
+        name: config.name.clone(),
+        role: config.role,
+        layer: config.layer,
+        identity_key: keys.identity.verifying_key().to_bytes(),
+        link_key: link::public_link_key(&keys.link_secret),
+        addresses: vec![config.listen.clone()],
+        sphinx_keys,
+    }
+}
+
+async fn publish<K: Kem>(
+    http: &reqwest::Client,
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch: u64,
+) -> anyhow::Result<()> {
+    let descriptor = NodeDescriptor {
+        epoch,
+        node: entry::<K>(config, keys, epoch),
+    };
+    let body = descriptor.sign(&keys.identity)?;
+    let response = http
+        .post(format!("{}/descriptor", config.authority_url))
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        anyhow::bail!(
+            "authority refused descriptor: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Replay tags on disk: one append-only file of 32-byte records per key
+/// epoch. A tag is written as its packet is accepted and synced in the
+/// background while the packet waits out its delay; a packet is sent only
+/// once every tag written before it is durable (if the background sync is
+/// behind, the send waits for a sync of its own).
+struct ReplayLog {
+    dir: PathBuf,
+    files: HashMap<u64, Arc<File>>,
+    written: u64,
+    durable: Arc<AtomicU64>,
+    syncing: Arc<AtomicBool>,
+}
+
+impl ReplayLog {
+    fn new(dir: PathBuf) -> Self {
+        ReplayLog {
+            dir,
+            files: HashMap::new(),
+            written: 0,
+            durable: Arc::new(AtomicU64::new(0)),
+            syncing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn path(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("replay-{epoch}.tags"))
+    }
+
+    fn load(&self, epoch: u64) -> Vec<ReplayTag> {
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = File::open(self.path(epoch)) {
+            let _ = file.read_to_end(&mut bytes);
+        }
+        bytes
+            .chunks_exact(32)
+            .map(|c| ReplayTag(c.try_into().expect("32 bytes")))
+            .collect()
+    }
+
+    fn append(&mut self, epoch: u64, tag: &ReplayTag) -> std::io::Result<()> {
+        if !self.files.contains_key(&epoch) {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(epoch))?;
+            self.files.insert(epoch, Arc::new(file));
+        }
+        (&*self.files[&epoch]).write_all(&tag.0)?;
+        self.written += 1;
+        self.sync_in_background();
+        Ok(())
+    }
+
+    fn sync_in_background(&self) {
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let files: Vec<Arc<File>> = self.files.values().cloned().collect();
+        let (target, durable, syncing) = (self.written, self.durable.clone(), self.syncing.clone());
+        tokio::task::spawn_blocking(move || {
+            if files.iter().all(|f| f.sync_data().is_ok()) {
+                durable.fetch_max(target, Ordering::AcqRel);
+            }
+            syncing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Returns once every tag written so far is on disk.
+    fn ensure_durable(&mut self) -> std::io::Result<()> {
+        if self.durable.load(Ordering::Acquire) >= self.written {
+            return Ok(());
+        }
+        tokio::task::block_in_place(|| {
+            for file in self.files.values() {
+                file.sync_data()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+        self.durable.fetch_max(self.written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn forget_before(&mut self, epoch: u64) {
+        self.files.retain(|&e, _| e >= epoch);
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let old = name
+                    .strip_prefix("replay-")
+                    .and_then(|n| n.strip_suffix(".tags"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|e| e < epoch);
+                if old {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+struct Peers {
+    senders: HashMap<NodeId, mpsc::Sender<Frame>>,
+    link_secret: [u8; 32],
+    packet_len: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Peers {
+    /// The queue of the link to `to`, opening it if needed.
+    fn sender(&mut self, to: NodeId, document: &NetworkDocument) -> Option<&mpsc::Sender<Frame>> {
+        if self.senders.get(&to).is_some_and(|s| s.is_closed()) {
+            self.senders.remove(&to);
+        }
+        if !self.senders.contains_key(&to) {
+            let peer = document.node(&to)?;
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(outgoing(
+                peer.addresses.first()?.clone(),
+                peer.link_key,
+                self.link_secret,
+                self.packet_len,
+                rx,
+                self.metrics.clone(),
+            ));
+            self.senders.insert(to, tx);
+        }
+        self.senders.get(&to)
+    }
+}
+
+/// Keeps a link to one peer up: connects, checks the peer's static key,
+/// sends queued frames, and reconnects with exponential backoff.
+async fn outgoing(
+    address: String,
+    expected_key: [u8; 32],
+    link_secret: [u8; 32],
+    packet_len: usize,
+    mut frames: mpsc::Receiver<Frame>,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut pending: Option<Frame> = None;
+    loop {
+        let link = async {
+            let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&address))
+                .await??;
+            let link = link::initiate(stream, &link_secret, packet_len).await?;
+            if link.peer_key != expected_key {
+                return Err(std::io::Error::other(
+                    "peer's link key is not the document's",
+                ));
+            }
+            Ok::<Link, std::io::Error>(link)
+        }
+        .await;
+        let mut link = match link {
+            Ok(link) => link,
+            Err(error) => {
+                tracing::debug!(%address, %error, "link failed; retrying");
+                metrics.count_link_failure();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        loop {
+            let frame = match pending.take() {
+                Some(frame) => frame,
+                None => match frames.recv().await {
+                    Some(frame) => frame,
+                    None => return,
+                },
+            };
+            if let Err(error) = link.sender.send(&frame).await {
+                tracing::debug!(%address, %error, "link broke; reconnecting");
+                pending = Some(frame);
+                break;
+            }
+        }
+    }
+}
+
+/// Reads frames from an accepted link until it fails.
+async fn read_link(
+    mut receiver: link::NoiseReceiver,
+    source: Source,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        match receiver.recv().await {
+            Ok(frame) => {
+                if inbound
+                    .send(Inbound::Frame { source, frame })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::info!(?source, %error, "closing link after a bad frame");
+                    metrics.count_bad_link();
+                }
+                if let Source::Client(conn) = source {
+                    let _ = inbound.send(Inbound::ClientGone(conn)).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+struct AcceptContext {
+    link_secret: [u8; 32],
+    packet_len: usize,
+    role: Role,
+    peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+}
+
+/// Aborts the tasks it holds when dropped, so a node stopped (or restarted)
+/// takes its listener, refresher and metrics server down with it.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
+    let mut next_conn: u64 = 0;
+    // Connection tasks live in this set: they end when the loop is aborted.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        next_conn += 1;
+        let conn = next_conn;
+        let context = context.clone();
+        connections.spawn(async move {
+            let link = match link::respond(stream, &context.link_secret, context.packet_len).await {
+                Ok(link) => link,
+                Err(error) => {
+                    tracing::info!(%error, "handshake failed");
+                    context.metrics.count_bad_link();
+                    return;
+                }
+            };
+            let known = |key: &[u8; 32]| {
+                context
+                    .peers_by_link_key
+                    .read()
+                    .expect("peer map")
+                    .get(key)
+                    .copied()
+            };
+            let mut peer = known(&link.peer_key);
+            if peer.is_none() && context.role != Role::Gateway {
+                // A node newer than our copy of the document: wait for the
+                // next refresh before refusing it.
+                tokio::time::sleep(DOCUMENT_REFRESH * 2).await;
+                peer = known(&link.peer_key);
+            }
+            let source = match (peer, context.role) {
+                (Some(id), _) => Source::Peer(id),
+                (None, Role::Gateway) => {
+                    let (tx, mut rx) = mpsc::channel::<Frame>(PEER_QUEUE);
+                    let mut sender = link.sender;
+                    tokio::spawn(async move {
+                        while let Some(frame) = rx.recv().await {
+                            if sender.send(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    if context
+                        .inbound
+                        .send(Inbound::ClientConnected { conn, sender: tx })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    read_link(
+                        link.receiver,
+                        Source::Client(conn),
+                        context.inbound.clone(),
+                        context.metrics.clone(),
+                    )
+                    .await;
+                    return;
+                }
+                (None, _) => {
+                    tracing::info!("refusing a link from a key the document does not list");
+                    context.metrics.count_bad_link();
+                    return;
+                }
+            };
+            read_link(
+                link.receiver,
+                source,
+                context.inbound.clone(),
+                context.metrics.clone(),
+            )
+            .await;
+        });
+    }
+}
+
+async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
+    let Running {
+        config,
+        parameters,
+        listener,
+        metrics_listener,
+        metrics,
+        http,
+    } = context;
+    let keys = NodeKeys::from_seed(hex32(&config.secret_seed)?);
+    let authority_key = hex32(&config.authority_key)?;
+    let geometry = parameters.geometry()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+
+    let mut epoch = epoch_at(unix_ms(), parameters.epoch_ms);
+    publish::<K>(&http, &config, &keys, epoch).await?;
+    publish::<K>(&http, &config, &keys, epoch + 1).await?;
+    let mut document =
+        fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
+
+    let mut log = ReplayLog::new(config.data_dir.clone());
+    let mut node = Node::<K>::new(
+        NodeConfig::for_role(config.role, parameters.send_rate()),
+        geometry,
+    );
+    for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
+        let secret = K::secret_from_seed(&keys.sphinx_seed(e));
+        node.add_epoch_key(e, secret, log.load(e))?;
+    }
+
+    let mut tasks = AbortOnDrop(Vec::new());
+    if let Some(listener) = metrics_listener {
+        tasks
+            .0
+            .push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+    }
+    let peers_by_link_key = Arc::new(RwLock::new(link_keys(&document)));
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(PEER_QUEUE);
+    let inbound_tx_refresh = inbound_tx.clone();
+    tasks.0.push(tokio::spawn(accept_loop(
+        listener,
+        Arc::new(AcceptContext {
+            link_secret: keys.link_secret,
+            packet_len: geometry.packet_len(),
+            role: config.role,
+            peers_by_link_key: peers_by_link_key.clone(),
+            inbound: inbound_tx,
+            metrics: metrics.clone(),
+        }),
+    )));
+    {
+        let (http, url, inbound) = (
+            http.clone(),
+            config.authority_url.clone(),
+            inbound_tx_refresh,
+        );
+        let (epoch_ms, peers_by_link_key) = (parameters.epoch_ms, peers_by_link_key.clone());
+        tasks.0.push(tokio::spawn(async move {
+            let mut known = None;
+            loop {
+                tokio::time::sleep(DOCUMENT_REFRESH).await;
+                let epoch = epoch_at(unix_ms(), epoch_ms);
+                let Ok(document) = fetch_document(&http, &url, &authority_key, epoch, false).await
+                else {
+                    continue;
+                };
+                if known.as_ref() != Some(&document) {
+                    *peers_by_link_key.write().expect("peer map") = link_keys(&document);
+                    known = Some(document.clone());
+                    if inbound
+                        .send(Inbound::Document(Box::new(document)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let mut peers = Peers {
+        senders: HashMap::new(),
+        link_secret: keys.link_secret,
+        packet_len: geometry.packet_len(),
+        metrics: metrics.clone(),
+    };
+    let mut clients: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
+    let mut subscriptions: HashMap<[u8; 32], u64> = HashMap::new();
+    tracing::info!(name = %config.name, role = ?config.role, epoch, "node running");
+
+    let start = Instant::now();
+    let now = move || start.elapsed().as_micros() as u64;
+    let epoch_start =
+        |e: u64| Duration::from_millis((e * parameters.epoch_ms).saturating_sub(unix_ms()));
+    let mut next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
+    loop {
+        let deadline = node
+            .next_deadline()
+            .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
+        let outputs = tokio::select! {
+            message = inbound.recv() => {
+                let Some(message) = message else { break };
+                match message {
+                    Inbound::Frame { source, frame: Frame::Packet(packet) } => node.handle_packet(now(), source, packet),
+                    Inbound::Frame { source: Source::Client(conn), frame: Frame::Subscribe(recipient) } => {
+                        subscriptions.insert(recipient, conn);
+                        vec![Output::ReplyQueued { recipient }]
+                    }
+                    Inbound::Frame { .. } => Vec::new(),
+                    Inbound::Document(new) => {
+                        if new.epoch >= document.epoch {
+                            document = *new;
+                        }
+                        Vec::new()
+                    }
+                    Inbound::ClientConnected { conn, sender } => {
+                        clients.insert(conn, sender);
+                        Vec::new()
+                    }
+                    Inbound::ClientGone(conn) => {
+                        clients.remove(&conn);
+                        subscriptions.retain(|_, c| *c != conn);
+                        node.client_gone(conn);
+                        Vec::new()
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => node.poll(now()),
+            _ = tokio::time::sleep_until(next_epoch) => {
+                epoch += 1;
+                let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1));
+                node.add_epoch_key(epoch + 1, secret, log.load(epoch + 1))?;
+                node.retire_epoch(epoch.saturating_sub(2));
+                log.forget_before(epoch.saturating_sub(1));
+                if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1).await {
+                    tracing::warn!(%error, "could not publish the next epoch's descriptor");
+                }
+                match fetch_document(&http, &config.authority_url, &authority_key, epoch, false).await {
+                    Ok(new) => {
+                        *peers_by_link_key.write().expect("peer map") = link_keys(&new);
+                        document = new;
+                    }
+                    Err(error) => tracing::warn!(%error, "no document for the new epoch yet"),
+                }
+                next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
+                Vec::new()
+            }
+        };
+        for output in outputs {
+            match output {
+                Output::PersistReplayTag { epoch, tag } => log.append(epoch, &tag)?,
+                Output::Send { to, packet } => {
+                    // A tag is on disk before the packet it protects leaves.
+                    log.ensure_durable()?;
+                    match peers.sender(to, &document) {
+                        Some(sender) => {
+                            if sender.try_send(Frame::Packet(packet)).is_err() {
+                                metrics.count_send_drop();
+                            }
+                        }
+                        None => metrics.count_send_drop(),
+                    }
+                }
+                Output::ReplyQueued { recipient } => {
+                    let Some(sender) = subscriptions.get(&recipient).and_then(|c| clients.get(c))
+                    else {
+                        continue;
+                    };
+                    for reply in node.take_replies(&recipient) {
+                        let frame = Frame::Reply {
+                            surb_id: reply.surb_id,
+                            payload: reply.payload,
+                        };
+                        if sender.try_send(frame).is_err() {
+                            metrics.count_send_drop();
+                        }
+                    }
+                }
+            }
+        }
+        metrics.update(node.counters(), node.queue_depth());
+    }
+    Ok(())
+}
+
+fn link_keys(document: &NetworkDocument) -> HashMap<[u8; 32], NodeId> {
+    document
+        .nodes
+        .iter()
+        .map(|n| (n.link_key, n.id()))
+        .collect()
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,194 @@
+//! A whole network on loopback, over real sockets and Noise links: 200
+//! echoes with no loss and round trips that follow the delay model; a
+//! replayed packet is dropped; garbage, a truncated frame or a stranger's
+//! handshake closes only that link; a restarted mix still refuses a packet
+//! it saw earlier in the epoch.
+
+use std::time::Duration;
+
+use funion_mixnet::{service_recipient, Topology};
+use funion_pki::{epoch_at, Parameters};
+use funion_runtime::config::{hex32, NodeKeys};
+use funion_runtime::link::{self, Frame, FrameSender};
+use funion_runtime::{client, devnet, fetch_document, unix_ms};
+use funion_sphinx::kem::{Kem, XWing};
+use funion_sphinx::{create_packet, Action, Delivery, PathHop, SphinxNode};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn dropped(net: &devnet::Devnet, name: &str, reason: &str) -> u64 {
+    net.node(name)
+        .unwrap()
+        .metrics
+        .counters()
+        .dropped
+        .iter()
+        .filter(|(r, _)| r.label() == reason)
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+async fn wait_for(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devnet_carries_echoes_and_survives_bad_peers() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("devnet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Millisecond-scale delays, long enough that the delay model, not the
+    // 1 ms timer resolution of each hop, dominates the round trip.
+    let parameters = Parameters {
+        mean_delay_us: 50_000,
+        ..Parameters::fast()
+    };
+    let mut net = devnet::start(&dir, parameters.clone(), false)
+        .await
+        .unwrap();
+
+    // 200 echoes through gateway, three mix layers, a service and back.
+    let report = client::ping(&net.client, 200, Duration::from_secs(120), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.rtts_us.len(), 200);
+    assert_eq!(report.retransmissions, 0);
+    let mean = report.rtts_us.iter().sum::<u64>() as f64 / 200.0 / 1e6;
+    let model = 9.0 * 0.050;
+    assert!(
+        (mean - model).abs() / model < 0.10,
+        "mean RTT {mean} s, model {model} s"
+    );
+
+    // A packet for mix layer 1, as the gateway would forward it: built to a
+    // real path, its gateway layer taken off with the gateway's own key.
+    let http = reqwest::Client::new();
+    let key = hex32(&net.client.authority_key).unwrap();
+    let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
+    let document = fetch_document(&http, &net.client.authority_url, &key, epoch, false)
+        .await
+        .unwrap();
+    let topology = Topology::<XWing>::from_document(&document, epoch).unwrap();
+    let geometry = parameters.geometry().unwrap();
+    let hops = [
+        &topology.gateways[0],
+        &topology.layers[0][0],
+        &topology.layers[1][0],
+        &topology.layers[2][0],
+        &topology.services[0],
+    ];
+    let path: Vec<PathHop<'_, XWing>> = hops
+        .iter()
+        .map(|h| PathHop {
+            node: h.id,
+            public_key: &h.public_key,
+            delay_us: 1_000,
+        })
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let delivery = Delivery {
+        recipient: service_recipient("echo"),
+        surb_id: None,
+    };
+    let mut packet = create_packet(
+        &geometry,
+        &path,
+        &delivery,
+        b"not an echo request",
+        &mut rng,
+    )
+    .unwrap();
+    let gateway = net.node("gateway").unwrap().config.clone();
+    let gateway_keys = NodeKeys::from_seed(hex32(&gateway.secret_seed).unwrap());
+    let gateway_sphinx = SphinxNode::<XWing>::new(
+        geometry,
+        XWing::secret_from_seed(&gateway_keys.sphinx_seed(epoch)),
+    )
+    .unwrap();
+    let action = gateway_sphinx
+        .unwrap(&mut packet, |_| false)
+        .unwrap()
+        .action;
+    assert!(matches!(action, Action::Forward { next_hop, .. } if next_hop == hops[1].id));
+    let mix = document.node(&hops[1].id).unwrap().name.clone();
+    let mix_address = net.node(&mix).unwrap().config.listen.clone();
+
+    // Sent twice over a link authenticated as the gateway: the second copy
+    // is a replay.
+    let send_as_gateway = |packet: Vec<u8>, times: usize| {
+        let address = mix_address.clone();
+        let secret = gateway_keys.link_secret;
+        async move {
+            let stream = TcpStream::connect(&address).await.unwrap();
+            let mut link = link::initiate(stream, &secret, geometry.packet_len())
+                .await
+                .unwrap();
+            for _ in 0..times {
+                link.sender
+                    .send(&Frame::Packet(packet.clone()))
+                    .await
+                    .unwrap();
+            }
+            link
+        }
+    };
+    let sent_before = net.node(&mix).unwrap().metrics.counters().sent;
+    let _link = send_as_gateway(packet.clone(), 2).await;
+    assert!(
+        wait_for(|| dropped(&net, &mix, "replay") == 1).await,
+        "replay not dropped"
+    );
+    assert!(wait_for(|| net.node(&mix).unwrap().metrics.counters().sent > sent_before).await);
+
+    // Garbage, a truncated frame and a stranger's handshake: each closes
+    // only its own connection.
+    let mut garbage = TcpStream::connect(&mix_address).await.unwrap();
+    garbage.write_all(&[0x13; 4000]).await.unwrap();
+    let mut sink = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(15), garbage.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the node kept a garbage connection open");
+    let stranger = TcpStream::connect(&mix_address).await.unwrap();
+    let mut stranger = link::initiate(stranger, &[9u8; 32], geometry.packet_len())
+        .await
+        .unwrap();
+    let _ = stranger
+        .sender
+        .send(&Frame::Packet(vec![0; geometry.packet_len()]))
+        .await;
+    let mut truncated = send_as_gateway(packet.clone(), 0).await;
+    // Half a frame, then the link is dropped.
+    let raw = TcpStream::connect(&mix_address).await.unwrap();
+    drop(raw);
+    let _ = truncated.sender.send(&Frame::Padding).await;
+    assert!(
+        wait_for(|| net.node(&mix).unwrap().metrics.bad_links() >= 2).await,
+        "bad links not closed"
+    );
+    let again = client::ping(&net.client, 5, Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(again.lost, 0, "the network stopped serving after bad peers");
+
+    // The mix restarts (same keys, same data folder) and still refuses the
+    // packet it forwarded before.
+    net.restart(&mix).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _link = send_as_gateway(packet.clone(), 1).await;
+    assert!(
+        wait_for(|| dropped(&net, &mix, "replay") == 1).await,
+        "restarted mix accepted a replay"
+    );
+    assert_eq!(net.node(&mix).unwrap().metrics.counters().sent, 0);
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
