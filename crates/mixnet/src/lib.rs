@@ -1,7 +1,7 @@
 //! The mix network as state machines: gateway, mix and service nodes
 //! ([`Node`]) and the client core ([`Client`]), which takes packets, time
 //! and randomness and returns packets to send and timers, never touching a
-//! socket or a clock. The tokio runtime drives them for real; the simulator
+//! socket or a clock. The runtime crate drives them for real; the simulator
 //! drives the very same code in virtual time.
 //!
 //! Time is a count of microseconds ([`Micros`]) on whatever clock the driver

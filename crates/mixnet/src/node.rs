@@ -218,6 +218,7 @@ pub struct Node<K: Kem> {
     config: NodeConfig,
     geometry: Geometry,
     keys: BTreeMap<u64, EpochKeys<K>>,
+    current_epoch: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<Reply>>,
@@ -232,6 +233,7 @@ impl<K: Kem> Node<K> {
             config,
             geometry,
             keys: BTreeMap::new(),
+            current_epoch: 0,
             queue: BinaryHeap::new(),
             seq: 0,
             replies: HashMap::new(),
@@ -257,6 +259,12 @@ impl<K: Kem> Node<K> {
             },
         );
         Ok(())
+    }
+
+    /// Says which key epoch is current: its key is tried first, the others
+    /// (the previous one in its grace period, the next one early) after.
+    pub fn set_current_epoch(&mut self, epoch: u64) {
+        self.current_epoch = epoch;
     }
 
     /// Stops accepting packets for `epoch` and forgets its replay tags.
@@ -355,11 +363,14 @@ impl<K: Kem> Node<K> {
                 return Vec::new();
             }
         }
-        // Newest key first; a packet built with the previous epoch's key is
-        // still accepted during the grace period.
+        // The current epoch's key first (almost every packet is for it),
+        // then the others: the previous one in its grace period, the next.
+        let current = self.current_epoch;
         let mut last_error = SphinxError::Decapsulation;
         let mut opened = None;
-        for (&epoch, keys) in self.keys.iter_mut().rev() {
+        let mut order: Vec<(&u64, &mut EpochKeys<K>)> = self.keys.iter_mut().collect();
+        order.sort_by_key(|(&epoch, _)| (epoch != current, Reverse(epoch)));
+        for (&epoch, keys) in order {
             let seen = &mut keys.seen;
             match keys.sphinx.unwrap(&mut packet, |tag| !seen.insert(*tag)) {
                 Ok(unwrapped) => {

@@ -256,7 +256,7 @@ impl NetworkDocument {
         parameters: Parameters,
         mut nodes: Vec<NodeEntry>,
     ) -> Result<Self, Error> {
-        nodes.sort_by(|a, b| a.identity_key.cmp(&b.identity_key));
+        nodes.sort_by_key(|n| n.identity_key);
         let document = NetworkDocument {
             epoch,
             parameters,

@@ -140,6 +140,8 @@ pub struct NoiseReceiver {
     state: Arc<StatelessTransportState>,
     nonce: u64,
     body_len: usize,
+    wire: Vec<u8>,
+    plain: Vec<u8>,
 }
 
 /// An established link: both halves and the peer's static key.
@@ -181,15 +183,15 @@ impl FrameReceiver for NoiseReceiver {
         if u16::from_be_bytes(len) as usize != expected {
             return Err(invalid("frame of the wrong length"));
         }
-        let mut wire = vec![0u8; expected];
-        self.stream.read_exact(&mut wire).await?;
-        let mut plain = vec![0u8; expected];
+        self.wire.resize(expected, 0);
+        self.plain.resize(expected, 0);
+        self.stream.read_exact(&mut self.wire).await?;
         let n = self
             .state
-            .read_message(self.nonce, &wire, &mut plain)
+            .read_message(self.nonce, &self.wire, &mut self.plain)
             .map_err(noise)?;
         self.nonce += 1;
-        Frame::decode(&plain[..n])
+        Frame::decode(&self.plain[..n])
     }
 }
 
@@ -284,6 +286,8 @@ fn finish(
             state,
             nonce: 0,
             body_len,
+            wire: Vec::new(),
+            plain: Vec::new(),
         },
         peer_key,
     })

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ const PEER_QUEUE: usize = 4096;
 /// How often a node fetches the current document again (nodes that join
 /// after it started appear in it).
 const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
+/// Most inbound messages handled before the replay log is synced and the
+/// resulting packets sent.
+const INBOUND_BATCH: usize = 256;
 
 enum Inbound {
     Frame {
@@ -125,27 +128,68 @@ async fn publish<K: Kem>(
 }
 
 /// Replay tags on disk: one append-only file of 32-byte records per key
-/// epoch. A tag is written as its packet is accepted and synced in the
-/// background while the packet waits out its delay; a packet is sent only
-/// once every tag written before it is durable (if the background sync is
-/// behind, the send waits for a sync of its own).
+/// epoch. Tags are written as packets are accepted; a background task syncs
+/// them in groups (every [`SYNC_WINDOW`] while any are unsynced), and a
+/// packet leaves only once the tags written before it are durable, so a
+/// restarted node refuses everything it forwarded. Packets wait out their
+/// mixing delay anyway; only a packet due sooner than a sync waits at all.
 struct ReplayLog {
     dir: PathBuf,
-    files: HashMap<u64, Arc<File>>,
-    written: u64,
+    files: Arc<std::sync::Mutex<HashMap<u64, Arc<File>>>>,
+    written: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
-    syncing: Arc<AtomicBool>,
+    wake_syncer: Arc<tokio::sync::Notify>,
 }
 
+/// How long tags gather before one sync covers them all.
+const SYNC_WINDOW: Duration = Duration::from_millis(2);
+
 impl ReplayLog {
-    fn new(dir: PathBuf) -> Self {
-        ReplayLog {
+    /// Opens the log and starts its syncer; `synced` is notified after each
+    /// sync.
+    fn start(
+        dir: PathBuf,
+        synced: Arc<tokio::sync::Notify>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let log = ReplayLog {
             dir,
-            files: HashMap::new(),
-            written: 0,
+            files: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            written: Arc::new(AtomicU64::new(0)),
             durable: Arc::new(AtomicU64::new(0)),
-            syncing: Arc::new(AtomicBool::new(false)),
-        }
+            wake_syncer: Arc::new(tokio::sync::Notify::new()),
+        };
+        let (files, written, durable, wake) = (
+            log.files.clone(),
+            log.written.clone(),
+            log.durable.clone(),
+            log.wake_syncer.clone(),
+        );
+        let syncer = tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                tokio::time::sleep(SYNC_WINDOW).await;
+                let target = written.load(Ordering::Acquire);
+                let open: Vec<Arc<File>> = files
+                    .lock()
+                    .expect("replay files")
+                    .values()
+                    .cloned()
+                    .collect();
+                let ok =
+                    tokio::task::spawn_blocking(move || open.iter().all(|f| f.sync_data().is_ok()))
+                        .await
+                        .unwrap_or(false);
+                if ok {
+                    durable.fetch_max(target, Ordering::AcqRel);
+                    synced.notify_one();
+                } else {
+                    tracing::error!("cannot sync the replay log; holding packets");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    wake.notify_one();
+                }
+            }
+        });
+        (log, syncer)
     }
 
     fn path(&self, epoch: u64) -> PathBuf {
@@ -163,51 +207,37 @@ impl ReplayLog {
             .collect()
     }
 
-    fn append(&mut self, epoch: u64, tag: &ReplayTag) -> std::io::Result<()> {
-        if !self.files.contains_key(&epoch) {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(epoch))?;
-            self.files.insert(epoch, Arc::new(file));
-        }
-        (&*self.files[&epoch]).write_all(&tag.0)?;
-        self.written += 1;
-        self.sync_in_background();
-        Ok(())
+    /// Writes a tag; returns the count it must be durable up to.
+    fn append(&mut self, epoch: u64, tag: &ReplayTag) -> std::io::Result<u64> {
+        let path = self.path(epoch);
+        let mut files = self.files.lock().expect("replay files");
+        let file = match files.entry(epoch) {
+            std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Arc::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+        };
+        (&**file).write_all(&tag.0)?;
+        drop(files);
+        self.wake_syncer.notify_one();
+        Ok(self.written.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
-    fn sync_in_background(&self) {
-        if self.syncing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let files: Vec<Arc<File>> = self.files.values().cloned().collect();
-        let (target, durable, syncing) = (self.written, self.durable.clone(), self.syncing.clone());
-        tokio::task::spawn_blocking(move || {
-            if files.iter().all(|f| f.sync_data().is_ok()) {
-                durable.fetch_max(target, Ordering::AcqRel);
-            }
-            syncing.store(false, Ordering::Release);
-        });
+    /// How many tags are on disk.
+    fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
     }
 
-    /// Returns once every tag written so far is on disk.
-    fn ensure_durable(&mut self) -> std::io::Result<()> {
-        if self.durable.load(Ordering::Acquire) >= self.written {
-            return Ok(());
-        }
-        tokio::task::block_in_place(|| {
-            for file in self.files.values() {
-                file.sync_data()?;
-            }
-            Ok::<(), std::io::Error>(())
-        })?;
-        self.durable.fetch_max(self.written, Ordering::AcqRel);
-        Ok(())
+    /// How many tags were written.
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 
     fn forget_before(&mut self, epoch: u64) {
-        self.files.retain(|&e, _| e >= epoch);
+        self.files
+            .lock()
+            .expect("replay files")
+            .retain(|&e, _| e >= epoch);
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -462,7 +492,11 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let mut document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
-    let mut log = ReplayLog::new(config.data_dir.clone());
+    let synced = Arc::new(tokio::sync::Notify::new());
+    let (mut log, syncer) = ReplayLog::start(config.data_dir.clone(), synced.clone());
+    // Packets whose replay tags are not on disk yet: (tags needed, next hop, packet).
+    let mut held: std::collections::VecDeque<(u64, NodeId, Vec<u8>)> =
+        std::collections::VecDeque::new();
     let mut node = Node::<K>::new(
         NodeConfig::for_role(config.role, parameters.send_rate()),
         geometry,
@@ -471,8 +505,9 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         let secret = K::secret_from_seed(&keys.sphinx_seed(e));
         node.add_epoch_key(e, secret, log.load(e))?;
     }
+    node.set_current_epoch(epoch);
 
-    let mut tasks = AbortOnDrop(Vec::new());
+    let mut tasks = AbortOnDrop(vec![syncer]);
     if let Some(listener) = metrics_listener {
         tasks
             .0
@@ -541,45 +576,78 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         let deadline = node
             .next_deadline()
             .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
-        let outputs = tokio::select! {
+        enum Step {
+            Inbound(Vec<Inbound>),
+            Due,
+            Synced,
+            NewEpoch,
+        }
+        let step = tokio::select! {
             message = inbound.recv() => {
-                let Some(message) = message else { break };
-                match message {
-                    Inbound::Frame { source, frame: Frame::Packet(packet) } => node.handle_packet(now(), source, packet),
-                    Inbound::Frame { source: Source::Client(conn), frame: Frame::Subscribe(recipient) } => {
-                        subscriptions.insert(recipient, conn);
-                        vec![Output::ReplyQueued { recipient }]
+                let Some(first) = message else { break };
+                // Take everything already waiting (up to a bound), so one
+                // sync of the replay log covers the whole batch.
+                let mut batch = vec![first];
+                while batch.len() < INBOUND_BATCH {
+                    match inbound.try_recv() {
+                        Ok(message) => batch.push(message),
+                        Err(_) => break,
                     }
-                    Inbound::Frame { .. } => Vec::new(),
-                    Inbound::Document(new) => {
-                        if new.epoch >= document.epoch {
-                            document = *new;
+                }
+                Step::Inbound(batch)
+            }
+            _ = sleep_until(deadline) => Step::Due,
+            _ = synced.notified(), if !held.is_empty() => Step::Synced,
+            _ = tokio::time::sleep_until(next_epoch) => Step::NewEpoch,
+        };
+        let mut outputs = Vec::new();
+        match step {
+            Step::Inbound(batch) => {
+                for message in batch {
+                    match message {
+                        Inbound::Frame {
+                            source,
+                            frame: Frame::Packet(packet),
+                        } => outputs.extend(node.handle_packet(now(), source, packet)),
+                        Inbound::Frame {
+                            source: Source::Client(conn),
+                            frame: Frame::Subscribe(recipient),
+                        } => {
+                            subscriptions.insert(recipient, conn);
+                            outputs.push(Output::ReplyQueued { recipient });
                         }
-                        Vec::new()
-                    }
-                    Inbound::ClientConnected { conn, sender } => {
-                        clients.insert(conn, sender);
-                        Vec::new()
-                    }
-                    Inbound::ClientGone(conn) => {
-                        clients.remove(&conn);
-                        subscriptions.retain(|_, c| *c != conn);
-                        node.client_gone(conn);
-                        Vec::new()
+                        Inbound::Frame { .. } => {}
+                        Inbound::Document(new) => {
+                            if new.epoch >= document.epoch {
+                                document = *new;
+                            }
+                        }
+                        Inbound::ClientConnected { conn, sender } => {
+                            clients.insert(conn, sender);
+                        }
+                        Inbound::ClientGone(conn) => {
+                            clients.remove(&conn);
+                            subscriptions.retain(|_, c| *c != conn);
+                            node.client_gone(conn);
+                        }
                     }
                 }
             }
-            _ = sleep_until(deadline) => node.poll(now()),
-            _ = tokio::time::sleep_until(next_epoch) => {
+            Step::Due => outputs = node.poll(now()),
+            Step::Synced => {}
+            Step::NewEpoch => {
                 epoch += 1;
                 let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1));
                 node.add_epoch_key(epoch + 1, secret, log.load(epoch + 1))?;
                 node.retire_epoch(epoch.saturating_sub(2));
+                node.set_current_epoch(epoch);
                 log.forget_before(epoch.saturating_sub(1));
                 if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1).await {
                     tracing::warn!(%error, "could not publish the next epoch's descriptor");
                 }
-                match fetch_document(&http, &config.authority_url, &authority_key, epoch, false).await {
+                match fetch_document(&http, &config.authority_url, &authority_key, epoch, false)
+                    .await
+                {
                     Ok(new) => {
                         *peers_by_link_key.write().expect("peer map") = link_keys(&new);
                         document = new;
@@ -587,23 +655,34 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                     Err(error) => tracing::warn!(%error, "no document for the new epoch yet"),
                 }
                 next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
-                Vec::new()
             }
-        };
+        }
+        // Tags are written first; a packet leaves once every tag written
+        // before it is durable.
+        for output in &outputs {
+            if let Output::PersistReplayTag { epoch, tag } = output {
+                log.append(*epoch, tag)?;
+            }
+        }
+        let durable = log.durable();
+        let mut ready = Vec::new();
+        while held
+            .front()
+            .is_some_and(|(needed, _, _)| *needed <= durable)
+        {
+            let (_, to, packet) = held.pop_front().expect("checked");
+            ready.push((to, packet));
+        }
+        let needed = log.written();
         for output in outputs {
             match output {
-                Output::PersistReplayTag { epoch, tag } => log.append(epoch, &tag)?,
+                Output::PersistReplayTag { .. } => {}
                 Output::Send { to, packet } => {
-                    // A tag is on disk before the packet it protects leaves.
-                    log.ensure_durable()?;
-                    match peers.sender(to, &document) {
-                        Some(sender) => {
-                            if sender.try_send(Frame::Packet(packet)).is_err() {
-                                metrics.count_send_drop();
-                            }
-                        }
-                        None => metrics.count_send_drop(),
+                    if needed > durable || !held.is_empty() {
+                        held.push_back((needed, to, packet));
+                        continue;
                     }
+                    ready.push((to, packet));
                 }
                 Output::ReplyQueued { recipient } => {
                     let Some(sender) = subscriptions.get(&recipient).and_then(|c| clients.get(c))
@@ -622,7 +701,17 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 }
             }
         }
-        metrics.update(node.counters(), node.queue_depth());
+        for (to, packet) in ready {
+            match peers.sender(to, &document) {
+                Some(sender) => {
+                    if sender.try_send(Frame::Packet(packet)).is_err() {
+                        metrics.count_send_drop();
+                    }
+                }
+                None => metrics.count_send_drop(),
+            }
+        }
+        metrics.update(node.counters(), node.queue_depth() + held.len());
     }
     Ok(())
 }

@@ -286,6 +286,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
         let mut node = Node::<K>::new(NodeConfig::for_role(role, parameters.send_rate()), geometry);
         node.add_epoch_key(epoch, secret, [])
             .expect("geometry matches the KEM");
+        node.set_current_epoch(epoch);
         index.insert(entry.id(), nodes.len());
         ids.push(entry.id());
         nodes.push(node);
