@@ -506,6 +506,16 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         node.add_epoch_key(e, secret, log.load(e))?;
     }
     node.set_current_epoch(epoch);
+    // The previous epoch's key stays accepted for the grace period only.
+    let grace_left = |e: u64| {
+        Duration::from_millis(
+            (e * parameters.epoch_ms + parameters.grace_ms).saturating_sub(unix_ms()),
+        )
+    };
+    let mut retire_previous = Some((
+        epoch.saturating_sub(1),
+        tokio::time::Instant::now() + grace_left(epoch),
+    ));
 
     let mut tasks = AbortOnDrop(vec![syncer]);
     if let Some(listener) = metrics_listener {
@@ -581,6 +591,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             Due,
             Synced,
             NewEpoch,
+            GraceOver,
         }
         let step = tokio::select! {
             message = inbound.recv() => {
@@ -599,6 +610,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             _ = sleep_until(deadline) => Step::Due,
             _ = synced.notified(), if !held.is_empty() => Step::Synced,
             _ = tokio::time::sleep_until(next_epoch) => Step::NewEpoch,
+            _ = sleep_until(retire_previous.map(|(_, at)| at)) => Step::GraceOver,
         };
         let mut outputs = Vec::new();
         match step {
@@ -635,13 +647,21 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             }
             Step::Due => outputs = node.poll(now()),
             Step::Synced => {}
+            Step::GraceOver => {
+                if let Some((old, _)) = retire_previous.take() {
+                    node.retire_epoch(old);
+                    log.forget_before(old + 1);
+                    tracing::info!(epoch = old, "grace period over; key retired");
+                }
+            }
             Step::NewEpoch => {
                 epoch += 1;
                 let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1));
                 node.add_epoch_key(epoch + 1, secret, log.load(epoch + 1))?;
                 node.retire_epoch(epoch.saturating_sub(2));
                 node.set_current_epoch(epoch);
-                log.forget_before(epoch.saturating_sub(1));
+                retire_previous =
+                    Some((epoch - 1, tokio::time::Instant::now() + grace_left(epoch)));
                 if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1).await {
                     tracing::warn!(%error, "could not publish the next epoch's descriptor");
                 }
