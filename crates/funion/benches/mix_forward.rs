@@ -34,7 +34,12 @@ impl Drop for KillOnDrop {
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User plus system CPU seconds from a /proc `stat` file.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -289,28 +294,16 @@ async fn main() {
             .unwrap()
             .flatten()
         {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let path = task.path().join("stat");
+            let stat = std::fs::read_to_string(&path).unwrap_or_default();
             let name = stat
                 .split('(')
                 .nth(1)
                 .and_then(|s| s.split(')').next())
                 .unwrap_or("")
                 .to_string();
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let t = fields
-                .get(11)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                + fields
-                    .get(12)
-                    .and_then(|f| f.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-            eprintln!("  thread {name}: {:.2} s", t / 100.0);
+            let seconds = stat_cpu_seconds(&path.to_string_lossy());
+            eprintln!("  thread {name}: {seconds:.2} s");
         }
     }
     let unwrap_after = measure_unwrap();

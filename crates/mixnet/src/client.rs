@@ -262,20 +262,19 @@ impl<K: Kem> Client<K> {
             .collect()
     }
 
-    /// A SURB from layer 1 through the mixes to this client's gateway.
-    fn surb_home<R: RngCore + CryptoRng>(
+    /// A SURB along `hops` ending in this client's own queue.
+    fn surb_to_self<R: RngCore + CryptoRng>(
         &self,
+        hops: &[Hop<K>],
         rng: &mut R,
     ) -> ([u8; SURB_ID_LEN], Surb, SurbKeys) {
-        let mut hops = self.mixes(rng);
-        hops.push(self.gateway().clone());
         let mut surb_id = [0u8; SURB_ID_LEN];
         rng.fill_bytes(&mut surb_id);
         let delivery = Delivery {
             recipient: self.config.recipient,
             surb_id: Some(surb_id),
         };
-        let path = self.path(&hops, rng);
+        let path = self.path(hops, rng);
         let (surb, keys) = Surb::create(&self.geometry, &path, &delivery, rng)
             .expect("a path of the geometry's length always builds");
         (surb_id, surb, keys)
@@ -284,7 +283,10 @@ impl<K: Kem> Client<K> {
     fn fill_slot<R: RngCore + CryptoRng>(&mut self, at: Micros, rng: &mut R) -> Option<Vec<u8>> {
         Some(match self.outbox.pop_front() {
             Some((seq, body, attempt)) => {
-                let (surb_id, surb, keys) = self.surb_home(rng);
+                // The way home: from layer 1 through the mixes to the gateway.
+                let mut home = self.mixes(rng);
+                home.push(self.gateway().clone());
+                let (surb_id, surb, keys) = self.surb_to_self(&home, rng);
                 let mut message = surb.to_bytes().to_vec();
                 message.extend_from_slice(&body);
                 let mut hops = vec![self.gateway().clone()];
@@ -315,15 +317,7 @@ impl<K: Kem> Client<K> {
                 let mut hops = vec![self.gateway().clone()];
                 hops.extend(self.mixes(rng));
                 hops.push(self.gateway().clone());
-                let mut surb_id = [0u8; SURB_ID_LEN];
-                rng.fill_bytes(&mut surb_id);
-                let delivery = Delivery {
-                    recipient: self.config.recipient,
-                    surb_id: Some(surb_id),
-                };
-                let path = self.path(&hops, rng);
-                let (surb, keys) = Surb::create(&self.geometry, &path, &delivery, rng)
-                    .expect("a path of the geometry's length always builds");
+                let (surb_id, surb, keys) = self.surb_to_self(&hops, rng);
                 let packet = surb.reply(&self.geometry, &[]).expect("an empty loop fits");
                 self.stats.loops_sent += 1;
                 self.pending.insert(

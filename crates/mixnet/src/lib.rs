@@ -11,10 +11,12 @@
 
 mod client;
 mod node;
+mod timers;
 mod topology;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats};
 pub use node::{Counters, DropReason, Node, NodeConfig, Output, Reply, Source};
+pub use timers::TimerQueue;
 pub use topology::{service_recipient, Hop, Topology, TopologyError};
 
 use rand_core::RngCore;

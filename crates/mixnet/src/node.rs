@@ -3,7 +3,7 @@
 //! delivers it to a service, or queues a reply for a client.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use funion_pki::Role;
 use funion_sphinx::kem::Kem;
@@ -12,6 +12,7 @@ use funion_sphinx::{
     SURB_ID_LEN,
 };
 
+use crate::timers::TimerQueue;
 use crate::topology::service_recipient;
 use crate::Micros;
 
@@ -180,29 +181,6 @@ enum Due {
     },
 }
 
-struct Scheduled {
-    due: Micros,
-    seq: u64,
-    what: Due,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
-}
-
 struct EpochKeys<K: Kem> {
     sphinx: SphinxNode<K>,
     seen: HashSet<ReplayTag>,
@@ -219,8 +197,7 @@ pub struct Node<K: Kem> {
     geometry: Geometry,
     keys: BTreeMap<u64, EpochKeys<K>>,
     current_epoch: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: TimerQueue<Due>,
     replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<Reply>>,
     buckets: HashMap<u64, Bucket>,
     counters: Counters,
@@ -234,8 +211,7 @@ impl<K: Kem> Node<K> {
             geometry,
             keys: BTreeMap::new(),
             current_epoch: 0,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: TimerQueue::default(),
             replies: HashMap::new(),
             buckets: HashMap::new(),
             counters: Counters::default(),
@@ -294,7 +270,7 @@ impl<K: Kem> Node<K> {
 
     /// The earliest time [`Node::poll`] has something to do.
     pub fn next_deadline(&self) -> Option<Micros> {
-        self.queue.peek().map(|Reverse(s)| s.due)
+        self.queue.next_time()
     }
 
     /// Removes and returns the replies waiting for a client.
@@ -314,12 +290,7 @@ impl<K: Kem> Node<K> {
             self.drop_packet(DropReason::QueueFull);
             return false;
         }
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            due,
-            seq: self.seq,
-            what,
-        }));
+        self.queue.push(due, what);
         true
     }
 
@@ -436,12 +407,8 @@ impl<K: Kem> Node<K> {
     /// Carries out everything due by `now`.
     pub fn poll(&mut self, now: Micros) -> Vec<Output> {
         let mut outputs = Vec::new();
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.due > now {
-                break;
-            }
-            let Reverse(item) = self.queue.pop().expect("peeked");
-            match item.what {
+        while let Some((_, what)) = self.queue.pop_due(now) {
+            match what {
                 Due::Send { to, packet } => {
                     self.counters.sent += 1;
                     outputs.push(Output::Send { to, packet });

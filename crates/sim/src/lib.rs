@@ -10,12 +10,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
 use funion_mixnet::{
-    Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output, Source, Topology,
+    Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output, Source, TimerQueue,
+    Topology,
 };
 use funion_pki::{EpochKey, NetworkDocument, NodeEntry, Parameters, Role};
 use funion_sphinx::kem::Kem;
@@ -100,29 +100,6 @@ enum Event {
     },
 }
 
-struct Scheduled {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 struct World<K: Kem> {
     nodes: Vec<Node<K>>,
     names: Vec<String>,
@@ -131,8 +108,7 @@ struct World<K: Kem> {
     clients: Vec<Client<K>>,
     client_gateway: Vec<usize>,
     recipients: HashMap<[u8; 32], usize>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: TimerQueue<Event>,
     node_wake: Vec<Option<Micros>>,
     client_wake: Vec<Option<Micros>>,
     report: SimReport,
@@ -142,12 +118,7 @@ struct World<K: Kem> {
 
 impl<K: Kem> World<K> {
     fn push(&mut self, at: Micros, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        }));
+        self.queue.push(at, event);
     }
 
     fn count(&mut self, from: &str, to: &str) {
@@ -329,8 +300,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
         clients,
         client_gateway,
         recipients,
-        queue: BinaryHeap::new(),
-        seq: 0,
+        queue: TimerQueue::default(),
         report: SimReport {
             duration_us: config.duration_us,
             echo_hops: u32::from(parameters.hops) * 2 - 1,
@@ -344,12 +314,11 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
         world.push(0, Event::WakeClient(c));
     }
 
-    while let Some(Reverse(item)) = world.queue.pop() {
-        let now = item.at;
+    while let Some((now, event)) = world.queue.pop() {
         if now > config.duration_us {
             break;
         }
-        match item.event {
+        match event {
             Event::AtNode { node, from, packet } => {
                 let outputs = world.nodes[node].handle_packet(now, from, packet);
                 world.node_outputs(now, node, outputs);
