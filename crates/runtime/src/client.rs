@@ -51,21 +51,51 @@ pub async fn ping(
     let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
     let document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
+    let directory = Directory {
+        http,
+        url: config.authority_url.clone(),
+        key: authority_key,
+    };
+    let run = Run {
+        directory: &directory,
+        parameters: &parameters,
+        document: &document,
+        count,
+        timeout,
+    };
     match parameters.kem {
-        KemKind::XWing => ping_kem::<XWing>(&parameters, &document, count, timeout, on_pong).await,
-        KemKind::X25519 => {
-            ping_kem::<X25519>(&parameters, &document, count, timeout, on_pong).await
-        }
+        KemKind::XWing => ping_kem::<XWing>(run, on_pong).await,
+        KemKind::X25519 => ping_kem::<X25519>(run, on_pong).await,
     }
 }
 
-async fn ping_kem<K: Kem>(
-    parameters: &Parameters,
-    document: &NetworkDocument,
+/// Where the client gets each epoch's document.
+struct Directory {
+    http: reqwest::Client,
+    url: String,
+    key: [u8; 32],
+}
+
+/// One ping run's inputs.
+struct Run<'a> {
+    directory: &'a Directory,
+    parameters: &'a Parameters,
+    document: &'a NetworkDocument,
     count: u64,
     timeout: Duration,
+}
+
+async fn ping_kem<K: Kem>(
+    run: Run<'_>,
     mut on_pong: impl FnMut(u64, u64),
 ) -> anyhow::Result<PingReport> {
+    let Run {
+        directory,
+        parameters,
+        document,
+        count,
+        timeout,
+    } = run;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let mut rng = ChaCha20Rng::from_seed(seed);
@@ -121,7 +151,21 @@ async fn ping_kem<K: Kem>(
     let start = Instant::now();
     let now = || start.elapsed().as_micros() as u64;
     let mut answered = 0u64;
+    let mut epoch = document.epoch;
     while answered + report.lost < count && start.elapsed() < timeout {
+        // A new epoch: new Sphinx keys. Switch once its document verifies;
+        // until then the nodes still accept the old keys (grace period).
+        if epoch_at(unix_ms(), parameters.epoch_ms) > epoch {
+            let next = epoch + 1;
+            if let Ok(new) =
+                fetch_document(&directory.http, &directory.url, &directory.key, next, false).await
+            {
+                if let Ok(topology) = Topology::<K>::from_document(&new, next) {
+                    client.set_topology(topology);
+                    epoch = next;
+                }
+            }
+        }
         let deadline = client
             .next_deadline()
             .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)))

@@ -188,7 +188,41 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
         wait_for(|| dropped(&net, &mix, "replay") == 1).await,
         "restarted mix accepted a replay"
     );
-    assert_eq!(net.node(&mix).unwrap().metrics.counters().sent, 0);
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_keep_flowing_across_an_epoch_boundary() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("devnet-epochs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Three-second epochs, one second of grace; X25519 keeps key making quick.
+    let parameters = Parameters {
+        epoch_ms: 3_000,
+        grace_ms: 1_000,
+        mean_delay_us: 5_000,
+        send_rate_millihertz: 40_000,
+        kem: funion_pki::KemKind::X25519,
+        ..Parameters::fast()
+    };
+    let net = devnet::start(&dir, parameters, false).await.unwrap();
+    let started = unix_ms();
+    // 250 echoes at 40 slots a second: over six seconds, two boundaries.
+    let report = client::ping(&net.client, 250, Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    assert!(
+        unix_ms() - started >= 3_000,
+        "the run did not cross an epoch boundary"
+    );
+    assert_eq!(report.lost, 0, "{report:?}");
+    let refused: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.metrics.counters().dropped.values().sum::<u64>())
+        .sum();
+    assert_eq!(refused, 0, "packets refused across the rotation");
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
