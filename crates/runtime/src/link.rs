@@ -212,51 +212,53 @@ async fn read_handshake(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 
 /// Runs the initiator's side of the handshake on a connected stream.
 pub async fn initiate(
-    mut stream: TcpStream,
+    stream: TcpStream,
     static_key: &[u8; 32],
     packet_len: usize,
 ) -> io::Result<Link> {
-    stream.set_nodelay(true)?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async move {
-        let mut handshake = Builder::new(PATTERN.parse().map_err(noise)?)
-            .local_private_key(static_key)
-            .map_err(noise)?
-            .build_initiator()
-            .map_err(noise)?;
-        let mut buf = vec![0u8; 1024];
-        let n = handshake.write_message(&[], &mut buf).map_err(noise)?;
-        write_handshake(&mut stream, &buf[..n]).await?;
-        let reply = read_handshake(&mut stream).await?;
-        handshake.read_message(&reply, &mut buf).map_err(noise)?;
-        let n = handshake.write_message(&[], &mut buf).map_err(noise)?;
-        write_handshake(&mut stream, &buf[..n]).await?;
-        finish(stream, handshake, packet_len)
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+    handshake(stream, static_key, packet_len, true).await
 }
 
 /// Runs the responder's side of the handshake on an accepted stream.
 pub async fn respond(
-    mut stream: TcpStream,
+    stream: TcpStream,
     static_key: &[u8; 32],
     packet_len: usize,
 ) -> io::Result<Link> {
+    handshake(stream, static_key, packet_len, false).await
+}
+
+/// Noise XX: `-> e`, `<- e, ee, s, es`, `-> s, se`; each side writes the
+/// messages of its turns and reads the others, within a time limit.
+async fn handshake(
+    mut stream: TcpStream,
+    static_key: &[u8; 32],
+    packet_len: usize,
+    initiator: bool,
+) -> io::Result<Link> {
     stream.set_nodelay(true)?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async move {
-        let mut handshake = Builder::new(PATTERN.parse().map_err(noise)?)
+        let builder = Builder::new(PATTERN.parse().map_err(noise)?)
             .local_private_key(static_key)
-            .map_err(noise)?
-            .build_responder()
             .map_err(noise)?;
+        let mut state = if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        }
+        .map_err(noise)?;
         let mut buf = vec![0u8; 1024];
-        let first = read_handshake(&mut stream).await?;
-        handshake.read_message(&first, &mut buf).map_err(noise)?;
-        let n = handshake.write_message(&[], &mut buf).map_err(noise)?;
-        write_handshake(&mut stream, &buf[..n]).await?;
-        let last = read_handshake(&mut stream).await?;
-        handshake.read_message(&last, &mut buf).map_err(noise)?;
-        finish(stream, handshake, packet_len)
+        for turn in 0..3 {
+            let ours = (turn % 2 == 0) == initiator;
+            if ours {
+                let n = state.write_message(&[], &mut buf).map_err(noise)?;
+                write_handshake(&mut stream, &buf[..n]).await?;
+            } else {
+                let message = read_handshake(&mut stream).await?;
+                state.read_message(&message, &mut buf).map_err(noise)?;
+            }
+        }
+        finish(stream, state, packet_len)
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
