@@ -165,6 +165,8 @@ async fn main() {
         data_dir: dir.join("mix"),
         authority_url: authority_url.clone(),
         authority_key: authority_key.clone(),
+        box_lifetime_s: 3600,
+        courier_hold_ms: 2_000,
     };
     let config_path = dir.join("mix.toml");
     config::write(&config_path, &mix_config).unwrap();

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use funion_pki::{KemKind, Parameters};
 use funion_runtime::config::{self, AuthorityFile, ClientFile, NodeFile};
 use funion_runtime::metrics::Metrics;
-use funion_runtime::{authority, client, devnet, node};
+use funion_runtime::{authority, client, devnet, node, storage};
 use funion_sim::{erlang_quantile, summarize};
 use tokio::net::TcpListener;
 
@@ -95,6 +95,47 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Stores a file in Pigeonhole boxes and prints the read cap.
+    Put {
+        /// The client config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file to store (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Reads back what a read cap names.
+    Get {
+        /// The client config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The read cap `put` printed (hex).
+        read_cap: String,
+        /// Where to write the bytes (standard output if not given).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} boxes {elapsed}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
+fn storage_line(stats: &storage::StorageStats) -> String {
+    format!(
+        "{} echoes for {} box operations ({:.2} per box; {} polls, {} fresh envelopes)",
+        stats.echoes,
+        stats.operations,
+        stats.echoes as f64 / stats.operations.max(1) as f64,
+        stats.polls,
+        stats.fresh_envelopes
+    )
 }
 
 pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
@@ -110,9 +151,9 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "configs in {}; try: funion client ping --config {}/client.toml",
-        net.dir.display(),
-        net.dir.display()
+        "configs in {dir}; try: funion client ping --config {dir}/client.toml\n\
+         or: funion client put --config {dir}/client.toml FILE",
+        dir = net.dir.display()
     );
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await?;
@@ -156,11 +197,19 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
-    let ClientCommand::Ping {
-        config,
-        count,
-        timeout,
-    } = command;
+    let (config, count, timeout) = match command {
+        ClientCommand::Ping {
+            config,
+            count,
+            timeout,
+        } => (config, count, timeout),
+        ClientCommand::Put { config, file } => return put(&config, &file).await,
+        ClientCommand::Get {
+            config,
+            read_cap,
+            out,
+        } => return get(&config, &read_cap, out.as_deref()).await,
+    };
     let client_config: ClientFile = config::read(&config)?;
     let report = client::ping(
         &client_config,
@@ -190,5 +239,60 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
         erlang_quantile(k, mu, 0.5) * 1e3,
         erlang_quantile(k, mu, 0.95) * 1e3
     );
+    Ok(())
+}
+
+async fn put(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    let client_config: ClientFile = config::read(config)?;
+    let data = if file.as_os_str() == "-" {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)?;
+        data
+    } else {
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+    };
+    let bar = progress_bar("writing");
+    let report = storage::put(&client_config, &data, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "stored {} bytes in {} boxes in {:.2} s; {}",
+        report.bytes,
+        report.boxes,
+        report.elapsed.as_secs_f64(),
+        storage_line(&report.stats)
+    );
+    println!("{}", report.read_cap);
+    Ok(())
+}
+
+async fn get(
+    config: &std::path::Path,
+    read_cap: &str,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let client_config: ClientFile = config::read(config)?;
+    let bar = progress_bar("reading");
+    let (data, report) = storage::get(&client_config, read_cap, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "read {} bytes from {} boxes in {:.2} s; {}",
+        data.len(),
+        report.boxes,
+        report.elapsed.as_secs_f64(),
+        storage_line(&report.stats)
+    );
+    match out {
+        Some(path) => std::fs::write(path, &data)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        None => std::io::Write::write_all(&mut std::io::stdout(), &data)?,
+    }
     Ok(())
 }

@@ -49,7 +49,8 @@ pub enum ClientEvent {
         rtt_us: Micros,
         /// How many sends it took.
         attempts: u32,
-        /// The body that came back.
+        /// The service's answer (an echo's body comes back followed by
+        /// padding).
         body: Vec<u8>,
     },
     /// A cover loop came back.
@@ -79,12 +80,18 @@ pub struct ClientStats {
     pub bad_replies: u64,
 }
 
+/// A request to a service: which service, at which service node (index
+/// into the topology's services, kept across resends), and its body.
+struct Outgoing {
+    seq: u64,
+    service: [u8; RECIPIENT_LEN],
+    node: usize,
+    body: Vec<u8>,
+    attempt: u32,
+}
+
 enum Purpose {
-    Request {
-        seq: u64,
-        body: Vec<u8>,
-        attempt: u32,
-    },
+    Request(Outgoing),
     Loop,
 }
 
@@ -101,7 +108,7 @@ pub struct Client<K: Kem> {
     topology: Topology<K>,
     gateway: usize,
     next_slot: Option<Micros>,
-    outbox: VecDeque<(u64, Vec<u8>, u32)>,
+    outbox: VecDeque<Outgoing>,
     pending: HashMap<[u8; SURB_ID_LEN], Pending>,
     stats: ClientStats,
 }
@@ -154,7 +161,7 @@ impl<K: Kem> Client<K> {
             + self
                 .pending
                 .values()
-                .filter(|p| matches!(p.purpose, Purpose::Request { .. }))
+                .filter(|p| matches!(p.purpose, Purpose::Request(_)))
                 .count()
     }
 
@@ -163,11 +170,31 @@ impl<K: Kem> Client<K> {
         self.geometry.message_capacity() - self.geometry.surb_len()
     }
 
-    /// Queues an echo request; it leaves in the next free send slot.
-    pub fn request_echo(&mut self, seq: u64, body: Vec<u8>) {
+    /// Queues an echo request to a random service node; it leaves in the
+    /// next free send slot.
+    pub fn request_echo<R: RngCore>(&mut self, seq: u64, body: Vec<u8>, rng: &mut R) {
+        let node = pick(rng, self.topology.services.len());
+        self.request(seq, service_recipient("echo"), node, body);
+    }
+
+    /// Queues a request to `service` at the service node with index `node`
+    /// in the topology (every resend goes to the same node). The reply is the
+    /// service's whole answer, as the SURB carried it.
+    pub fn request(&mut self, seq: u64, service: [u8; RECIPIENT_LEN], node: usize, body: Vec<u8>) {
         let mut body = body;
         body.truncate(self.max_body());
-        self.outbox.push_back((seq, body, 1));
+        self.outbox.push_back(Outgoing {
+            seq,
+            service,
+            node: node % self.topology.services.len().max(1),
+            body,
+            attempt: 1,
+        });
+    }
+
+    /// The service nodes requests can go to.
+    pub fn topology(&self) -> &Topology<K> {
+        &self.topology
     }
 
     /// When [`Client::poll`] next has something to do.
@@ -175,7 +202,7 @@ impl<K: Kem> Client<K> {
         let timeouts = self
             .pending
             .values()
-            .filter(|p| matches!(p.purpose, Purpose::Request { .. }))
+            .filter(|p| matches!(p.purpose, Purpose::Request(_)))
             .map(|p| p.sent_at + self.config.retransmit_after_us)
             .min();
         match (self.next_slot, timeouts) {
@@ -214,30 +241,28 @@ impl<K: Kem> Client<K> {
         let expired: Vec<[u8; SURB_ID_LEN]> = self
             .pending
             .iter()
-            .filter(|(_, p)| {
-                matches!(p.purpose, Purpose::Request { .. }) && p.sent_at + timeout <= now
-            })
+            .filter(|(_, p)| matches!(p.purpose, Purpose::Request(_)) && p.sent_at + timeout <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             let Some(Pending {
-                purpose: Purpose::Request { seq, body, attempt },
+                purpose: Purpose::Request(mut request),
                 ..
             }) = self.pending.remove(&id)
             else {
                 continue;
             };
-            if attempt >= self.config.max_attempts {
-                events.push(ClientEvent::GaveUp { seq });
+            if request.attempt >= self.config.max_attempts {
+                events.push(ClientEvent::GaveUp { seq: request.seq });
             } else {
                 self.stats.retransmissions += 1;
-                self.outbox.push_front((seq, body, attempt + 1));
+                request.attempt += 1;
+                self.outbox.push_front(request);
             }
         }
         // Loops that never came back are forgotten after the same timeout.
-        self.pending.retain(|_, p| {
-            matches!(p.purpose, Purpose::Request { .. }) || p.sent_at + timeout > now
-        });
+        self.pending
+            .retain(|_, p| matches!(p.purpose, Purpose::Request(_)) || p.sent_at + timeout > now);
     }
 
     fn delay<R: RngCore>(&self, rng: &mut R) -> u32 {
@@ -282,19 +307,22 @@ impl<K: Kem> Client<K> {
 
     fn fill_slot<R: RngCore + CryptoRng>(&mut self, at: Micros, rng: &mut R) -> Option<Vec<u8>> {
         Some(match self.outbox.pop_front() {
-            Some((seq, body, attempt)) => {
+            Some(request) => {
                 // The way home: from layer 1 through the mixes to the gateway.
                 let mut home = self.mixes(rng);
                 home.push(self.gateway().clone());
                 let (surb_id, surb, keys) = self.surb_to_self(&home, rng);
                 let mut message = surb.to_bytes().to_vec();
-                message.extend_from_slice(&body);
+                message.extend_from_slice(&request.body);
                 let mut hops = vec![self.gateway().clone()];
                 hops.extend(self.mixes(rng));
-                hops.push(self.topology.services[pick(rng, self.topology.services.len())].clone());
+                let node = request
+                    .node
+                    .min(self.topology.services.len().saturating_sub(1));
+                hops.push(self.topology.services[node].clone());
                 let path = self.path(&hops, rng);
                 let delivery = Delivery {
-                    recipient: service_recipient("echo"),
+                    recipient: request.service,
                     surb_id: None,
                 };
                 let packet = create_packet(&self.geometry, &path, &delivery, &message, rng)
@@ -305,7 +333,7 @@ impl<K: Kem> Client<K> {
                     Pending {
                         keys,
                         sent_at: at,
-                        purpose: Purpose::Request { seq, body, attempt },
+                        purpose: Purpose::Request(request),
                     },
                 );
                 packet
@@ -351,11 +379,11 @@ impl<K: Kem> Client<K> {
         self.stats.replies += 1;
         let rtt_us = now.saturating_sub(pending.sent_at);
         Some(match pending.purpose {
-            Purpose::Request { seq, body, attempt } => ClientEvent::Pong {
-                seq,
+            Purpose::Request(request) => ClientEvent::Pong {
+                seq: request.seq,
                 rtt_us,
-                attempts: attempt,
-                body: opened[..body.len().min(opened.len())].to_vec(),
+                attempts: request.attempt,
+                body: opened,
             },
             Purpose::Loop => ClientEvent::LoopReturned { rtt_us },
         })

@@ -43,6 +43,17 @@ pub enum Output {
         /// The packet.
         packet: Vec<u8>,
     },
+    /// A message for a service the driver runs (see
+    /// [`NodeConfig::external_services`]): the SURB to answer through and
+    /// the body.
+    Deliver {
+        /// The service.
+        recipient: [u8; RECIPIENT_LEN],
+        /// The SURB the answer goes back through.
+        surb: Vec<u8>,
+        /// The request.
+        body: Vec<u8>,
+    },
     /// A reply is waiting in this client's queue ([`Node::take_replies`]).
     ReplyQueued {
         /// The client's queue.
@@ -151,6 +162,9 @@ pub struct NodeConfig {
     pub client_rate: f64,
     /// Burst a client may send at once (gateway).
     pub client_burst: f64,
+    /// Services (by recipient field) the driver runs itself, beside the
+    /// built-in echo: their messages come out as [`Output::Deliver`].
+    pub external_services: Vec<[u8; RECIPIENT_LEN]>,
 }
 
 impl NodeConfig {
@@ -162,6 +176,7 @@ impl NodeConfig {
             max_replies_per_client: 10_000,
             client_rate: send_rate * 2.0,
             client_burst: (send_rate * 2.0).max(20.0),
+            external_services: Vec::new(),
         }
     }
 }
@@ -431,19 +446,35 @@ impl<K: Kem> Node<K> {
         outputs
     }
 
-    /// Hands a message to a built-in service. `echo` expects a SURB followed
-    /// by a body, and sends the body back through the SURB.
+    /// Hands a message to a service. Every service message is a SURB
+    /// followed by a body; `echo` sends the body back through the SURB,
+    /// external services get both as [`Output::Deliver`].
     fn deliver(
         &mut self,
         recipient: [u8; RECIPIENT_LEN],
         message: Vec<u8>,
         outputs: &mut Vec<Output>,
     ) {
+        let surb_len = self.geometry.surb_len();
+        if self.config.external_services.contains(&recipient) {
+            if message.len() < surb_len {
+                self.drop_packet(DropReason::BadServiceMessage);
+                return;
+            }
+            self.counters.delivered += 1;
+            let mut surb = message;
+            let body = surb.split_off(surb_len);
+            outputs.push(Output::Deliver {
+                recipient,
+                surb,
+                body,
+            });
+            return;
+        }
         if recipient != service_recipient("echo") {
             self.drop_packet(DropReason::NoSuchService);
             return;
         }
-        let surb_len = self.geometry.surb_len();
         let reply = message
             .get(..surb_len)
             .ok_or(SphinxError::InvalidCommand)

@@ -35,6 +35,8 @@ pub struct Topology<K: Kem> {
     pub layers: Vec<Vec<Hop<K>>>,
     /// Service nodes.
     pub services: Vec<Hop<K>>,
+    /// Storage replicas (their keys open Pigeonhole envelopes).
+    pub replicas: Vec<Hop<K>>,
 }
 
 impl<K: Kem> Clone for Topology<K> {
@@ -44,6 +46,7 @@ impl<K: Kem> Clone for Topology<K> {
             gateways: self.gateways.clone(),
             layers: self.layers.clone(),
             services: self.services.clone(),
+            replicas: self.replicas.clone(),
         }
     }
 }
@@ -84,6 +87,10 @@ impl<K: Kem> Topology<K> {
             .with_role(Role::Service)
             .map(hop)
             .collect::<Result<Vec<_>, _>>()?;
+        let replicas = document
+            .with_role(Role::Replica)
+            .map(hop)
+            .collect::<Result<Vec<_>, _>>()?;
         let layers = (1..=document.parameters.layers)
             .map(|layer| {
                 document
@@ -106,6 +113,7 @@ impl<K: Kem> Topology<K> {
             gateways,
             layers,
             services,
+            replicas,
         })
     }
 }

@@ -26,8 +26,12 @@ pub enum Role {
     Gateway,
     /// One of the mix layers.
     Mix,
-    /// Ends echoes and hands them to named services.
+    /// Ends echoes and hands them to named services (the echo service and
+    /// the Pigeonhole courier).
     Service,
+    /// A Pigeonhole storage replica; its per-epoch KEM keys (listed as its
+    /// Sphinx keys) open the envelopes clients address to it.
+    Replica,
 }
 
 /// The KEM a network's Sphinx packets use.

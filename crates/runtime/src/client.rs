@@ -1,7 +1,7 @@
 //! The client runtime: fetches and verifies the document, connects to a
 //! gateway over Noise, and drives the [`funion_mixnet::Client`] core on the
-//! wall clock. `ping` sends echo requests through the whole network and
-//! measures round trips.
+//! wall clock ([`Session`]). `ping` sends echo requests through the whole
+//! network and measures round trips; `storage` builds on the same session.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::config::{hex32, ClientFile};
-use crate::link::{self, Frame, FrameReceiver, FrameSender};
+use crate::link::{self, Frame, FrameReceiver, FrameSender, NoiseSender};
 use crate::{fetch_document, fetch_parameters, unix_ms};
 
 /// What one ping run measured.
@@ -37,6 +37,150 @@ pub struct PingReport {
     pub echo_hops: u32,
 }
 
+/// The network as a client first sees it: parameters and the current
+/// document, verified against the authority's key.
+pub struct Network {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) key: [u8; 32],
+    /// The shared parameters.
+    pub parameters: Parameters,
+    /// The current epoch's document.
+    pub document: NetworkDocument,
+}
+
+impl Network {
+    /// Fetches the parameters and the current document.
+    pub async fn fetch(config: &ClientFile) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        let parameters = fetch_parameters(&http, &config.authority_url).await?;
+        let key = hex32(&config.authority_key)?;
+        let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
+        let document = fetch_document(&http, &config.authority_url, &key, epoch, true).await?;
+        Ok(Network {
+            http,
+            url: config.authority_url.clone(),
+            key,
+            parameters,
+            document,
+        })
+    }
+}
+
+/// A client connected to its gateway: the mixnet core, the link, the clock.
+pub struct Session<K: Kem> {
+    /// The mixnet client core.
+    pub client: Client<K>,
+    /// The session's RNG.
+    pub rng: ChaCha20Rng,
+    sender: NoiseSender,
+    replies: mpsc::Receiver<Frame>,
+    start: Instant,
+    epoch: u64,
+}
+
+impl<K: Kem> Session<K> {
+    /// Connects to a gateway of `network` and subscribes to a fresh reply
+    /// queue. Requests unanswered after `retransmit_after` are sent again.
+    pub async fn connect(network: &Network, retransmit_after: Duration) -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let parameters = &network.parameters;
+        let document = &network.document;
+        let geometry = parameters.geometry()?;
+        let topology = Topology::<K>::from_document(document, document.epoch)?;
+        let mut recipient = [0u8; 32];
+        rng.fill_bytes(&mut recipient);
+        let client_config = ClientConfig {
+            recipient,
+            mean_delay_us: parameters.mean_delay_us as f64,
+            send_rate: parameters.send_rate(),
+            retransmit_after_us: retransmit_after.as_micros() as u64,
+            max_attempts: 3,
+            cover: true,
+        };
+        let client = Client::new(client_config, geometry, topology, &mut rng);
+        let gateway = document
+            .node(&client.gateway().id)
+            .ok_or_else(|| anyhow::anyhow!("gateway missing from the document"))?;
+        let address = gateway
+            .addresses
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("gateway lists no address"))?;
+        let mut link_secret = [0u8; 32];
+        rng.fill_bytes(&mut link_secret);
+        let stream = TcpStream::connect(address).await?;
+        let link = link::initiate(stream, &link_secret, geometry.packet_len()).await?;
+        if link.peer_key != gateway.link_key {
+            anyhow::bail!("the gateway's link key is not the one the document lists");
+        }
+        let mut sender = link.sender;
+        let mut receiver = link.receiver;
+        let (replies_tx, replies) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Ok(frame) = receiver.recv().await {
+                if replies_tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        sender.send(&Frame::Subscribe(recipient)).await?;
+        Ok(Session {
+            client,
+            rng,
+            sender,
+            replies,
+            start: Instant::now(),
+            epoch: document.epoch,
+        })
+    }
+
+    /// Waits for the next reply or send slot, and returns what happened.
+    /// Follows epoch changes: the next document's keys are used once it
+    /// verifies (until then nodes still accept the old keys).
+    pub async fn step(&mut self, network: &Network) -> anyhow::Result<Vec<ClientEvent>> {
+        if epoch_at(unix_ms(), network.parameters.epoch_ms) > self.epoch {
+            let next = self.epoch + 1;
+            if let Ok(new) =
+                fetch_document(&network.http, &network.url, &network.key, next, false).await
+            {
+                if let Ok(topology) = Topology::<K>::from_document(&new, next) {
+                    self.client.set_topology(topology);
+                    self.epoch = next;
+                }
+            }
+        }
+        let start = self.start;
+        let now = || start.elapsed().as_micros() as u64;
+        let deadline = self
+            .client
+            .next_deadline()
+            .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)))
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_millis(10));
+        let mut events = Vec::new();
+        tokio::select! {
+            frame = self.replies.recv() => {
+                match frame {
+                    Some(Frame::Reply { surb_id, payload }) => {
+                        events.extend(self.client.handle_reply(now(), surb_id, &payload));
+                    }
+                    Some(_) => {}
+                    None => anyhow::bail!("the gateway closed the link"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let (packets, polled) = self.client.poll(now(), &mut self.rng);
+                events.extend(polled);
+                for packet in packets {
+                    self.sender.send(&Frame::Packet(packet)).await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
 /// Sends `count` echo requests through the network and waits for them
 /// (each gets up to three sends); `on_pong` sees each round trip.
 pub async fn ping(
@@ -45,151 +189,36 @@ pub async fn ping(
     timeout: Duration,
     on_pong: impl FnMut(u64, u64),
 ) -> anyhow::Result<PingReport> {
-    let http = reqwest::Client::new();
-    let parameters = fetch_parameters(&http, &config.authority_url).await?;
-    let authority_key = hex32(&config.authority_key)?;
-    let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
-    let document =
-        fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
-    let directory = Directory {
-        http,
-        url: config.authority_url.clone(),
-        key: authority_key,
-    };
-    let run = Run {
-        directory: &directory,
-        parameters: &parameters,
-        document: &document,
-        count,
-        timeout,
-    };
-    match parameters.kem {
-        KemKind::XWing => ping_kem::<XWing>(run, on_pong).await,
-        KemKind::X25519 => ping_kem::<X25519>(run, on_pong).await,
+    let network = Network::fetch(config).await?;
+    match network.parameters.kem {
+        KemKind::XWing => ping_kem::<XWing>(&network, count, timeout, on_pong).await,
+        KemKind::X25519 => ping_kem::<X25519>(&network, count, timeout, on_pong).await,
     }
-}
-
-/// Where the client gets each epoch's document.
-struct Directory {
-    http: reqwest::Client,
-    url: String,
-    key: [u8; 32],
-}
-
-/// One ping run's inputs.
-struct Run<'a> {
-    directory: &'a Directory,
-    parameters: &'a Parameters,
-    document: &'a NetworkDocument,
-    count: u64,
-    timeout: Duration,
 }
 
 async fn ping_kem<K: Kem>(
-    run: Run<'_>,
+    network: &Network,
+    count: u64,
+    timeout: Duration,
     mut on_pong: impl FnMut(u64, u64),
 ) -> anyhow::Result<PingReport> {
-    let Run {
-        directory,
-        parameters,
-        document,
-        count,
-        timeout,
-    } = run;
-    let mut seed = [0u8; 32];
-    OsRng.fill_bytes(&mut seed);
-    let mut rng = ChaCha20Rng::from_seed(seed);
-    let geometry = parameters.geometry()?;
-    let topology = Topology::<K>::from_document(document, document.epoch)?;
-    let mut recipient = [0u8; 32];
-    rng.fill_bytes(&mut recipient);
-    let mu = parameters.mean_delay_us;
-    let client_config = ClientConfig {
-        recipient,
-        mean_delay_us: mu as f64,
-        send_rate: parameters.send_rate(),
-        retransmit_after_us: mu * 60 + 2_000_000,
-        max_attempts: 3,
-        cover: true,
-    };
-    let mut client = Client::new(client_config, geometry, topology, &mut rng);
-    let gateway = document
-        .node(&client.gateway().id)
-        .ok_or_else(|| anyhow::anyhow!("gateway missing from the document"))?;
-    let address = gateway
-        .addresses
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("gateway lists no address"))?;
-    let mut link_secret = [0u8; 32];
-    rng.fill_bytes(&mut link_secret);
-    let stream = TcpStream::connect(address).await?;
-    let link = link::initiate(stream, &link_secret, geometry.packet_len()).await?;
-    if link.peer_key != gateway.link_key {
-        anyhow::bail!("the gateway's link key is not the one the document lists");
-    }
-    let mut sender = link.sender;
-    let mut receiver = link.receiver;
-    let (replies_tx, mut replies) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        while let Ok(frame) = receiver.recv().await {
-            if replies_tx.send(frame).await.is_err() {
-                return;
-            }
-        }
-    });
-    sender.send(&Frame::Subscribe(recipient)).await?;
-
+    let mu = network.parameters.mean_delay_us;
+    let retransmit = Duration::from_micros(mu * 60 + 2_000_000);
+    let mut session = Session::<K>::connect(network, retransmit).await?;
     for seq in 0..count {
-        client.request_echo(seq, seq.to_le_bytes().to_vec());
+        let body = seq.to_le_bytes().to_vec();
+        session.client.request_echo(seq, body, &mut session.rng);
     }
     let mut report = PingReport {
         requested: count,
         mean_delay_us: mu,
-        echo_hops: u32::from(parameters.hops) * 2 - 1,
+        echo_hops: u32::from(network.parameters.hops) * 2 - 1,
         ..PingReport::default()
     };
     let start = Instant::now();
-    let now = || start.elapsed().as_micros() as u64;
     let mut answered = 0u64;
-    let mut epoch = document.epoch;
     while answered + report.lost < count && start.elapsed() < timeout {
-        // A new epoch: new Sphinx keys. Switch once its document verifies;
-        // until then the nodes still accept the old keys (grace period).
-        if epoch_at(unix_ms(), parameters.epoch_ms) > epoch {
-            let next = epoch + 1;
-            if let Ok(new) =
-                fetch_document(&directory.http, &directory.url, &directory.key, next, false).await
-            {
-                if let Ok(topology) = Topology::<K>::from_document(&new, next) {
-                    client.set_topology(topology);
-                    epoch = next;
-                }
-            }
-        }
-        let deadline = client
-            .next_deadline()
-            .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)))
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_millis(10));
-        let mut events = Vec::new();
-        tokio::select! {
-            frame = replies.recv() => {
-                match frame {
-                    Some(Frame::Reply { surb_id, payload }) => {
-                        events.extend(client.handle_reply(now(), surb_id, &payload));
-                    }
-                    Some(_) => {}
-                    None => anyhow::bail!("the gateway closed the link"),
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let (packets, polled) = client.poll(now(), &mut rng);
-                events.extend(polled);
-                for packet in packets {
-                    sender.send(&Frame::Packet(packet)).await?;
-                }
-            }
-        }
-        for event in events {
+        for event in session.step(network).await? {
             match event {
                 ClientEvent::Pong { seq, rtt_us, .. } => {
                     answered += 1;
@@ -202,6 +231,6 @@ async fn ping_kem<K: Kem>(
         }
     }
     report.lost = count - answered;
-    report.retransmissions = client.stats().retransmissions;
+    report.retransmissions = session.client.stats().retransmissions;
     Ok(report)
 }

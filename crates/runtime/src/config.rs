@@ -29,6 +29,21 @@ pub struct NodeFile {
     pub authority_url: String,
     /// The authority's Ed25519 public key (hex).
     pub authority_key: String,
+    /// Replicas: how long a stored box lives, seconds.
+    #[serde(default = "default_box_lifetime_s")]
+    pub box_lifetime_s: u64,
+    /// Couriers (service nodes): longest a client's SURB is held waiting
+    /// for a replica before an ACK goes back, milliseconds.
+    #[serde(default = "default_courier_hold_ms")]
+    pub courier_hold_ms: u64,
+}
+
+fn default_box_lifetime_s() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_courier_hold_ms() -> u64 {
+    2_000
 }
 
 /// The authority's config file.

@@ -1,6 +1,7 @@
 //! A whole network on loopback: an authority, a gateway, 3 layers × 2
-//! mixes and 2 service nodes, each with its config written to a folder, plus
-//! a client config. Also `genconfig`: the same configs for many hosts.
+//! mixes, 2 service nodes (echo and courier) and 4 storage replicas, each
+//! with its config written to a folder, plus a client config. Also
+//! `genconfig`: the same configs for many hosts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +16,17 @@ use crate::config::{self, AuthorityFile, ClientFile, NodeFile};
 use crate::metrics::Metrics;
 use crate::node;
 
+/// Replicas in a standard network: four, so intermediates can always be
+/// chosen disjoint from a box's two holders.
+pub const REPLICAS: usize = 4;
+
 /// The nodes of a standard network: (name, role, layer).
-pub fn layout(layers: u8, mixes_per_layer: usize, services: usize) -> Vec<(String, Role, u8)> {
+pub fn layout(
+    layers: u8,
+    mixes_per_layer: usize,
+    services: usize,
+    replicas: usize,
+) -> Vec<(String, Role, u8)> {
     let mut nodes = vec![("gateway".to_string(), Role::Gateway, 0)];
     for layer in 1..=layers {
         for i in 0..mixes_per_layer {
@@ -26,7 +36,65 @@ pub fn layout(layers: u8, mixes_per_layer: usize, services: usize) -> Vec<(Strin
     for i in 0..services {
         nodes.push((format!("service{i}"), Role::Service, 0));
     }
+    for i in 0..replicas {
+        nodes.push((format!("replica{i}"), Role::Replica, 0));
+    }
     nodes
+}
+
+/// How a devnet is started.
+#[derive(Clone, Debug)]
+pub struct DevnetOptions {
+    /// Serve each node's metrics over HTTP.
+    pub metrics: bool,
+    /// Nodes whose configs are written but which are not started here (a
+    /// test runs them as processes of their own).
+    pub external: Vec<String>,
+    /// Replicas' box lifetime, seconds.
+    pub box_lifetime_s: u64,
+    /// Couriers' SURB hold time, milliseconds.
+    pub courier_hold_ms: u64,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        DevnetOptions {
+            metrics: false,
+            external: Vec::new(),
+            box_lifetime_s: 7 * 24 * 3600,
+            courier_hold_ms: 2_000,
+        }
+    }
+}
+
+/// One node's config file.
+struct NodeSpec<'a> {
+    name: &'a str,
+    role: Role,
+    layer: u8,
+    listen: String,
+    metrics_listen: Option<String>,
+    data_dir: PathBuf,
+    authority_url: &'a str,
+    authority_key: &'a str,
+}
+
+impl NodeSpec<'_> {
+    fn file(&self, options: &DevnetOptions) -> NodeFile {
+        NodeFile {
+            name: self.name.to_string(),
+            role: self.role,
+            layer: self.layer,
+            listen: self.listen.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            secret_seed: random_seed(),
+            data_dir: self.data_dir.clone(),
+            authority_url: self.authority_url.to_string(),
+            authority_key: self.authority_key.to_string(),
+            box_lifetime_s: options.box_lifetime_s,
+            courier_hold_ms: options.courier_hold_ms,
+        }
+    }
 }
 
 fn random_seed() -> String {
@@ -134,6 +202,22 @@ async fn bind_retrying(address: &str) -> anyhow::Result<TcpListener> {
 /// Ports are chosen by the system; `metrics` also serves each node's
 /// metrics over HTTP.
 pub async fn start(dir: &Path, parameters: Parameters, metrics: bool) -> anyhow::Result<Devnet> {
+    let options = DevnetOptions {
+        metrics,
+        ..DevnetOptions::default()
+    };
+    start_with(dir, parameters, &options).await
+}
+
+/// Starts a devnet as [`start`] does, with more choices. Nodes named in
+/// `options.external` get configs but are not started; the call returns
+/// once every other node is in the document.
+pub async fn start_with(
+    dir: &Path,
+    parameters: Parameters,
+    options: &DevnetOptions,
+) -> anyhow::Result<Devnet> {
+    let metrics = options.metrics;
     std::fs::create_dir_all(dir)?;
     let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
     let authority_url = format!("http://{}", authority_listener.local_addr()?);
@@ -148,15 +232,15 @@ pub async fn start(dir: &Path, parameters: Parameters, metrics: bool) -> anyhow:
     let authority = tokio::spawn(authority::serve(authority_config, authority_listener));
 
     let mut nodes = Vec::new();
-    for (name, role, layer) in layout(parameters.layers, 2, 2) {
+    for (name, role, layer) in layout(parameters.layers, 2, 2, REPLICAS) {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let metrics_listener = if metrics {
             Some(TcpListener::bind("127.0.0.1:0").await?)
         } else {
             None
         };
-        let config = NodeFile {
-            name: name.clone(),
+        let config = NodeSpec {
+            name: &name,
             role,
             layer,
             listen: listener.local_addr()?.to_string(),
@@ -164,12 +248,16 @@ pub async fn start(dir: &Path, parameters: Parameters, metrics: bool) -> anyhow:
                 Some(l) => Some(l.local_addr()?.to_string()),
                 None => None,
             },
-            secret_seed: random_seed(),
             data_dir: dir.join("data").join(&name),
-            authority_url: authority_url.clone(),
-            authority_key: authority_key.clone(),
-        };
+            authority_url: &authority_url,
+            authority_key: &authority_key,
+        }
+        .file(options);
         config::write(&dir.join(format!("{name}.toml")), &config)?;
+        if options.external.contains(&name) {
+            drop((listener, metrics_listener));
+            continue;
+        }
         let metrics = Arc::new(Metrics::new(name));
         let task = tokio::spawn(node::run(
             config.clone(),
@@ -219,31 +307,30 @@ pub fn genconfig(
             parameters: parameters.clone(),
         },
     )?;
-    for (i, (name, role, layer)) in layout(parameters.layers, 2, 2).into_iter().enumerate() {
+    let authority_url = format!("http://{authority_address}");
+    let layout = layout(parameters.layers, 2, 2, REPLICAS);
+    for (i, (name, role, layer)) in layout.into_iter().enumerate() {
         let host = &hosts[(i + 1) % hosts.len()];
         let port = base_port + 1 + 2 * i as u16;
         let path = dir.join(format!("{name}.toml"));
-        config::write(
-            &path,
-            &NodeFile {
-                name: name.clone(),
-                role,
-                layer,
-                listen: format!("{host}:{port}"),
-                metrics_listen: Some(format!("{host}:{}", port + 1)),
-                secret_seed: random_seed(),
-                data_dir: PathBuf::from("data").join(&name),
-                authority_url: format!("http://{authority_address}"),
-                authority_key: authority_key.clone(),
-            },
-        )?;
+        let spec = NodeSpec {
+            name: &name,
+            role,
+            layer,
+            listen: format!("{host}:{port}"),
+            metrics_listen: Some(format!("{host}:{}", port + 1)),
+            data_dir: PathBuf::from("data").join(&name),
+            authority_url: &authority_url,
+            authority_key: &authority_key,
+        };
+        config::write(&path, &spec.file(&DevnetOptions::default()))?;
         written.push(path);
     }
     let client = dir.join("client.toml");
     config::write(
         &client,
         &ClientFile {
-            authority_url: format!("http://{authority_address}"),
+            authority_url,
             authority_key,
         },
     )?;

@@ -1,7 +1,9 @@
 //! The tokio runtime: drives the sans-I/O state machines over real sockets
 //! and the wall clock. Noise links ([`link`]), the authority
-//! ([`authority`]), gateway/mix/service nodes ([`node`]), the client
-//! ([`client`]), metrics, and `devnet`, a whole network on loopback.
+//! ([`authority`]), gateway/mix/service nodes ([`node`]) with the
+//! Pigeonhole courier on service nodes, storage replicas over redb
+//! ([`store`]), the client ([`client`], [`storage`]), metrics, and
+//! `devnet`, a whole network on loopback.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -12,6 +14,9 @@ pub mod devnet;
 pub mod link;
 pub mod metrics;
 pub mod node;
+mod replica;
+pub mod storage;
+pub mod store;
 
 use std::time::Duration;
 

@@ -39,6 +39,9 @@ pub enum Frame {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// A Pigeonhole message between a courier and a replica or between
+    /// replicas (an encoded `funion_pigeonhole::wire::StorageMessage`).
+    Storage(Vec<u8>),
 }
 
 impl Frame {
@@ -48,6 +51,7 @@ impl Frame {
             Frame::Padding => (0, &[]),
             Frame::Packet(p) => (1, p),
             Frame::Subscribe(r) => (2, r),
+            Frame::Storage(m) => (4, m),
             Frame::Reply { surb_id, payload } => {
                 let needed = 16 + 4 + payload.len();
                 if needed > body_len {
@@ -101,6 +105,7 @@ impl Frame {
                     payload: body(17)?.to_vec(),
                 })
             }
+            Some(4) => Ok(Frame::Storage(body(1)?.to_vec())),
             _ => Err(invalid("unknown frame type")),
         }
     }

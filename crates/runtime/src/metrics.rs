@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use funion_mixnet::Counters;
+use funion_pigeonhole::courier::CourierCounters;
 use tokio::net::TcpListener;
 
 /// A node's metrics.
@@ -18,6 +19,7 @@ pub struct Metrics {
     bad_links: AtomicU64,
     link_failures: AtomicU64,
     send_drops: AtomicU64,
+    storage: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -29,6 +31,7 @@ impl Metrics {
             bad_links: AtomicU64::new(0),
             link_failures: AtomicU64::new(0),
             send_drops: AtomicU64::new(0),
+            storage: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -37,6 +40,41 @@ impl Metrics {
         let mut guard = self.counters.lock().expect("metrics");
         if guard.0 != *counters || guard.1 != queue_depth {
             *guard = (counters.clone(), queue_depth);
+        }
+    }
+
+    /// Sets a storage counter (courier or replica), exported as
+    /// `funion_storage_NAME`.
+    pub fn set_storage(&self, name: &'static str, value: u64) {
+        self.storage.lock().expect("metrics").insert(name, value);
+    }
+
+    /// A storage counter's value now (0 if never set).
+    pub fn storage(&self, name: &str) -> u64 {
+        self.storage
+            .lock()
+            .expect("metrics")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Copies the courier's counters.
+    pub fn update_courier(&self, counters: &CourierCounters, entries: usize) {
+        let values = [
+            ("courier_envelopes", counters.envelopes),
+            ("courier_duplicates", counters.duplicates),
+            ("courier_forwarded", counters.forwarded),
+            ("courier_replica_replies", counters.replica_replies),
+            ("courier_answered", counters.answered),
+            ("courier_acks", counters.acks),
+            ("courier_refused", counters.refused),
+            ("courier_stray", counters.stray),
+            ("courier_entries", entries as u64),
+        ];
+        let mut storage = self.storage.lock().expect("metrics");
+        for (name, value) in values {
+            storage.insert(name, value);
         }
     }
 
@@ -133,6 +171,15 @@ impl Metrics {
             "Failed outgoing link attempts.",
             vec![(String::new(), self.link_failures.load(Ordering::Relaxed))],
         );
+        let storage = self.storage.lock().expect("metrics").clone();
+        for (name, value) in storage {
+            metric(
+                &format!("storage_{name}"),
+                "gauge",
+                "Pigeonhole courier or replica counter.",
+                vec![(String::new(), value)],
+            );
+        }
         out
     }
 }

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use funion_mixnet::{Node, NodeConfig, Output, Source};
+use funion_mixnet::{service_recipient, Node, NodeConfig, Output, Source};
+use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
 use funion_pki::{
     epoch_at, EpochKey, KemKind, NetworkDocument, NodeDescriptor, NodeEntry, Parameters, Role,
 };
 use funion_sphinx::kem::{Kem, XWing, X25519};
-use funion_sphinx::{NodeId, ReplayTag};
+use funion_sphinx::{NodeId, ReplayTag, Surb};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -34,7 +35,7 @@ const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
 /// resulting packets sent.
 const INBOUND_BATCH: usize = 256;
 
-enum Inbound {
+pub(crate) enum Inbound {
     Frame {
         source: Source,
         frame: Frame,
@@ -102,7 +103,7 @@ fn entry<K: Kem>(config: &NodeFile, keys: &NodeKeys, epoch: u64) -> NodeEntry {
     }
 }
 
-async fn publish<K: Kem>(
+pub(crate) async fn publish<K: Kem>(
     http: &reqwest::Client,
     config: &NodeFile,
     keys: &NodeKeys,
@@ -254,7 +255,7 @@ impl ReplayLog {
     }
 }
 
-struct Peers {
+pub(crate) struct Peers {
     senders: HashMap<NodeId, mpsc::Sender<Frame>>,
     link_secret: [u8; 32],
     packet_len: usize,
@@ -263,6 +264,29 @@ struct Peers {
 
 impl Peers {
     /// The queue of the link to `to`, opening it if needed.
+    pub(crate) fn new(link_secret: [u8; 32], packet_len: usize, metrics: Arc<Metrics>) -> Self {
+        Peers {
+            senders: HashMap::new(),
+            link_secret,
+            packet_len,
+            metrics,
+        }
+    }
+
+    /// Queues a frame for `to`; counts a drop when its link is full or the
+    /// document does not list it.
+    pub(crate) fn send(&mut self, to: NodeId, document: &NetworkDocument, frame: Frame) {
+        let metrics = self.metrics.clone();
+        match self.sender(to, document) {
+            Some(sender) => {
+                if sender.try_send(frame).is_err() {
+                    metrics.count_send_drop();
+                }
+            }
+            None => metrics.count_send_drop(),
+        }
+    }
+
     fn sender(&mut self, to: NodeId, document: &NetworkDocument) -> Option<&mpsc::Sender<Frame>> {
         if self.senders.get(&to).is_some_and(|s| s.is_closed()) {
             self.senders.remove(&to);
@@ -369,18 +393,18 @@ async fn read_link(
     }
 }
 
-struct AcceptContext {
-    link_secret: [u8; 32],
-    packet_len: usize,
-    role: Role,
-    peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
-    inbound: mpsc::Sender<Inbound>,
-    metrics: Arc<Metrics>,
+pub(crate) struct AcceptContext {
+    pub(crate) link_secret: [u8; 32],
+    pub(crate) packet_len: usize,
+    pub(crate) role: Role,
+    pub(crate) peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Aborts the tasks it holds when dropped, so a node stopped (or restarted)
 /// takes its listener, refresher and metrics server down with it.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -390,7 +414,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
+pub(crate) async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
     let mut next_conn: u64 = 0;
     // Connection tasks live in this set: they end when the loop is aborted.
     let mut connections = tokio::task::JoinSet::new();
@@ -481,10 +505,32 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         metrics,
         http,
     } = context;
+    if config.role == Role::Replica {
+        return crate::replica::run::<K>(
+            config,
+            parameters,
+            listener,
+            metrics_listener,
+            metrics,
+            http,
+        )
+        .await;
+    }
     let keys = NodeKeys::from_seed(hex32(&config.secret_seed)?);
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
+    // Service nodes run the Pigeonhole courier beside the echo service.
+    let sizes = crate::storage::sizes(&geometry)?;
+    let mut courier = (config.role == Role::Service).then(|| {
+        Courier::new(
+            sizes,
+            CourierConfig {
+                hold_us: config.courier_hold_ms * 1000,
+                ..CourierConfig::default()
+            },
+        )
+    });
 
     let mut epoch = epoch_at(unix_ms(), parameters.epoch_ms);
     publish::<K>(&http, &config, &keys, epoch).await?;
@@ -497,10 +543,13 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     // Packets whose replay tags are not on disk yet: (tags needed, next hop, packet).
     let mut held: std::collections::VecDeque<(u64, NodeId, Vec<u8>)> =
         std::collections::VecDeque::new();
-    let mut node = Node::<K>::new(
-        NodeConfig::for_role(config.role, parameters.send_rate()),
-        geometry,
-    );
+    let mut node_config = NodeConfig::for_role(config.role, parameters.send_rate());
+    if courier.is_some() {
+        node_config
+            .external_services
+            .push(service_recipient(crate::storage::COURIER_SERVICE));
+    }
+    let mut node = Node::<K>::new(node_config, geometry);
     for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
         let secret = K::secret_from_seed(&keys.sphinx_seed(e));
         node.add_epoch_key(e, secret, log.load(e))?;
@@ -537,42 +586,15 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         }),
     )));
-    {
-        let (http, url, inbound) = (
-            http.clone(),
-            config.authority_url.clone(),
-            inbound_tx_refresh,
-        );
-        let (epoch_ms, peers_by_link_key) = (parameters.epoch_ms, peers_by_link_key.clone());
-        tasks.0.push(tokio::spawn(async move {
-            let mut known = None;
-            loop {
-                tokio::time::sleep(DOCUMENT_REFRESH).await;
-                let epoch = epoch_at(unix_ms(), epoch_ms);
-                let Ok(document) = fetch_document(&http, &url, &authority_key, epoch, false).await
-                else {
-                    continue;
-                };
-                if known.as_ref() != Some(&document) {
-                    *peers_by_link_key.write().expect("peer map") = link_keys(&document);
-                    known = Some(document.clone());
-                    if inbound
-                        .send(Inbound::Document(Box::new(document)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    let mut peers = Peers {
-        senders: HashMap::new(),
-        link_secret: keys.link_secret,
-        packet_len: geometry.packet_len(),
-        metrics: metrics.clone(),
-    };
+    tasks.0.push(tokio::spawn(refresh_document(
+        http.clone(),
+        config.authority_url.clone(),
+        authority_key,
+        parameters.epoch_ms,
+        peers_by_link_key.clone(),
+        inbound_tx_refresh,
+    )));
+    let mut peers = Peers::new(keys.link_secret, geometry.packet_len(), metrics.clone());
     let mut clients: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
     let mut subscriptions: HashMap<[u8; 32], u64> = HashMap::new();
     tracing::info!(name = %config.name, role = ?config.role, epoch, "node running");
@@ -583,9 +605,12 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         |e: u64| Duration::from_millis((e * parameters.epoch_ms).saturating_sub(unix_ms()));
     let mut next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
     loop {
-        let deadline = node
-            .next_deadline()
-            .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
+        let courier_deadline = courier.as_ref().and_then(Courier::next_deadline);
+        let deadline = match (node.next_deadline(), courier_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
         enum Step {
             Inbound(Vec<Inbound>),
             Due,
@@ -613,6 +638,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             _ = sleep_until(retire_previous.map(|(_, at)| at)) => Step::GraceOver,
         };
         let mut outputs = Vec::new();
+        let mut courier_outputs = Vec::new();
         match step {
             Step::Inbound(batch) => {
                 for message in batch {
@@ -627,6 +653,18 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                         } => {
                             subscriptions.insert(recipient, conn);
                             outputs.push(Output::ReplyQueued { recipient });
+                        }
+                        Inbound::Frame {
+                            source: Source::Peer(from),
+                            frame: Frame::Storage(message),
+                        } => {
+                            if let Some(courier) = courier.as_mut() {
+                                courier_outputs.extend(courier.handle_replica_message(
+                                    now(),
+                                    from,
+                                    &message,
+                                ));
+                            }
                         }
                         Inbound::Frame { .. } => {}
                         Inbound::Document(new) => {
@@ -645,7 +683,12 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                     }
                 }
             }
-            Step::Due => outputs = node.poll(now()),
+            Step::Due => {
+                outputs = node.poll(now());
+                if let Some(courier) = courier.as_mut() {
+                    courier_outputs.extend(courier.poll(now()));
+                }
+            }
             Step::Synced => {}
             Step::GraceOver => {
                 if let Some((old, _)) = retire_previous.take() {
@@ -677,6 +720,42 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
             }
         }
+        // Requests for the courier, and what it answers.
+        let mut index = 0;
+        while index < outputs.len() {
+            if let Output::Deliver { .. } = outputs[index] {
+                let Output::Deliver { surb, body, .. } = outputs.remove(index) else {
+                    unreachable!("checked above")
+                };
+                if let Some(courier) = courier.as_mut() {
+                    let is_replica =
+                        |id: &NodeId| document.node(id).is_some_and(|n| n.role == Role::Replica);
+                    courier_outputs.extend(courier.handle_request(now(), surb, &body, is_replica));
+                }
+                continue;
+            }
+            index += 1;
+        }
+        for output in courier_outputs {
+            match output {
+                CourierOutput::ToReplica { replica, message } => {
+                    peers.send(replica, &document, Frame::Storage(message));
+                }
+                CourierOutput::Reply { surb, message } => {
+                    let reply = Surb::from_bytes::<K>(&geometry, &surb).and_then(|surb| {
+                        let to = surb.first_hop();
+                        surb.reply(&geometry, &message).map(|packet| (to, packet))
+                    });
+                    match reply {
+                        Ok((to, packet)) => outputs.push(Output::Send { to, packet }),
+                        Err(error) => tracing::debug!(%error, "unusable SURB from a client"),
+                    }
+                }
+            }
+        }
+        if let Some(courier) = courier.as_ref() {
+            metrics.update_courier(courier.counters(), courier.entries());
+        }
         // Tags are written first; a packet leaves once every tag written
         // before it is durable.
         for output in &outputs {
@@ -696,7 +775,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         let needed = log.written();
         for output in outputs {
             match output {
-                Output::PersistReplayTag { .. } => {}
+                Output::PersistReplayTag { .. } | Output::Deliver { .. } => {}
                 Output::Send { to, packet } => {
                     if needed > durable || !held.is_empty() {
                         held.push_back((needed, to, packet));
@@ -722,18 +801,42 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             }
         }
         for (to, packet) in ready {
-            match peers.sender(to, &document) {
-                Some(sender) => {
-                    if sender.try_send(Frame::Packet(packet)).is_err() {
-                        metrics.count_send_drop();
-                    }
-                }
-                None => metrics.count_send_drop(),
-            }
+            peers.send(to, &document, Frame::Packet(packet));
         }
         metrics.update(node.counters(), node.queue_depth() + held.len());
     }
     Ok(())
+}
+
+/// Fetches the current document every [`DOCUMENT_REFRESH`] and hands each
+/// new one to the node's loop (and its link keys to the accept loop).
+pub(crate) async fn refresh_document(
+    http: reqwest::Client,
+    url: String,
+    authority_key: [u8; 32],
+    epoch_ms: u64,
+    peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let mut known = None;
+    loop {
+        tokio::time::sleep(DOCUMENT_REFRESH).await;
+        let epoch = epoch_at(unix_ms(), epoch_ms);
+        let Ok(document) = fetch_document(&http, &url, &authority_key, epoch, false).await else {
+            continue;
+        };
+        if known.as_ref() != Some(&document) {
+            *peers_by_link_key.write().expect("peer map") = link_keys(&document);
+            known = Some(document.clone());
+            if inbound
+                .send(Inbound::Document(Box::new(document)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
 }
 
 fn link_keys(document: &NetworkDocument) -> HashMap<[u8; 32], NodeId> {
@@ -744,7 +847,7 @@ fn link_keys(document: &NetworkDocument) -> HashMap<[u8; 32], NodeId> {
         .collect()
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -132,7 +132,8 @@ impl<K: Kem> World<K> {
     fn node_outputs(&mut self, now: Micros, node: usize, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::PersistReplayTag { .. } => {}
+                // The simulator runs no external services.
+                Output::PersistReplayTag { .. } | Output::Deliver { .. } => {}
                 Output::Send { to, packet } => {
                     let Some(&target) = self.index.get(&to) else {
                         *self
@@ -194,7 +195,7 @@ impl<K: Kem> World<K> {
         }
     }
 
-    fn client_events(&mut self, client: usize, events: Vec<ClientEvent>) {
+    fn client_events(&mut self, client: usize, events: Vec<ClientEvent>, rng: &mut ChaCha20Rng) {
         for event in events {
             match event {
                 ClientEvent::Pong { rtt_us, .. } => self.report.echo_rtts.push(rtt_us),
@@ -211,7 +212,7 @@ impl<K: Kem> World<K> {
         if self.clients[client].outstanding() == 0 {
             self.next_request[client] += 1;
             let seq = self.next_request[client];
-            self.clients[client].request_echo(seq, seq.to_le_bytes().to_vec());
+            self.clients[client].request_echo(seq, seq.to_le_bytes().to_vec(), rng);
         }
     }
 }
@@ -310,7 +311,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
         latency: config.link_latency_us,
     };
     for c in 0..world.clients.len() {
-        world.client_events(c, Vec::new());
+        world.client_events(c, Vec::new(), &mut rng);
         world.push(0, Event::WakeClient(c));
     }
 
@@ -335,7 +336,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                     world.client_wake[client] = None;
                 }
                 let (packets, events) = world.clients[client].poll(now, &mut rng);
-                world.client_events(client, events);
+                world.client_events(client, events, &mut rng);
                 let gateway = world.client_gateway[client];
                 for packet in packets {
                     let to = world.names[gateway].clone();
@@ -360,7 +361,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                     .handle_reply(now, surb_id, &payload)
                     .into_iter()
                     .collect();
-                world.client_events(client, events);
+                world.client_events(client, events, &mut rng);
                 world.rearm_client(client);
             }
         }

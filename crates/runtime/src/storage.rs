@@ -1,0 +1,449 @@
+//! Pigeonhole from the client's side: boxes written and read through
+//! couriers, each operation one envelope in one echo. A courier that has no
+//! reply within its hold time ACKs and the client polls with the same
+//! envelope; a read that finds nothing asks for the other replica's reply,
+//! then tries a fresh envelope a little later; an echo lost in the mixnet
+//! is sent again by the session. `put` and `get` move a byte stream through
+//! a BACAP stream of equal-sized boxes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use funion_bacap::{BoxContent, BoxId, ReadCap, SealedBox, WriteCap, Writer};
+use funion_mixnet::{service_recipient, ClientEvent};
+use funion_pigeonhole::envelope::{self, CourierAnswer, Recipient, ReplyKeys, Request, Sizes};
+use funion_pigeonhole::{shard, stream, ErrorCode};
+use funion_pki::KemKind;
+use funion_sphinx::kem::{Kem, XWing, X25519};
+use funion_sphinx::{Geometry, NodeId};
+use rand_core::RngCore;
+
+use crate::client::{Network, Session};
+use crate::config::ClientFile;
+
+/// The service name couriers run under on service nodes.
+pub const COURIER_SERVICE: &str = "courier";
+/// The BACAP context of streams written by `funion client put`.
+pub const STREAM_CONTEXT: &[u8] = b"funion client stream v1";
+/// Largest stream `get` accepts.
+pub const MAX_STREAM: u64 = 1 << 32;
+/// Fresh envelopes tried for one box before giving up.
+const MAX_TRIES: u32 = 6;
+/// Wait before a fresh envelope after a transient failure.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Envelope sizes for a geometry: an envelope fills what one echo request
+/// carries beside its SURB.
+pub fn sizes(geometry: &Geometry) -> anyhow::Result<Sizes> {
+    let capacity = geometry
+        .message_capacity()
+        .checked_sub(geometry.surb_len())
+        .ok_or_else(|| anyhow::anyhow!("payload too small for a SURB"))?;
+    Ok(Sizes::fit(geometry.kem_ciphertext_len(), capacity)?)
+}
+
+/// Counts of one client's storage traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Box operations completed.
+    pub operations: u64,
+    /// Echoes (request packets) they took, resends and polls included.
+    pub echoes: u64,
+    /// Polls after a courier's ACK.
+    pub polls: u64,
+    /// Fresh envelopes after a transient failure or a lost echo.
+    pub fresh_envelopes: u64,
+}
+
+struct BoxOp {
+    slot: usize,
+    request: Request,
+    node: usize,
+    body: Vec<u8>,
+    keys: ReplyKeys,
+    asked_other_slot: bool,
+    tries: u32,
+}
+
+/// A client of the storage network over one mixnet session.
+pub struct StorageClient<K: Kem> {
+    network: Network,
+    session: Session<K>,
+    sizes: Sizes,
+    replicas: Vec<NodeId>,
+    next_seq: u64,
+    in_flight: HashMap<u64, BoxOp>,
+    retry: Vec<(Instant, usize, Request, u32)>,
+    stats: StorageStats,
+}
+
+/// What one box operation ended with.
+type BoxResult = Result<Option<SealedBox>, ErrorCode>;
+
+impl<K: Kem> StorageClient<K> {
+    /// Connects to the network `config` names.
+    pub async fn connect(config: &ClientFile) -> anyhow::Result<Self> {
+        let network = Network::fetch(config).await?;
+        Self::over(network).await
+    }
+
+    /// Connects over an already fetched network.
+    pub async fn over(network: Network) -> anyhow::Result<Self> {
+        let geometry = network.parameters.geometry()?;
+        let sizes = sizes(&geometry)?;
+        // Resend after the courier's hold, a slow round trip and a margin.
+        let retransmit =
+            Duration::from_micros(network.parameters.mean_delay_us * 60) + Duration::from_secs(6);
+        let session = Session::<K>::connect(&network, retransmit).await?;
+        let replicas: Vec<NodeId> = session
+            .client
+            .topology()
+            .replicas
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        anyhow::ensure!(
+            replicas.len() >= 2,
+            "the network lists fewer than 2 replicas"
+        );
+        Ok(StorageClient {
+            network,
+            session,
+            sizes,
+            replicas,
+            next_seq: 0,
+            in_flight: HashMap::new(),
+            retry: Vec::new(),
+            stats: StorageStats::default(),
+        })
+    }
+
+    /// The envelope sizes (the box payload a stream can use).
+    pub fn sizes(&self) -> &Sizes {
+        &self.sizes
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &StorageStats {
+        &self.stats
+    }
+
+    fn courier(&self) -> [u8; 32] {
+        service_recipient(COURIER_SERVICE)
+    }
+
+    fn submit(&mut self, slot: usize, request: Request, tries: u32) -> anyhow::Result<()> {
+        let box_id = match &request {
+            Request::Read(id) => *id,
+            Request::Write(item) => item.id,
+        };
+        let k = usize::from(self.network.parameters.replicas.max(1));
+        let rng = &mut self.session.rng;
+        let [a, b] = shard::intermediates(&box_id, &self.replicas, k, rng)
+            .ok_or_else(|| anyhow::anyhow!("too few replicas"))?;
+        let topology = self.session.client.topology();
+        let key = |id: NodeId| {
+            topology
+                .replicas
+                .iter()
+                .find(|h| h.id == id)
+                .map(|h| h.public_key.clone())
+                .ok_or_else(|| anyhow::anyhow!("replica without a key"))
+        };
+        let (key_a, key_b) = (key(a)?, key(b)?);
+        let recipients = [
+            Recipient::<K> {
+                id: a,
+                public_key: &key_a,
+            },
+            Recipient::<K> {
+                id: b,
+                public_key: &key_b,
+            },
+        ];
+        let reply_index = (rng.next_u32() & 1) as u8;
+        let (body, keys) = envelope::seal(&self.sizes, recipients, reply_index, &request, rng)?;
+        let node = (rng.next_u64() % topology.services.len().max(1) as u64) as usize;
+        if tries > 1 {
+            self.stats.fresh_envelopes += 1;
+        }
+        let op = BoxOp {
+            slot,
+            request,
+            node,
+            body,
+            keys,
+            asked_other_slot: false,
+            tries,
+        };
+        self.send(op);
+        Ok(())
+    }
+
+    fn send(&mut self, op: BoxOp) {
+        self.next_seq += 1;
+        let courier = self.courier();
+        self.session
+            .client
+            .request(self.next_seq, courier, op.node, op.body.clone());
+        self.in_flight.insert(self.next_seq, op);
+    }
+
+    fn later(&mut self, op: BoxOp, results: &mut [Option<BoxResult>], last_error: ErrorCode) {
+        if op.tries >= MAX_TRIES {
+            results[op.slot] = Some(Err(last_error));
+        } else {
+            let at = Instant::now() + RETRY_DELAY;
+            self.retry.push((at, op.slot, op.request, op.tries + 1));
+        }
+    }
+
+    /// Carries out `requests` (all in flight at once) and returns each one's
+    /// outcome, in order: `Ok(None)` for a stored box, `Ok(Some(box))` for a
+    /// box read, or the error that ended it. `progress` sees (done, total).
+    pub async fn run(
+        &mut self,
+        requests: Vec<Request>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> anyhow::Result<Vec<BoxResult>> {
+        let total = requests.len();
+        let mut results: Vec<Option<BoxResult>> = vec![None; total];
+        let sent_before = self.session.client.stats().requests_sent;
+        for (slot, request) in requests.into_iter().enumerate() {
+            self.submit(slot, request, 1)?;
+        }
+        let mut done = 0;
+        while done < total {
+            let now = Instant::now();
+            let due: Vec<_> = {
+                let (due, wait): (Vec<_>, Vec<_>) =
+                    self.retry.drain(..).partition(|(at, ..)| *at <= now);
+                self.retry = wait;
+                due
+            };
+            for (_, slot, request, tries) in due {
+                self.submit(slot, request, tries)?;
+            }
+            for event in self.session.step(&self.network).await? {
+                match event {
+                    ClientEvent::Pong { seq, body, .. } => {
+                        let Some(op) = self.in_flight.remove(&seq) else {
+                            continue;
+                        };
+                        self.answered(op, &body, &mut results)?;
+                    }
+                    ClientEvent::GaveUp { seq } => {
+                        if let Some(op) = self.in_flight.remove(&seq) {
+                            self.later(op, &mut results, ErrorCode::Unavailable);
+                        }
+                    }
+                    ClientEvent::LoopReturned { .. } => {}
+                }
+            }
+            let now_done = results.iter().filter(|r| r.is_some()).count();
+            if now_done != done {
+                done = now_done;
+                progress(done, total);
+            }
+        }
+        self.stats.operations += total as u64;
+        self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
+        Ok(results.into_iter().map(|r| r.expect("all done")).collect())
+    }
+
+    fn answered(
+        &mut self,
+        mut op: BoxOp,
+        body: &[u8],
+        results: &mut [Option<BoxResult>],
+    ) -> anyhow::Result<()> {
+        let answer = match op.keys.open(&self.sizes, body) {
+            Ok(answer) => answer,
+            Err(_) => match envelope::refusal(body) {
+                Some(code) => CourierAnswer::Refused(code),
+                None => {
+                    self.later(op, results, ErrorCode::Malformed);
+                    return Ok(());
+                }
+            },
+        };
+        match answer {
+            CourierAnswer::Pending => {
+                self.stats.polls += 1;
+                self.send(op);
+            }
+            CourierAnswer::Refused(code) if code.is_transient() => self.later(op, results, code),
+            CourierAnswer::Refused(code) => results[op.slot] = Some(Err(code)),
+            CourierAnswer::Reply { reply, .. } => match (reply.code, &op.request) {
+                (ErrorCode::Ok, Request::Write(_)) => results[op.slot] = Some(Ok(None)),
+                (ErrorCode::Ok, Request::Read(id)) => match reply.found {
+                    Some(found) if found.id == *id => results[op.slot] = Some(Ok(Some(found))),
+                    _ => self.later(op, results, ErrorCode::Malformed),
+                },
+                (ErrorCode::NotFound, _) if !op.asked_other_slot => {
+                    // The other intermediate may have found it: ask the
+                    // courier for its reply to the same envelope.
+                    op.asked_other_slot = true;
+                    op.body[1] ^= 1;
+                    self.stats.polls += 1;
+                    self.send(op);
+                }
+                (code, _) if code.is_transient() => self.later(op, results, code),
+                (code, _) => results[op.slot] = Some(Err(code)),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// What `put` did.
+#[derive(Clone, Debug)]
+pub struct PutReport {
+    /// The read cap to give `get` (hex).
+    pub read_cap: String,
+    /// Bytes stored.
+    pub bytes: usize,
+    /// Boxes written.
+    pub boxes: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Storage traffic.
+    pub stats: StorageStats,
+}
+
+/// What `get` did.
+#[derive(Clone, Debug)]
+pub struct GetReport {
+    /// Boxes read.
+    pub boxes: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Storage traffic.
+    pub stats: StorageStats,
+}
+
+/// Writes `data` into a fresh BACAP stream and returns its read cap.
+pub async fn put(
+    config: &ClientFile,
+    data: &[u8],
+    progress: impl FnMut(usize, usize),
+) -> anyhow::Result<PutReport> {
+    let network = Network::fetch(config).await?;
+    match network.parameters.kem {
+        KemKind::XWing => put_kem::<XWing>(network, data, progress).await,
+        KemKind::X25519 => put_kem::<X25519>(network, data, progress).await,
+    }
+}
+
+async fn put_kem<K: Kem>(
+    network: Network,
+    data: &[u8],
+    progress: impl FnMut(usize, usize),
+) -> anyhow::Result<PutReport> {
+    let start = Instant::now();
+    let mut client = StorageClient::<K>::over(network).await?;
+    let cap = WriteCap::generate(&mut client.session.rng);
+    let read_cap = hex::encode(cap.read_cap().to_bytes().as_slice());
+    let mut writer = Writer::new(cap, STREAM_CONTEXT);
+    let requests = stream::split(data, client.sizes.max_plaintext())
+        .iter()
+        .map(|plain| writer.seal_next(plain).map(Request::Write))
+        .collect::<Result<Vec<_>, _>>()?;
+    let boxes = requests.len();
+    for (i, result) in client
+        .run(requests, progress)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(code) = result {
+            anyhow::bail!("box {i} was not stored: {code}");
+        }
+    }
+    Ok(PutReport {
+        read_cap,
+        bytes: data.len(),
+        boxes,
+        elapsed: start.elapsed(),
+        stats: client.stats.clone(),
+    })
+}
+
+/// Reads back the stream a read cap (hex) names.
+pub async fn get(
+    config: &ClientFile,
+    read_cap: &str,
+    progress: impl FnMut(usize, usize),
+) -> anyhow::Result<(Vec<u8>, GetReport)> {
+    let bytes =
+        hex::decode(read_cap.trim()).map_err(|_| anyhow::anyhow!("the read cap is not hex"))?;
+    let cap = ReadCap::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("bad read cap: {e}"))?;
+    let network = Network::fetch(config).await?;
+    match network.parameters.kem {
+        KemKind::XWing => get_kem::<XWing>(network, cap, progress).await,
+        KemKind::X25519 => get_kem::<X25519>(network, cap, progress).await,
+    }
+}
+
+fn open_box(cap: &ReadCap, position: u64, item: &SealedBox) -> anyhow::Result<Vec<u8>> {
+    let index = cap.index().advance_to(cap.index().idx64() + position)?;
+    let content = cap.open(
+        &index,
+        STREAM_CONTEXT,
+        &item.id,
+        &item.ciphertext,
+        &item.signature,
+    )?;
+    match content {
+        BoxContent::Message(plain) => Ok(plain),
+        BoxContent::Tombstone => anyhow::bail!("box {position} was deleted"),
+    }
+}
+
+fn box_id(cap: &ReadCap, position: u64) -> anyhow::Result<BoxId> {
+    let index = cap.index().advance_to(cap.index().idx64() + position)?;
+    Ok(cap.box_id(&index, STREAM_CONTEXT))
+}
+
+async fn get_kem<K: Kem>(
+    network: Network,
+    cap: ReadCap,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<(Vec<u8>, GetReport)> {
+    let start = Instant::now();
+    let mut client = StorageClient::<K>::over(network).await?;
+    let first = match client
+        .run(vec![Request::Read(box_id(&cap, 0)?)], |_, _| {})
+        .await?
+        .remove(0)
+    {
+        Ok(Some(item)) => open_box(&cap, 0, &item)?,
+        Ok(None) => anyhow::bail!("no box came back"),
+        Err(code) => anyhow::bail!("box 0: {code}"),
+    };
+    let (_, count) = stream::length(&first, MAX_STREAM)?;
+    progress(1, count);
+    let requests = (1..count as u64)
+        .map(|i| box_id(&cap, i).map(Request::Read))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let results = client
+        .run(requests, |done, _| progress(done + 1, count))
+        .await?;
+    let mut boxes = vec![first];
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(Some(item)) => boxes.push(open_box(&cap, i as u64 + 1, &item)?),
+            Ok(None) => anyhow::bail!("no box came back"),
+            Err(code) => anyhow::bail!("box {}: {code}", i + 1),
+        }
+    }
+    let data = stream::join(&boxes)?;
+    Ok((
+        data,
+        GetReport {
+            boxes: count,
+            elapsed: start.elapsed(),
+            stats: client.stats.clone(),
+        },
+    ))
+}
