@@ -9,7 +9,8 @@
 //! are the replies, which each replica seals back to the client under a key
 //! derived from the DEK and its slot.
 //!
-//! Request layout (`Sizes::request_len` bytes):
+//! Request layout (`Sizes::request_len` bytes; the courier gets it behind
+//! its length, u32 LE, since a Sphinx payload is always padded to full size):
 //! `version ‖ reply index ‖ intermediate 0 ‖ intermediate 1 ‖
 //!  (KEM ciphertext ‖ wrapped DEK) × 2 ‖ AEAD(request key, inner)`;
 //! inner: `kind ‖ box ID ‖ signature ‖ length (u32 LE) ‖ ciphertext, padded`.
@@ -39,6 +40,8 @@ const WRAPPED_KEY_LEN: usize = KEY_LEN + TAG_LEN;
 /// Version, reply index, two replica IDs.
 const REQUEST_HEADER_LEN: usize = 2 + SLOTS * 32;
 const INNER_REQUEST_HEADER_LEN: usize = 1 + BOX_ID_SIZE + SIGNATURE_SIZE + 4;
+/// The envelope's length in front of it.
+const LENGTH_LEN: usize = 4;
 const INNER_REPLY_HEADER_LEN: usize = 2 + BOX_ID_SIZE + SIGNATURE_SIZE + 4;
 /// Version, kind, slot, code, envelope hash.
 const REPLY_HEADER_LEN: usize = 4 + 32;
@@ -83,7 +86,8 @@ impl Sizes {
     /// The largest boxes whose envelopes fit in `body_capacity` bytes with
     /// KEM ciphertexts of `kem_ciphertext_len` bytes.
     pub fn fit(kem_ciphertext_len: usize, body_capacity: usize) -> Result<Self, EnvelopeError> {
-        let fixed = REQUEST_HEADER_LEN
+        let fixed = LENGTH_LEN
+            + REQUEST_HEADER_LEN
             + SLOTS * (kem_ciphertext_len + WRAPPED_KEY_LEN)
             + INNER_REQUEST_HEADER_LEN
             + TAG_LEN;
@@ -118,6 +122,11 @@ impl Sizes {
     /// Bytes of every envelope, whatever it asks.
     pub fn request_len(&self) -> usize {
         REQUEST_HEADER_LEN + SLOTS * self.slot_len() + self.inner_request_len() + TAG_LEN
+    }
+
+    /// Bytes of a request to a courier: the envelope behind its length.
+    pub fn body_len(&self) -> usize {
+        LENGTH_LEN + self.request_len()
     }
 
     /// Bytes of a replica's sealed reply.
@@ -229,8 +238,9 @@ fn read_box(bytes: &[u8], max_box: usize) -> Result<SealedBox, ErrorCode> {
 }
 
 /// Seals `request` to two intermediate replicas. `reply_index` says which
-/// replica's reply the client would rather have. Returns the envelope (the
-/// body of a request to a courier) and the keys its replies open with.
+/// replica's reply the client would rather have. Returns the body of a
+/// request to a courier (the envelope behind its length) and the keys its
+/// replies open with.
 pub fn seal<K: Kem, R: RngCore + CryptoRng>(
     sizes: &Sizes,
     recipients: [Recipient<'_, K>; SLOTS],
@@ -262,7 +272,8 @@ pub fn seal<K: Kem, R: RngCore + CryptoRng>(
     }
     let mut dek = Zeroizing::new([0u8; KEY_LEN]);
     rng.fill_bytes(dek.as_mut());
-    let mut out = Vec::with_capacity(sizes.request_len());
+    let mut out = Vec::with_capacity(sizes.body_len());
+    out.extend_from_slice(&(sizes.request_len() as u32).to_le_bytes());
     out.push(VERSION);
     out.push(reply_index % SLOTS as u8);
     for recipient in &recipients {
@@ -275,12 +286,12 @@ pub fn seal<K: Kem, R: RngCore + CryptoRng>(
         out.extend_from_slice(&ciphertext);
         out.extend_from_slice(&gcm_siv_seal(&key, &ZERO_NONCE, &[], dek.as_ref()));
     }
-    let aad = request_aad(&out[..REQUEST_HEADER_LEN]);
+    let aad = request_aad(&out[LENGTH_LEN..LENGTH_LEN + REQUEST_HEADER_LEN]);
     let request_key = kdf(dek.as_ref(), b"request");
     out.extend_from_slice(&gcm_siv_seal(&request_key, &ZERO_NONCE, &aad, &inner));
-    debug_assert_eq!(out.len(), sizes.request_len());
+    debug_assert_eq!(out.len(), sizes.body_len());
     let keys = ReplyKeys {
-        hash: envelope_hash(&out),
+        hash: envelope_hash(&out[LENGTH_LEN..]),
         keys: [reply_key(dek.as_ref(), 0), reply_key(dek.as_ref(), 1)],
     };
     Ok((out, keys))
@@ -302,11 +313,20 @@ pub struct CourierEnvelope<'a> {
 }
 
 impl<'a> CourierEnvelope<'a> {
-    /// Checks the length and version; nothing else is visible to a courier.
-    pub fn parse(sizes: &Sizes, bytes: &'a [u8]) -> Result<Self, ErrorCode> {
-        if bytes.len() != sizes.request_len() {
+    /// Takes the envelope from a courier request's body (trailing padding
+    /// is ignored) and checks its length and version: nothing else is
+    /// visible to a courier.
+    pub fn parse(sizes: &Sizes, body: &'a [u8]) -> Result<Self, ErrorCode> {
+        let len = body
+            .get(..LENGTH_LEN)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or(ErrorCode::WrongSize)?;
+        if len != sizes.request_len() {
             return Err(ErrorCode::WrongSize);
         }
+        let bytes = body
+            .get(LENGTH_LEN..LENGTH_LEN + len)
+            .ok_or(ErrorCode::WrongSize)?;
         if bytes[0] != VERSION || usize::from(bytes[1]) >= SLOTS {
             return Err(ErrorCode::Malformed);
         }
@@ -448,6 +468,14 @@ pub fn courier_reply(
         out[REPLY_HEADER_LEN..].copy_from_slice(sealed);
     }
     out
+}
+
+/// Changes which replica's reply a courier request prefers; the envelope
+/// (and its hash) stay the same.
+pub fn set_reply_index(body: &mut [u8], reply_index: u8) {
+    if let Some(byte) = body.get_mut(LENGTH_LEN + 1) {
+        *byte = reply_index % SLOTS as u8;
+    }
 }
 
 /// The code of a courier's refusal, readable without the envelope's keys

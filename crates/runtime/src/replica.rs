@@ -35,7 +35,7 @@ use crate::metrics::{self, Metrics};
 use crate::node::{
     accept_loop, publish, refresh_document, AbortOnDrop, AcceptContext, Inbound, Peers,
 };
-use crate::store::{BoxStore, WriteOp};
+use crate::store::{BoxStore, WriteOp, Written};
 use crate::{fetch_document, unix_ms};
 
 /// How long an intermediate waits for the holders.
@@ -306,15 +306,17 @@ impl<K: Kem> Replica<K> {
                 Ok(Ok(outcomes)) => outcomes,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "write batch failed");
-                    vec![ErrorCode::StorageFailure; count]
+                    vec![Written::Refused(ErrorCode::StorageFailure); count]
                 }
-                Err(_) => vec![ErrorCode::StorageFailure; count],
+                Err(_) => vec![Written::Refused(ErrorCode::StorageFailure); count],
             };
-        for (after, code) in afters.into_iter().zip(outcomes) {
-            match code {
-                ErrorCode::Ok => self.count("writes_stored"),
-                _ => self.count("writes_refused"),
-            }
+        for (after, written) in afters.into_iter().zip(outcomes) {
+            self.count(match written {
+                Written::Stored => "writes_stored",
+                Written::Unchanged => "writes_unchanged",
+                Written::Refused(_) => "writes_refused",
+            });
+            let code = written.code();
             match after {
                 AfterWrite::Answer { to, request } => {
                     out.push((to, StorageMessage::WriteReply { request, code }))

@@ -251,6 +251,31 @@ impl<K: Kem> StorageClient<K> {
         Ok(results.into_iter().map(|r| r.expect("all done")).collect())
     }
 
+    /// Sends `body` to a courier as it is and returns the courier's answer
+    /// (for tests of what couriers do with bad envelopes).
+    pub async fn send_raw(&mut self, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let courier = self.courier();
+        self.session.client.request(seq, courier, 0, body);
+        loop {
+            for event in self.session.step(&self.network).await? {
+                match event {
+                    ClientEvent::Pong { seq: s, body, .. } if s == seq => return Ok(body),
+                    ClientEvent::GaveUp { seq: s } if s == seq => {
+                        anyhow::bail!("no answer from the courier")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The replicas the client addresses, as the document lists them.
+    pub fn replicas(&self) -> &[NodeId] {
+        &self.replicas
+    }
+
     fn answered(
         &mut self,
         mut op: BoxOp,
@@ -272,9 +297,15 @@ impl<K: Kem> StorageClient<K> {
                 self.stats.polls += 1;
                 self.send(op);
             }
-            CourierAnswer::Refused(code) if code.is_transient() => self.later(op, results, code),
+            // A courier whose document is older than ours may not know a
+            // replica yet: a fresh envelope picks intermediates again.
+            CourierAnswer::Refused(code)
+                if code.is_transient() || code == ErrorCode::UnknownReplica =>
+            {
+                self.later(op, results, code)
+            }
             CourierAnswer::Refused(code) => results[op.slot] = Some(Err(code)),
-            CourierAnswer::Reply { reply, .. } => match (reply.code, &op.request) {
+            CourierAnswer::Reply { reply, slot } => match (reply.code, &op.request) {
                 (ErrorCode::Ok, Request::Write(_)) => results[op.slot] = Some(Ok(None)),
                 (ErrorCode::Ok, Request::Read(id)) => match reply.found {
                     Some(found) if found.id == *id => results[op.slot] = Some(Ok(Some(found))),
@@ -284,7 +315,8 @@ impl<K: Kem> StorageClient<K> {
                     // The other intermediate may have found it: ask the
                     // courier for its reply to the same envelope.
                     op.asked_other_slot = true;
-                    op.body[1] ^= 1;
+                    let other = 1 - slot;
+                    envelope::set_reply_index(&mut op.body, other);
                     self.stats.polls += 1;
                     self.send(op);
                 }

@@ -36,6 +36,27 @@ pub struct WriteOp {
     pub replicate_to: Vec<NodeId>,
 }
 
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Stored (a new box, or a tombstone over one).
+    Stored,
+    /// The same bytes were there already; nothing changed.
+    Unchanged,
+    /// Refused; nothing changed.
+    Refused(ErrorCode),
+}
+
+impl Written {
+    /// The outcome as the protocol reports it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Written::Stored | Written::Unchanged => ErrorCode::Ok,
+            Written::Refused(code) => code,
+        }
+    }
+}
+
 /// The boxes one replica holds.
 pub struct BoxStore {
     db: Database,
@@ -81,9 +102,9 @@ impl BoxStore {
     }
 
     /// Applies a batch of writes in one durable transaction and returns
-    /// each write's outcome (`Ok`, `BadSignature`, `Conflict`). Nothing is
-    /// changed by a refused write; on an error nothing at all is.
-    pub fn write_batch(&self, ops: &[WriteOp], now_ms: u64) -> Result<Vec<ErrorCode>, StoreError> {
+    /// what each did. Nothing is changed by a refused write; on an error
+    /// nothing at all is.
+    pub fn write_batch(&self, ops: &[WriteOp], now_ms: u64) -> Result<Vec<Written>, StoreError> {
         let txn = self.db.begin_write().map_err(fail)?;
         let mut outcomes = Vec::with_capacity(ops.len());
         {
@@ -106,10 +127,10 @@ impl BoxStore {
                             let key = [id.as_slice(), holder.0.as_slice()].concat();
                             queue.insert(key.as_slice(), now_ms).map_err(fail)?;
                         }
-                        ErrorCode::Ok
+                        Written::Stored
                     }
-                    WriteDecision::AlreadyStored => ErrorCode::Ok,
-                    WriteDecision::Refuse(code) => code,
+                    WriteDecision::AlreadyStored => Written::Unchanged,
+                    WriteDecision::Refuse(code) => Written::Refused(code),
                 };
                 outcomes.push(outcome);
             }

@@ -1,0 +1,488 @@
+//! The Pigeonhole state machines on their own: envelopes open only for the
+//! replica they name and look alike whatever they ask; the courier forwards
+//! once, holds SURBs, ACKs, answers from its cache and refuses bad input;
+//! rendezvous hashing; the write-once rules; streams.
+
+use funion_bacap::{BoxId, BoxSignature, SealedBox, WriteCap, Writer};
+use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
+use funion_pigeonhole::envelope::{
+    self, CourierAnswer, CourierEnvelope, Recipient, ReplicaReply, Request, Sizes,
+};
+use funion_pigeonhole::replica::{decide_write, WriteDecision};
+use funion_pigeonhole::wire::StorageMessage;
+use funion_pigeonhole::{shard, stream, ErrorCode};
+use funion_sphinx::kem::{Kem, XWing, X25519};
+use funion_sphinx::NodeId;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const CONTEXT: &[u8] = b"test";
+
+struct Replica<K: Kem> {
+    id: NodeId,
+    secret: K::SecretKey,
+    public: K::PublicKey,
+}
+
+fn replicas<K: Kem>(rng: &mut ChaCha20Rng, n: usize) -> Vec<Replica<K>> {
+    (0..n)
+        .map(|i| {
+            let (secret, public) = K::generate(rng);
+            Replica {
+                id: NodeId([i as u8 + 1; 32]),
+                secret,
+                public,
+            }
+        })
+        .collect()
+}
+
+fn seal<K: Kem>(
+    sizes: &Sizes,
+    to: [&Replica<K>; 2],
+    request: &Request,
+    rng: &mut ChaCha20Rng,
+) -> (Vec<u8>, envelope::ReplyKeys) {
+    let recipients = to.map(|r| Recipient::<K> {
+        id: r.id,
+        public_key: &r.public,
+    });
+    envelope::seal(sizes, recipients, 0, request, rng).unwrap()
+}
+
+fn a_box(rng: &mut ChaCha20Rng, plaintext: &[u8]) -> (WriteCap, SealedBox) {
+    let cap = WriteCap::generate(rng);
+    let item = Writer::new(cap.clone(), CONTEXT).prepare(plaintext);
+    (cap, item)
+}
+
+fn round_trip<K: Kem>() {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let sizes = Sizes::fit(K::CIPHERTEXT_LEN, 20_000).unwrap();
+    let nodes = replicas::<K>(&mut rng, 2);
+    let (cap, item) = a_box(&mut rng, b"hello");
+    let tombstone = Writer::new(cap, CONTEXT).prepare_tombstone();
+    let requests = [
+        Request::Write(item.clone()),
+        Request::Read(item.id),
+        Request::Write(tombstone),
+    ];
+    for request in &requests {
+        let (bytes, keys) = seal(&sizes, [&nodes[0], &nodes[1]], request, &mut rng);
+        // Reads, writes and tombstones are all the same size.
+        assert_eq!(bytes.len(), sizes.body_len());
+        let envelope = CourierEnvelope::parse(&sizes, &bytes).unwrap();
+        assert_eq!(envelope.intermediates(), [nodes[0].id, nodes[1].id]);
+        for slot in 0..2u8 {
+            let part = envelope.for_replica(slot);
+            let node = &nodes[usize::from(slot)];
+            let (opened, key) = part.open::<K>(&sizes, &node.id, &[&node.secret]).unwrap();
+            assert_eq!(&opened, request);
+            // The other replica's key does not open this slot.
+            let other = &nodes[1 - usize::from(slot)];
+            assert!(part.open::<K>(&sizes, &node.id, &[&other.secret]).is_err());
+            // Nor does a replica the envelope does not name.
+            assert_eq!(
+                part.open::<K>(&sizes, &other.id, &[&node.secret]).err(),
+                Some(ErrorCode::UnknownReplica)
+            );
+            let reply = ReplicaReply {
+                code: ErrorCode::Ok,
+                found: Some(item.clone()),
+            };
+            let sealed = key.seal(&sizes, &reply);
+            assert_eq!(sealed.len(), sizes.sealed_reply_len());
+            let courier_reply = envelope::courier_reply(
+                &sizes,
+                &envelope.hash(),
+                slot,
+                ErrorCode::Ok,
+                Some(&sealed),
+            );
+            assert_eq!(courier_reply.len(), sizes.reply_len());
+            assert_eq!(
+                keys.open(&sizes, &courier_reply).unwrap(),
+                CourierAnswer::Reply { slot, reply }
+            );
+            // A reply sealed for an empty answer is just as long.
+            let empty = key.seal(
+                &sizes,
+                &ReplicaReply {
+                    code: ErrorCode::NotFound,
+                    found: None,
+                },
+            );
+            assert_eq!(empty.len(), sealed.len());
+        }
+    }
+}
+
+#[test]
+fn envelopes_round_trip_with_xwing() {
+    round_trip::<XWing>();
+}
+
+#[test]
+fn envelopes_round_trip_with_x25519() {
+    round_trip::<X25519>();
+}
+
+#[test]
+fn tampered_or_misdirected_envelopes_are_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let sizes = Sizes::fit(X25519::CIPHERTEXT_LEN, 4_000).unwrap();
+    let nodes = replicas::<X25519>(&mut rng, 3);
+    let (_, item) = a_box(&mut rng, b"x");
+    let (bytes, _) = seal(
+        &sizes,
+        [&nodes[0], &nodes[1]],
+        &Request::Write(item),
+        &mut rng,
+    );
+    // Padding after the envelope is ignored; a length that is not the
+    // envelope size, or an envelope cut short, is refused.
+    let mut padded = bytes.clone();
+    padded.extend_from_slice(&[0; 100]);
+    assert!(CourierEnvelope::parse(&sizes, &padded).is_ok());
+    for len in [sizes.request_len() - 1, sizes.request_len() + 1, 0] {
+        let mut wrong = padded.clone();
+        wrong[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        assert_eq!(
+            CourierEnvelope::parse(&sizes, &wrong).err(),
+            Some(ErrorCode::WrongSize)
+        );
+    }
+    for cut in [0, 3, bytes.len() - 1] {
+        assert_eq!(
+            CourierEnvelope::parse(&sizes, &bytes[..cut]).err(),
+            Some(ErrorCode::WrongSize)
+        );
+    }
+    // Any flipped bit in the body or the header fails authentication.
+    for at in [4usize, 9, 40, bytes.len() - 1, bytes.len() / 2] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x10;
+        let Ok(envelope) = CourierEnvelope::parse(&sizes, &bad) else {
+            continue;
+        };
+        let part = envelope.for_replica(0);
+        let opened = part.open::<X25519>(&sizes, &nodes[0].id, &[&nodes[0].secret]);
+        assert!(opened.is_err(), "bit flipped at {at} went unnoticed");
+    }
+    // A courier redirecting slot 0 to another replica gets nothing.
+    let envelope = CourierEnvelope::parse(&sizes, &bytes).unwrap();
+    let part = envelope.for_replica(0);
+    assert_eq!(
+        part.open::<X25519>(&sizes, &nodes[2].id, &[&nodes[2].secret])
+            .err(),
+        Some(ErrorCode::UnknownReplica)
+    );
+}
+
+#[test]
+fn boxes_too_large_for_the_envelope_are_refused_by_the_client() {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let sizes = Sizes::fit(X25519::CIPHERTEXT_LEN, 2_000).unwrap();
+    let nodes = replicas::<X25519>(&mut rng, 2);
+    let (_, item) = a_box(&mut rng, &vec![7u8; sizes.max_plaintext() + 1]);
+    let recipients = [&nodes[0], &nodes[1]].map(|r| Recipient::<X25519> {
+        id: r.id,
+        public_key: &r.public,
+    });
+    assert!(matches!(
+        envelope::seal(&sizes, recipients, 0, &Request::Write(item), &mut rng),
+        Err(envelope::EnvelopeError::BoxTooLarge { .. })
+    ));
+    assert!(Sizes::fit(XWing::CIPHERTEXT_LEN, 2_000).is_err());
+}
+
+fn courier_setup() -> (
+    ChaCha20Rng,
+    Sizes,
+    Vec<Replica<X25519>>,
+    Courier,
+    Vec<u8>,
+    envelope::ReplyKeys,
+) {
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let sizes = Sizes::fit(X25519::CIPHERTEXT_LEN, 4_000).unwrap();
+    let nodes = replicas::<X25519>(&mut rng, 2);
+    let (_, item) = a_box(&mut rng, b"courier");
+    let (bytes, keys) = seal(
+        &sizes,
+        [&nodes[0], &nodes[1]],
+        &Request::Write(item),
+        &mut rng,
+    );
+    let config = CourierConfig {
+        hold_us: 1_000,
+        forward_again_us: 50_000,
+        cache_us: 1_000_000,
+        max_entries: 10,
+    };
+    (rng, sizes, nodes, Courier::new(sizes, config), bytes, keys)
+}
+
+fn replies(outputs: &[CourierOutput]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            CourierOutput::Reply { surb, message } => Some((surb.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn forwarded(outputs: &[CourierOutput]) -> Vec<NodeId> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            CourierOutput::ToReplica { replica, .. } => Some(*replica),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_courier_forwards_once_acks_and_answers_from_its_cache() {
+    let (_, sizes, nodes, mut courier, bytes, keys) = courier_setup();
+    let known = |id: &NodeId| id.0[0] <= 2;
+    let first = courier.handle_request(0, b"surb-1".to_vec(), &bytes, known);
+    assert_eq!(forwarded(&first), vec![nodes[0].id, nodes[1].id]);
+    assert!(replies(&first).is_empty(), "held, not answered yet");
+    // A resend before any reply is joined to the pending envelope.
+    let again = courier.handle_request(100, b"surb-2".to_vec(), &bytes, known);
+    assert!(again.is_empty());
+    assert_eq!(courier.next_deadline(), Some(1_000));
+    // After the hold time both SURBs get an ACK.
+    let acks = replies(&courier.poll(1_100));
+    assert_eq!(acks.len(), 2);
+    for (_, message) in &acks {
+        assert_eq!(message.len(), sizes.reply_len());
+        assert_eq!(keys.open(&sizes, message).unwrap(), CourierAnswer::Pending);
+    }
+    // Replica 0 answers: a message claiming to be its slot from replica 1
+    // is ignored, the real one is cached.
+    let CourierOutput::ToReplica { message, .. } = &first[0] else {
+        unreachable!()
+    };
+    let StorageMessage::Envelope(part) = StorageMessage::decode(message).unwrap() else {
+        panic!("an envelope goes to the replica")
+    };
+    let (_, key) = part
+        .open::<X25519>(&sizes, &nodes[0].id, &[&nodes[0].secret])
+        .unwrap();
+    let reply = ReplicaReply {
+        code: ErrorCode::Ok,
+        found: None,
+    };
+    let answer = StorageMessage::EnvelopeReply {
+        hash: part.hash,
+        slot: 0,
+        code: ErrorCode::Ok,
+        sealed: key.seal(&sizes, &reply),
+    }
+    .encode();
+    assert!(courier
+        .handle_replica_message(2_000, nodes[1].id, &answer)
+        .is_empty());
+    assert_eq!(courier.counters().stray, 1);
+    assert!(courier
+        .handle_replica_message(2_000, nodes[0].id, &answer)
+        .is_empty());
+    assert!(courier
+        .handle_replica_message(2_000, nodes[0].id, b"garbage")
+        .is_empty());
+    // The poll is answered from the cache, without forwarding again.
+    let poll = courier.handle_request(3_000, b"surb-3".to_vec(), &bytes, known);
+    assert!(forwarded(&poll).is_empty());
+    let answered = replies(&poll);
+    assert_eq!(answered[0].0, b"surb-3");
+    assert_eq!(
+        keys.open(&sizes, &answered[0].1).unwrap(),
+        CourierAnswer::Reply { slot: 0, reply }
+    );
+    // Forgotten after the cache time.
+    courier.poll(2_000_000);
+    assert_eq!(courier.entries(), 0);
+}
+
+#[test]
+fn a_held_surb_is_answered_when_the_reply_arrives() {
+    let (_, sizes, nodes, mut courier, bytes, keys) = courier_setup();
+    let first = courier.handle_request(0, b"surb".to_vec(), &bytes, |_| true);
+    let CourierOutput::ToReplica { message, .. } = &first[1] else {
+        unreachable!()
+    };
+    let StorageMessage::Envelope(part) = StorageMessage::decode(message).unwrap() else {
+        panic!("an envelope goes to the replica")
+    };
+    let (_, key) = part
+        .open::<X25519>(&sizes, &nodes[1].id, &[&nodes[1].secret])
+        .unwrap();
+    let reply = ReplicaReply {
+        code: ErrorCode::Conflict,
+        found: None,
+    };
+    let answer = StorageMessage::EnvelopeReply {
+        hash: part.hash,
+        slot: 1,
+        code: ErrorCode::Ok,
+        sealed: key.seal(&sizes, &reply),
+    };
+    let out = courier.handle_replica_message(500, nodes[1].id, &answer.encode());
+    let answered = replies(&out);
+    assert_eq!(answered.len(), 1);
+    assert_eq!(
+        keys.open(&sizes, &answered[0].1).unwrap(),
+        CourierAnswer::Reply { slot: 1, reply }
+    );
+    // Nothing left to ACK.
+    assert!(courier.poll(10_000).is_empty());
+}
+
+#[test]
+fn the_courier_refuses_bad_envelopes_through_the_surb() {
+    let (_, sizes, _, mut courier, bytes, keys) = courier_setup();
+    let out = courier.handle_request(0, b"s".to_vec(), &bytes[..100], |_| true);
+    let answered = replies(&out);
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].1.len(), sizes.reply_len());
+    assert_eq!(
+        envelope::refusal(&answered[0].1),
+        Some(ErrorCode::WrongSize)
+    );
+    // Intermediates the network does not list.
+    let out = courier.handle_request(0, b"s".to_vec(), &bytes, |_| false);
+    assert!(forwarded(&out).is_empty());
+    assert_eq!(
+        keys.open(&sizes, &replies(&out)[0].1).unwrap(),
+        CourierAnswer::Refused(ErrorCode::UnknownReplica)
+    );
+    assert_eq!(courier.counters().refused, 2);
+}
+
+#[test]
+fn the_courier_remembers_a_bounded_number_of_envelopes() {
+    let (mut rng, sizes, nodes, mut courier, _, _) = courier_setup();
+    for i in 0..11 {
+        let (_, item) = a_box(&mut rng, &[i]);
+        let (bytes, keys) = seal(
+            &sizes,
+            [&nodes[0], &nodes[1]],
+            &Request::Write(item),
+            &mut rng,
+        );
+        let out = courier.handle_request(0, vec![i], &bytes, |_| true);
+        if i < 10 {
+            assert_eq!(forwarded(&out).len(), 2);
+        } else {
+            assert_eq!(
+                keys.open(&sizes, &replies(&out)[0].1).unwrap(),
+                CourierAnswer::Refused(ErrorCode::Unavailable)
+            );
+        }
+    }
+}
+
+#[test]
+fn holders_are_stable_and_intermediates_avoid_them() {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let nodes: Vec<NodeId> = (0..6).map(|i| NodeId([i; 32])).collect();
+    let mut counts = [0usize; 6];
+    for i in 0..600u32 {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        let box_id = BoxId(id);
+        let holders = shard::holders(&box_id, &nodes, 2);
+        assert_eq!(holders.len(), 2);
+        assert_ne!(holders[0], holders[1]);
+        // Independent of the order replicas are listed in.
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        assert_eq!(shard::holders(&box_id, &reversed, 2), holders);
+        // Removing a non-holder does not move the box.
+        let fewer: Vec<NodeId> = nodes
+            .iter()
+            .filter(|n| !holders.contains(n))
+            .skip(1)
+            .chain(holders.iter())
+            .copied()
+            .collect();
+        assert_eq!(shard::holders(&box_id, &fewer, 2), holders);
+        let [a, b] = shard::intermediates(&box_id, &nodes, 2, &mut rng).unwrap();
+        assert_ne!(a, b);
+        assert!(!holders.contains(&a) && !holders.contains(&b));
+        for h in holders {
+            counts[h.0[0] as usize] += 1;
+        }
+    }
+    // 1,200 holder slots over 6 replicas: about 200 each.
+    assert!(
+        counts.iter().all(|&c| (140..=260).contains(&c)),
+        "{counts:?}"
+    );
+    // With 3 replicas intermediates must overlap the holders; with 1 there
+    // are none.
+    let three = &nodes[..3];
+    assert!(shard::intermediates(&BoxId([9; 32]), three, 2, &mut rng).is_some());
+    assert!(shard::intermediates(&BoxId([9; 32]), &nodes[..1], 2, &mut rng).is_none());
+}
+
+#[test]
+fn boxes_are_write_once_and_tombstones_end_them() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let cap = WriteCap::generate(&mut rng);
+    let writer = Writer::new(cap.clone(), CONTEXT);
+    let first = writer.prepare(b"first");
+    let other = writer.prepare(b"other bytes");
+    let tombstone = writer.prepare_tombstone();
+    assert_eq!(first.id, other.id);
+    assert_eq!(decide_write(None, &first), WriteDecision::Store);
+    assert_eq!(
+        decide_write(Some(&first), &first),
+        WriteDecision::AlreadyStored
+    );
+    assert_eq!(
+        decide_write(Some(&first), &other),
+        WriteDecision::Refuse(ErrorCode::Conflict)
+    );
+    assert_eq!(decide_write(Some(&first), &tombstone), WriteDecision::Store);
+    assert_eq!(
+        decide_write(Some(&tombstone), &first),
+        WriteDecision::Refuse(ErrorCode::Conflict)
+    );
+    let mut forged = first.clone();
+    forged.signature = BoxSignature([1; 64]);
+    assert_eq!(
+        decide_write(None, &forged),
+        WriteDecision::Refuse(ErrorCode::BadSignature)
+    );
+    let mut moved = first.clone();
+    moved.ciphertext[0] ^= 1;
+    assert_eq!(
+        decide_write(None, &moved),
+        WriteDecision::Refuse(ErrorCode::BadSignature)
+    );
+}
+
+#[test]
+fn streams_split_into_equal_boxes_and_join_back() {
+    for len in [0usize, 1, 91, 92, 93, 1000] {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let boxes = stream::split(&data, 100);
+        assert_eq!(boxes.len(), (8 + len).div_ceil(100));
+        assert!(boxes.iter().all(|b| b.len() == 100));
+        assert_eq!(
+            stream::length(&boxes[0], 1 << 20).unwrap(),
+            (len as u64, boxes.len())
+        );
+        assert_eq!(stream::join(&boxes).unwrap(), data);
+    }
+    let boxes = stream::split(&[1; 500], 100);
+    assert!(stream::join(&boxes[..3]).is_err());
+    assert!(stream::length(&boxes[0], 10).is_err());
+    let mut huge = vec![0xff; 100];
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(stream::length(&huge, u64::MAX).is_err());
+}
