@@ -105,6 +105,7 @@ async fn pigeonhole_on_a_devnet() {
     bad_writes_get_their_error_and_change_nothing(&net).await;
     a_replica_killed_mid_write_loses_nothing(&net, &mut replica, &replica_config, &dir).await;
     net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn a_megabyte_round_trips(net: &Devnet) {

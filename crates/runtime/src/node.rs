@@ -393,13 +393,13 @@ async fn read_link(
     }
 }
 
-pub(crate) struct AcceptContext {
-    pub(crate) link_secret: [u8; 32],
-    pub(crate) packet_len: usize,
-    pub(crate) role: Role,
-    pub(crate) peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
-    pub(crate) inbound: mpsc::Sender<Inbound>,
-    pub(crate) metrics: Arc<Metrics>,
+struct AcceptContext {
+    link_secret: [u8; 32],
+    packet_len: usize,
+    role: Role,
+    peers_by_link_key: PeerKeys,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
 }
 
 /// Aborts the tasks it holds when dropped, so a node stopped (or restarted)
@@ -414,7 +414,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub(crate) async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
+async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
     let mut next_conn: u64 = 0;
     // Connection tasks live in this set: they end when the loop is aborted.
     let mut connections = tokio::task::JoinSet::new();
@@ -567,33 +567,21 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     ));
 
     let mut tasks = AbortOnDrop(vec![syncer]);
-    if let Some(listener) = metrics_listener {
-        tasks
-            .0
-            .push(tokio::spawn(metrics::serve(listener, metrics.clone())));
-    }
-    let peers_by_link_key = Arc::new(RwLock::new(link_keys(&document)));
-    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(PEER_QUEUE);
-    let inbound_tx_refresh = inbound_tx.clone();
-    tasks.0.push(tokio::spawn(accept_loop(
-        listener,
-        Arc::new(AcceptContext {
-            link_secret: keys.link_secret,
+    let (mut inbound, peers_by_link_key) = start_tasks(
+        NodeTasks {
+            config: &config,
+            keys: &keys,
             packet_len: geometry.packet_len(),
-            role: config.role,
-            peers_by_link_key: peers_by_link_key.clone(),
-            inbound: inbound_tx,
-            metrics: metrics.clone(),
-        }),
-    )));
-    tasks.0.push(tokio::spawn(refresh_document(
-        http.clone(),
-        config.authority_url.clone(),
-        authority_key,
-        parameters.epoch_ms,
-        peers_by_link_key.clone(),
-        inbound_tx_refresh,
-    )));
+            document: &document,
+            listener,
+            metrics_listener,
+            metrics: &metrics,
+            http: &http,
+            authority_key,
+            epoch_ms: parameters.epoch_ms,
+        },
+        &mut tasks,
+    );
     let mut peers = Peers::new(keys.link_secret, geometry.packet_len(), metrics.clone());
     let mut clients: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
     let mut subscriptions: HashMap<[u8; 32], u64> = HashMap::new();
@@ -808,14 +796,68 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`start_tasks`] needs.
+pub(crate) struct NodeTasks<'a> {
+    pub(crate) config: &'a NodeFile,
+    pub(crate) keys: &'a NodeKeys,
+    pub(crate) packet_len: usize,
+    pub(crate) document: &'a NetworkDocument,
+    pub(crate) listener: TcpListener,
+    pub(crate) metrics_listener: Option<TcpListener>,
+    pub(crate) metrics: &'a Arc<Metrics>,
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) authority_key: [u8; 32],
+    pub(crate) epoch_ms: u64,
+}
+
+/// Starts what every node runs beside its loop (the metrics server, the
+/// accept loop, the document refresher) into `tasks`; returns the inbound
+/// queue and the link keys the accept loop trusts.
+pub(crate) fn start_tasks(
+    setup: NodeTasks<'_>,
+    tasks: &mut AbortOnDrop,
+) -> (mpsc::Receiver<Inbound>, PeerKeys) {
+    if let Some(listener) = setup.metrics_listener {
+        tasks.0.push(tokio::spawn(metrics::serve(
+            listener,
+            setup.metrics.clone(),
+        )));
+    }
+    let peers_by_link_key = Arc::new(RwLock::new(link_keys(setup.document)));
+    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(PEER_QUEUE);
+    tasks.0.push(tokio::spawn(accept_loop(
+        setup.listener,
+        Arc::new(AcceptContext {
+            link_secret: setup.keys.link_secret,
+            packet_len: setup.packet_len,
+            role: setup.config.role,
+            peers_by_link_key: peers_by_link_key.clone(),
+            inbound: inbound_tx.clone(),
+            metrics: setup.metrics.clone(),
+        }),
+    )));
+    tasks.0.push(tokio::spawn(refresh_document(
+        setup.http.clone(),
+        setup.config.authority_url.clone(),
+        setup.authority_key,
+        setup.epoch_ms,
+        peers_by_link_key.clone(),
+        inbound_tx,
+    )));
+    (inbound, peers_by_link_key)
+}
+
+/// Link keys of the document's nodes, shared with the accept loop.
+pub(crate) type PeerKeys = Arc<RwLock<HashMap<[u8; 32], NodeId>>>;
+
 /// Fetches the current document every [`DOCUMENT_REFRESH`] and hands each
 /// new one to the node's loop (and its link keys to the accept loop).
-pub(crate) async fn refresh_document(
+async fn refresh_document(
     http: reqwest::Client,
     url: String,
     authority_key: [u8; 32],
     epoch_ms: u64,
-    peers_by_link_key: Arc<RwLock<HashMap<[u8; 32], NodeId>>>,
+    peers_by_link_key: PeerKeys,
     inbound: mpsc::Sender<Inbound>,
 ) {
     let mut known = None;

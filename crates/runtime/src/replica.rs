@@ -14,7 +14,7 @@
 //!   the queue is on disk, so a restart resumes it. Expired boxes are swept.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use funion_bacap::{verify_box, BoxId, SealedBox};
@@ -26,15 +26,12 @@ use funion_pki::{epoch_at, NetworkDocument, Parameters, Role};
 use funion_sphinx::kem::Kem;
 use funion_sphinx::NodeId;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{hex32, NodeFile, NodeKeys};
 use crate::link::Frame;
-use crate::metrics::{self, Metrics};
-use crate::node::{
-    accept_loop, publish, refresh_document, AbortOnDrop, AcceptContext, Inbound, Peers,
-};
+use crate::metrics::Metrics;
+use crate::node::{publish, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use crate::store::{BoxStore, WriteOp, Written};
 use crate::{fetch_document, unix_ms};
 
@@ -77,38 +74,21 @@ pub(crate) async fn run<K: Kem>(
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
     let mut tasks = AbortOnDrop(Vec::new());
-    if let Some(listener) = metrics_listener {
-        tasks
-            .0
-            .push(tokio::spawn(metrics::serve(listener, metrics.clone())));
-    }
-    let peers_by_link_key = Arc::new(RwLock::new(HashMap::new()));
-    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(4096);
-    tasks.0.push(tokio::spawn(accept_loop(
-        listener,
-        Arc::new(AcceptContext {
-            link_secret: keys.link_secret,
+    let (mut inbound, _) = start_tasks(
+        NodeTasks {
+            config: &config,
+            keys: &keys,
             packet_len: geometry.packet_len(),
-            role: Role::Replica,
-            peers_by_link_key: peers_by_link_key.clone(),
-            inbound: inbound_tx.clone(),
-            metrics: metrics.clone(),
-        }),
-    )));
-    tasks.0.push(tokio::spawn(refresh_document(
-        http.clone(),
-        config.authority_url.clone(),
-        authority_key,
-        parameters.epoch_ms,
-        peers_by_link_key.clone(),
-        inbound_tx,
-    )));
-    // The accept loop needs the current link keys before the first refresh.
-    *peers_by_link_key.write().expect("peer map") = document
-        .nodes
-        .iter()
-        .map(|n| (n.link_key, n.id()))
-        .collect();
+            document: &document,
+            listener,
+            metrics_listener,
+            metrics: &metrics,
+            http: &http,
+            authority_key,
+            epoch_ms: parameters.epoch_ms,
+        },
+        &mut tasks,
+    );
 
     let mut replica = Replica::<K> {
         own_id: NodeId(keys.identity.verifying_key().to_bytes()),
@@ -126,6 +106,7 @@ pub(crate) async fn run<K: Kem>(
         waiting: HashMap::new(),
         copies_in_flight: HashMap::new(),
         repairs_to_self: Vec::new(),
+        may_owe: true,
         counters: BTreeMap::new(),
     };
     for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
@@ -238,6 +219,9 @@ struct Replica<K: Kem> {
     waiting: HashMap<u64, Waiter>,
     copies_in_flight: HashMap<(BoxId, NodeId), Instant>,
     repairs_to_self: Vec<SealedBox>,
+    /// Whether the replication queue may hold anything (so an idle replica
+    /// does not read it every tick).
+    may_owe: bool,
     counters: BTreeMap<&'static str, u64>,
 }
 
@@ -311,6 +295,7 @@ impl<K: Kem> Replica<K> {
                 Err(_) => vec![Written::Refused(ErrorCode::StorageFailure); count],
             };
         for (after, written) in afters.into_iter().zip(outcomes) {
+            self.may_owe |= written == Written::Stored;
             self.count(match written {
                 Written::Stored => "writes_stored",
                 Written::Unchanged => "writes_unchanged",
@@ -702,7 +687,9 @@ impl<K: Kem> Replica<K> {
         });
         self.copies_in_flight
             .retain(|_, sent| now.duration_since(*sent) < RESEND_COPY);
-        let backlog = {
+        let backlog = if !self.may_owe {
+            Ok(Ok(Vec::new()))
+        } else {
             let store = self.store.clone();
             let before = unix_ms().saturating_sub(COPY_AFTER.as_millis() as u64);
             tokio::task::spawn_blocking(move || store.replication_backlog(COPIES_PER_TICK, before))
@@ -736,8 +723,11 @@ impl<K: Kem> Replica<K> {
         for (name, value) in &self.counters {
             self.metrics.set_storage(name, *value);
         }
-        if let Ok(owed) = self.store.replication_owed() {
-            self.metrics.set_storage("copies_owed", owed);
+        if self.may_owe {
+            if let Ok(owed) = self.store.replication_owed() {
+                self.metrics.set_storage("copies_owed", owed);
+                self.may_owe = owed > 0;
+            }
         }
     }
 
