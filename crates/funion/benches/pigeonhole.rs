@@ -23,10 +23,24 @@ fn main() {
 }
 
 async fn run() {
+    // Couriers that hold the SURB until a replica answers (the default),
+    // then couriers that ACK at once, so that every operation is ACK then
+    // poll.
+    for hold_ms in [2_000, 0] {
+        println!("courier hold {hold_ms} ms:");
+        on_devnet(hold_ms).await;
+    }
+}
+
+async fn on_devnet(courier_hold_ms: u64) {
     let dir = std::env::temp_dir().join(format!("funion-pigeonhole-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let parameters = Parameters::fast();
-    let net = devnet::start(&dir, parameters.clone(), false)
+    let options = devnet::DevnetOptions {
+        courier_hold_ms,
+        ..devnet::DevnetOptions::default()
+    };
+    let net = devnet::start_with(&dir, parameters.clone(), &options)
         .await
         .unwrap();
     let ping = client::ping(&net.client, 100, Duration::from_secs(60), |_, _| {})
@@ -51,15 +65,20 @@ async fn run() {
         assert!(back == data);
         let per = |s: &storage::StorageStats| s.echoes as f64 / s.operations.max(1) as f64;
         println!(
-            "round {round}: put 1 MB in {:.3} s ({} boxes, {:.2} echoes per write, {} polls); \
-             get in {:.3} s ({:.2} echoes per read, {} polls)",
+            "round {round}: put 1 MB in {:.3} s ({} boxes, {:.2} echoes per write, {} polls, \
+             {} fresh, {} resent); get in {:.3} s ({:.2} echoes per read, {} polls, {} fresh, \
+             {} resent)",
             put.elapsed.as_secs_f64(),
             put.boxes,
             per(&put.stats),
             put.stats.polls,
+            put.stats.fresh_envelopes,
+            put.stats.resends,
             get.elapsed.as_secs_f64(),
             per(&get.stats),
-            get.stats.polls
+            get.stats.polls,
+            get.stats.fresh_envelopes,
+            get.stats.resends
         );
         println!(
             "         a box every {:.1} ms writing, {:.1} ms reading; send slots alone allow one per {:.1} ms",

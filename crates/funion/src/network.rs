@@ -129,12 +129,13 @@ fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
 
 fn storage_line(stats: &storage::StorageStats) -> String {
     format!(
-        "{} echoes for {} box operations ({:.2} per box; {} polls, {} fresh envelopes)",
+        "{} echoes for {} box operations ({:.2} per box; {} polls, {} fresh envelopes, {} resent)",
         stats.echoes,
         stats.operations,
         stats.echoes as f64 / stats.operations.max(1) as f64,
         stats.polls,
-        stats.fresh_envelopes
+        stats.fresh_envelopes,
+        stats.resends
     )
 }
 

@@ -32,8 +32,10 @@ impl Default for CourierConfig {
         CourierConfig {
             hold_us: 2_000_000,
             forward_again_us: 10_000_000,
-            cache_us: 600_000_000,
-            max_entries: 20_000,
+            cache_us: 300_000_000,
+            // An entry holds up to two envelope slots and two sealed
+            // replies, each about a box long (≈ 23 kB at the defaults).
+            max_entries: 4_096,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct StorageStats {
     pub polls: u64,
     /// Fresh envelopes after a transient failure or a lost echo.
     pub fresh_envelopes: u64,
+    /// Echoes the session sent again after no reply came in time.
+    pub resends: u64,
 }
 
 struct BoxOp {
@@ -209,6 +211,7 @@ impl<K: Kem> StorageClient<K> {
         let total = requests.len();
         let mut results: Vec<Option<BoxResult>> = vec![None; total];
         let sent_before = self.session.client.stats().requests_sent;
+        let resent_before = self.session.client.stats().retransmissions;
         for (slot, request) in requests.into_iter().enumerate() {
             self.submit(slot, request, 1)?;
         }
@@ -248,6 +251,7 @@ impl<K: Kem> StorageClient<K> {
         }
         self.stats.operations += total as u64;
         self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
+        self.stats.resends += self.session.client.stats().retransmissions - resent_before;
         Ok(results.into_iter().map(|r| r.expect("all done")).collect())
     }
 
