@@ -352,8 +352,10 @@ impl<'a> CourierEnvelope<'a> {
         [id(0), id(1)]
     }
 
-    /// What the courier forwards to the intermediate in `slot`.
+    /// What the courier forwards to the intermediate in `slot` (0 or 1;
+    /// larger numbers wrap).
     pub fn for_replica(&self, slot: u8) -> ReplicaEnvelope {
+        let slot = slot % SLOTS as u8;
         let slot_len = self.sizes.slot_len();
         let at = REQUEST_HEADER_LEN + usize::from(slot) * slot_len;
         let kem = self.sizes.kem_ciphertext;

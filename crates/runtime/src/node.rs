@@ -550,6 +550,8 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             .push(service_recipient(crate::storage::COURIER_SERVICE));
     }
     let mut node = Node::<K>::new(node_config, geometry);
+    // The courier's counters as last exported.
+    let mut courier_counters = None;
     for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
         let secret = K::secret_from_seed(&keys.sphinx_seed(e));
         node.add_epoch_key(e, secret, log.load(e))?;
@@ -742,7 +744,10 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             }
         }
         if let Some(courier) = courier.as_ref() {
-            metrics.update_courier(courier.counters(), courier.entries());
+            if courier_counters.as_ref() != Some(courier.counters()) {
+                courier_counters = Some(courier.counters().clone());
+                metrics.update_courier(courier.counters(), courier.entries());
+            }
         }
         // Tags are written first; a packet leaves once every tag written
         // before it is durable.
