@@ -4,7 +4,8 @@
 //! and change nothing stored; one replica, a process of its own, is killed
 //! with SIGKILL in the middle of 500 writes: every acknowledged write reads
 //! back while it is down and after it restarts, and the copies it missed
-//! reach it from the other holders' replication queues.
+//! reach it from the other holders' replication queues; boxes deleted from
+//! its database behind its back come back by read-repair.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,6 +93,7 @@ async fn pigeonhole_on_a_devnet() {
     let _ = std::fs::remove_dir_all(&dir);
     let options = DevnetOptions {
         external: vec![EXTERNAL.to_string()],
+        metrics: true,
         ..DevnetOptions::default()
     };
     let net = devnet::start_with(&dir, Parameters::fast(), &options)
@@ -276,8 +278,59 @@ async fn a_replica_killed_mid_write_loses_nothing(
     // Kill it again and look inside its database: it holds every box it is
     // a holder of, written before, during or after its first death.
     replica.kill();
-    let store = BoxStore::open(&external.data_dir.join("boxes.redb"), 3_600_000).unwrap();
-    for item in on_external {
+    let database = external.data_dir.join("boxes.redb");
+    let store = BoxStore::open(&database, 3_600_000).unwrap();
+    for item in &on_external {
+        assert_eq!(
+            store.get(&item.id, unix_ms()).unwrap().as_ref(),
+            Some(*item)
+        );
+    }
+
+    // Delete 20 of its boxes behind its back; reading them repairs it.
+    let lost: Vec<&SealedBox> = on_external.iter().take(20).copied().collect();
+    for item in &lost {
+        assert!(store.remove(&item.id).unwrap());
+    }
+    drop(store);
+    *replica = ReplicaProcess::start(replica_config, &dir.join("replica1-third.log"));
+    let metrics_url = format!(
+        "http://{}/metrics",
+        external.metrics_listen.as_ref().unwrap()
+    );
+    let stored_before = scrape(&metrics_url, "writes_stored").await;
+    let reads = lost.iter().map(|b| Request::Read(b.id)).collect();
+    let back = client.run(reads, |_, _| {}).await.unwrap();
+    for (item, result) in lost.iter().zip(&back) {
+        assert_eq!(result, &Ok(Some((*item).clone())));
+    }
+    let mut repaired = 0;
+    for _ in 0..750 {
+        repaired = scrape(&metrics_url, "writes_stored").await - stored_before;
+        if repaired >= lost.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(repaired, lost.len() as u64);
+    replica.kill();
+    let store = BoxStore::open(&database, 3_600_000).unwrap();
+    for item in lost {
         assert_eq!(store.get(&item.id, unix_ms()).unwrap().as_ref(), Some(item));
     }
+}
+
+/// A storage counter from a node's metrics endpoint (0 until it is set or
+/// while the node is starting).
+async fn scrape(url: &str, counter: &str) -> u64 {
+    let Ok(response) = reqwest::get(url).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    let prefix = format!("funion_storage_{counter}{{");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

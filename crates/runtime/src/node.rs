@@ -333,7 +333,11 @@ async fn outgoing(
             Ok::<Link, std::io::Error>(link)
         }
         .await;
-        let mut link = match link {
+        let Link {
+            mut sender,
+            mut receiver,
+            ..
+        } = match link {
             Ok(link) => link,
             Err(error) => {
                 tracing::debug!(%address, %error, "link failed; retrying");
@@ -344,20 +348,38 @@ async fn outgoing(
             }
         };
         backoff = Duration::from_millis(50);
+        // The peer sends nothing back on this link: its end closing (the
+        // peer stopped or died) is how we learn the link is gone before a
+        // frame is written into a dead connection and lost.
+        let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            while receiver.recv().await.is_ok() {}
+            let _ = closed_tx.send(());
+        });
         loop {
             let frame = match pending.take() {
                 Some(frame) => frame,
-                None => match frames.recv().await {
-                    Some(frame) => frame,
-                    None => return,
+                None => tokio::select! {
+                    frame = frames.recv() => match frame {
+                        Some(frame) => frame,
+                        None => {
+                            watcher.abort();
+                            return;
+                        }
+                    },
+                    _ = &mut closed => {
+                        tracing::debug!(%address, "peer closed the link; reconnecting");
+                        break;
+                    }
                 },
             };
-            if let Err(error) = link.sender.send(&frame).await {
+            if let Err(error) = sender.send(&frame).await {
                 tracing::debug!(%address, %error, "link broke; reconnecting");
                 pending = Some(frame);
                 break;
             }
         }
+        watcher.abort();
     }
 }
 
@@ -485,6 +507,9 @@ async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
                     return;
                 }
             };
+            // Our sending half stays open while we read: the peer learns
+            // the link is gone when it closes (we stopped or died).
+            let _open = link.sender;
             read_link(
                 link.receiver,
                 source,

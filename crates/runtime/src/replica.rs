@@ -35,8 +35,12 @@ use crate::node::{publish, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use crate::store::{BoxStore, WriteOp, Written};
 use crate::{fetch_document, unix_ms};
 
-/// How long an intermediate waits for the holders.
+/// How long an intermediate waits for the holders before it answers.
 const HOLDER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a read that found its box waits for the other holders' answers,
+/// to repair those that lack it (a holder just restarted may be reached only
+/// after its peers' reconnect backoff, up to 5 s).
+const REPAIR_WINDOW: Duration = Duration::from_secs(10);
 /// How often the loop looks at timeouts and the replication queue.
 const TICK: Duration = Duration::from_millis(50);
 /// A copy unconfirmed this long is sent again.
@@ -201,6 +205,7 @@ struct Op {
     failures: Vec<ErrorCode>,
     replied: bool,
     deadline: Instant,
+    keep_until: Instant,
 }
 
 struct Replica<K: Kem> {
@@ -462,6 +467,7 @@ impl<K: Kem> Replica<K> {
             failures: Vec::new(),
             replied: false,
             deadline: Instant::now() + HOLDER_TIMEOUT,
+            keep_until: Instant::now() + REPAIR_WINDOW,
         };
         if let Some(item) = &write {
             // Refuse a forged box here: no holder ever sees it.
@@ -595,7 +601,7 @@ impl<K: Kem> Replica<K> {
         if op.answered.len() < op.holders.len() {
             self.ops.insert(op_id, op);
         } else {
-            self.finish(op, out);
+            self.finish(&mut op, out);
         }
     }
 
@@ -623,7 +629,7 @@ impl<K: Kem> Replica<K> {
     }
 
     /// Answers an operation whose holders all answered or timed out.
-    fn finish(&mut self, mut op: Op, out: &mut Outbox) {
+    fn finish(&mut self, op: &mut Op, out: &mut Outbox) {
         if op.replied {
             return;
         }
@@ -640,7 +646,7 @@ impl<K: Kem> Replica<K> {
             _ => "ops_unavailable",
         });
         let reply = ReplicaReply { code, found: None };
-        out.push((op.courier, self.sealed_reply(&op, &reply)));
+        out.push((op.courier, self.sealed_reply(op, &reply)));
     }
 
     /// Sends `item` to a holder that lacks it (read-repair).
@@ -670,12 +676,17 @@ impl<K: Kem> Replica<K> {
         let expired: Vec<u64> = self
             .ops
             .iter()
-            .filter(|(_, op)| op.deadline <= now)
+            .filter(|(_, op)| op.deadline <= now && !op.replied || op.keep_until <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(op) = self.ops.remove(&id) {
-                self.finish(op, &mut out);
+            if let Some(mut op) = self.ops.remove(&id) {
+                self.finish(&mut op, &mut out);
+                // A read that found its box stays a while to repair late
+                // answers.
+                if op.found.is_some() && op.keep_until > now {
+                    self.ops.insert(id, op);
+                }
             }
         }
         self.waiting.retain(|_, w| match w {

@@ -236,6 +236,20 @@ impl BoxStore {
         Ok(removed)
     }
 
+    /// Deletes a box outright, as if it had never been written here (an
+    /// operator's repair tool; reads elsewhere bring it back by read-repair).
+    /// Returns whether it was there.
+    pub fn remove(&self, id: &BoxId) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        let removed = {
+            let mut boxes = txn.open_table(BOXES).map_err(fail)?;
+            let removed = boxes.remove(id.0.as_slice()).map_err(fail)?.is_some();
+            removed
+        };
+        txn.commit().map_err(fail)?;
+        Ok(removed)
+    }
+
     /// Boxes stored (expired ones not yet swept included).
     pub fn len(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(fail)?;
