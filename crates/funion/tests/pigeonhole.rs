@@ -102,6 +102,7 @@ async fn pigeonhole_on_a_devnet() {
     let replica_config = dir.join(format!("{EXTERNAL}.toml"));
     let mut replica = ReplicaProcess::start(&replica_config, &dir.join("replica1.log"));
     wait_for_nodes(&net, net.nodes.len() + 1).await;
+    net.wait_until_known(net.nodes.len() + 1).await.unwrap();
 
     a_megabyte_round_trips(&net).await;
     bad_writes_get_their_error_and_change_nothing(&net).await;

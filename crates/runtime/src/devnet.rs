@@ -153,6 +153,24 @@ impl Devnet {
         Ok(())
     }
 
+    /// Waits (up to a minute) until every node running here works from a
+    /// document that lists at least `count` nodes: until then a node that
+    /// started early may not know a replica yet, and would refuse envelopes
+    /// for it or shard boxes over fewer replicas than the clients do.
+    pub async fn wait_until_known(&self, count: usize) -> anyhow::Result<()> {
+        for _ in 0..3000 {
+            if self
+                .nodes
+                .iter()
+                .all(|n| n.metrics.document_nodes() >= count as u64)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("nodes still work from documents with fewer than {count} nodes")
+    }
+
     /// Stops everything.
     pub fn stop(&self) {
         self.authority.abort();
@@ -277,12 +295,15 @@ pub async fn start_with(
     };
     config::write(&dir.join("client.toml"), &client)?;
     wait_for_all(&client, &parameters, nodes.len()).await?;
-    Ok(Devnet {
+    let count = nodes.len();
+    let net = Devnet {
         dir: dir.to_path_buf(),
         client,
         authority,
         nodes,
-    })
+    };
+    net.wait_until_known(count).await?;
+    Ok(net)
 }
 
 /// Writes configs for a network spread over `hosts` (round robin), ports

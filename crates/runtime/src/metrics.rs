@@ -19,6 +19,7 @@ pub struct Metrics {
     bad_links: AtomicU64,
     link_failures: AtomicU64,
     send_drops: AtomicU64,
+    document_nodes: AtomicU64,
     storage: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
@@ -31,6 +32,7 @@ impl Metrics {
             bad_links: AtomicU64::new(0),
             link_failures: AtomicU64::new(0),
             send_drops: AtomicU64::new(0),
+            document_nodes: AtomicU64::new(0),
             storage: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -41,6 +43,16 @@ impl Metrics {
         if guard.0 != *counters || guard.1 != queue_depth {
             *guard = (counters.clone(), queue_depth);
         }
+    }
+
+    /// How many nodes the document this node works from lists.
+    pub fn set_document_nodes(&self, nodes: usize) {
+        self.document_nodes.store(nodes as u64, Ordering::Relaxed);
+    }
+
+    /// How many nodes this node knows of (0 before its first document).
+    pub fn document_nodes(&self) -> u64 {
+        self.document_nodes.load(Ordering::Relaxed)
     }
 
     /// Sets a storage counter (courier or replica), exported as
@@ -170,6 +182,12 @@ impl Metrics {
             "counter",
             "Failed outgoing link attempts.",
             vec![(String::new(), self.link_failures.load(Ordering::Relaxed))],
+        );
+        metric(
+            "document_nodes",
+            "gauge",
+            "Nodes listed in the document this node works from.",
+            vec![(String::new(), self.document_nodes.load(Ordering::Relaxed))],
         );
         let storage = self.storage.lock().expect("metrics").clone();
         for (name, value) in storage {

@@ -609,6 +609,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         },
         &mut tasks,
     );
+    metrics.set_document_nodes(document.nodes.len());
     let mut peers = Peers::new(keys.link_secret, geometry.packet_len(), metrics.clone());
     let mut clients: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
     let mut subscriptions: HashMap<[u8; 32], u64> = HashMap::new();
@@ -685,6 +686,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                         Inbound::Document(new) => {
                             if new.epoch >= document.epoch {
                                 document = *new;
+                                metrics.set_document_nodes(document.nodes.len());
                             }
                         }
                         Inbound::ClientConnected { conn, sender } => {
@@ -729,6 +731,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                     Ok(new) => {
                         *peers_by_link_key.write().expect("peer map") = link_keys(&new);
                         document = new;
+                        metrics.set_document_nodes(document.nodes.len());
                     }
                     Err(error) => tracing::warn!(%error, "no document for the new epoch yet"),
                 }

@@ -118,6 +118,7 @@ pub(crate) async fn run<K: Kem>(
             .secrets
             .insert(e, K::secret_from_seed(&keys.sphinx_seed(e)));
     }
+    metrics.set_document_nodes(replica.document.nodes.len());
     tracing::info!(name = %config.name, epoch, "replica running");
 
     let epoch_start =
@@ -162,6 +163,7 @@ pub(crate) async fn run<K: Kem>(
                     tracing::warn!(%error, "could not publish the next epoch's descriptor");
                 }
                 if let Ok(new) = fetch_document(&http, &config.authority_url, &authority_key, epoch, false).await {
+                    metrics.set_document_nodes(new.nodes.len());
                     replica.document = new;
                 }
                 next_epoch = Instant::now() + epoch_start(epoch + 1);
@@ -272,6 +274,7 @@ impl<K: Kem> Replica<K> {
                 Inbound::Frame { .. } => self.count("unexpected_frame"),
                 Inbound::Document(new) => {
                     if new.epoch >= self.document.epoch {
+                        self.metrics.set_document_nodes(new.nodes.len());
                         self.document = *new;
                     }
                 }
