@@ -102,6 +102,17 @@ pub enum ClientCommand {
         config: PathBuf,
         /// The file to store (`-` for standard input).
         file: PathBuf,
+        /// Also save the write cap here (what `delete` needs; keep it secret).
+        #[arg(long)]
+        write_cap: Option<PathBuf>,
+    },
+    /// Deletes what `put` stored (every box becomes a tombstone).
+    Delete {
+        /// The client config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file `put --write-cap` saved.
+        write_cap: PathBuf,
     },
     /// Reads back what a read cap names.
     Get {
@@ -204,7 +215,19 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
             count,
             timeout,
         } => (config, count, timeout),
-        ClientCommand::Put { config, file } => return put(&config, &file).await,
+        ClientCommand::Put {
+            config,
+            file,
+            write_cap,
+        } => return put(&config, &file, write_cap.as_deref()).await,
+        ClientCommand::Delete { config, write_cap } => {
+            let client_config: ClientFile = config::read(&config)?;
+            let cap = std::fs::read_to_string(&write_cap)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", write_cap.display()))?;
+            let boxes = storage::delete(&client_config, &cap).await?;
+            println!("deleted {boxes} boxes");
+            return Ok(());
+        }
         ClientCommand::Get {
             config,
             read_cap,
@@ -243,7 +266,11 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn put(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+async fn put(
+    config: &std::path::Path,
+    file: &std::path::Path,
+    write_cap: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let client_config: ClientFile = config::read(config)?;
     let data = if file.as_os_str() == "-" {
         let mut data = Vec::new();
@@ -259,6 +286,9 @@ async fn put(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result
     })
     .await?;
     bar.finish_and_clear();
+    if let Some(path) = write_cap {
+        write_secret(path, &report.write_cap)?;
+    }
     eprintln!(
         "stored {} bytes in {} boxes in {:.2} s; {}",
         report.bytes,
@@ -295,5 +325,19 @@ async fn get(
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
         None => std::io::Write::write_all(&mut std::io::stdout(), &data)?,
     }
+    Ok(())
+}
+
+/// Writes a secret to a new file only its owner can read.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{secret}")?;
     Ok(())
 }

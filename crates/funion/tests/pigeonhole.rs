@@ -1,5 +1,5 @@
 //! Pigeonhole storage on a whole --fast devnet over real sockets: 1 MB
-//! written and read back through couriers and replicas; a forged signature,
+//! written and read back through couriers and replicas, then deleted; a forged signature,
 //! a wrong-size envelope and a rewrite with other bytes each get their error
 //! and change nothing stored; one replica, a process of its own, is killed
 //! with SIGKILL in the middle of 500 writes: every acknowledged write reads
@@ -125,6 +125,14 @@ async fn a_megabyte_round_trips(net: &Devnet) {
     // A read cap that is not one is refused before anything is sent.
     assert!(storage::get(&net.client, "zz", |_, _| {}).await.is_err());
     assert!(storage::get(&net.client, "00", |_, _| {}).await.is_err());
+    // The write cap deletes it: every box becomes a tombstone.
+    assert!(storage::delete(&net.client, &put.read_cap).await.is_err());
+    let deleted = storage::delete(&net.client, &put.write_cap).await.unwrap();
+    assert_eq!(deleted, put.boxes);
+    let error = storage::get(&net.client, &put.read_cap, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("deleted"), "{error}");
 }
 
 async fn bad_writes_get_their_error_and_change_nothing(net: &Devnet) {

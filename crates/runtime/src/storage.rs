@@ -337,6 +337,8 @@ impl<K: Kem> StorageClient<K> {
 pub struct PutReport {
     /// The read cap to give `get` (hex).
     pub read_cap: String,
+    /// The write cap, which `delete` needs (hex; keep it secret).
+    pub write_cap: String,
     /// Bytes stored.
     pub bytes: usize,
     /// Boxes written.
@@ -380,6 +382,7 @@ async fn put_kem<K: Kem>(
     let mut client = StorageClient::<K>::over(network).await?;
     let cap = WriteCap::generate(&mut client.session.rng);
     let read_cap = hex::encode(cap.read_cap().to_bytes().as_slice());
+    let write_cap = hex::encode(cap.to_bytes().as_slice());
     let mut writer = Writer::new(cap, STREAM_CONTEXT);
     let requests = stream::split(data, client.sizes.max_plaintext())
         .iter()
@@ -398,6 +401,7 @@ async fn put_kem<K: Kem>(
     }
     Ok(PutReport {
         read_cap,
+        write_cap,
         bytes: data.len(),
         boxes,
         elapsed: start.elapsed(),
@@ -419,6 +423,53 @@ pub async fn get(
         KemKind::XWing => get_kem::<XWing>(network, cap, progress).await,
         KemKind::X25519 => get_kem::<X25519>(network, cap, progress).await,
     }
+}
+
+/// Deletes the stream a write cap (hex) names: every box becomes a
+/// tombstone, which replicas keep in place of the message. Returns how many
+/// boxes were deleted.
+pub async fn delete(config: &ClientFile, write_cap: &str) -> anyhow::Result<usize> {
+    let bytes =
+        hex::decode(write_cap.trim()).map_err(|_| anyhow::anyhow!("the write cap is not hex"))?;
+    let cap = WriteCap::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("bad write cap: {e}"))?;
+    let network = Network::fetch(config).await?;
+    match network.parameters.kem {
+        KemKind::XWing => delete_kem::<XWing>(network, cap).await,
+        KemKind::X25519 => delete_kem::<X25519>(network, cap).await,
+    }
+}
+
+async fn delete_kem<K: Kem>(network: Network, cap: WriteCap) -> anyhow::Result<usize> {
+    let mut client = StorageClient::<K>::over(network).await?;
+    let read_cap = cap.read_cap();
+    // The first box says how many there are.
+    let first = match client
+        .run(vec![Request::Read(box_id(&read_cap, 0)?)], |_, _| {})
+        .await?
+        .remove(0)
+    {
+        Ok(Some(item)) => open_box(&read_cap, 0, &item)?,
+        Ok(None) => anyhow::bail!("no box came back"),
+        Err(code) => anyhow::bail!("box 0: {code}"),
+    };
+    let (_, count) = stream::length(&first, MAX_STREAM)?;
+    let mut writer = Writer::new(cap, STREAM_CONTEXT);
+    let mut tombstones = Vec::with_capacity(count);
+    for _ in 0..count {
+        tombstones.push(Request::Write(writer.prepare_tombstone()));
+        writer.advance()?;
+    }
+    for (i, result) in client
+        .run(tombstones, |_, _| {})
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(code) = result {
+            anyhow::bail!("box {i} was not deleted: {code}");
+        }
+    }
+    Ok(count)
 }
 
 fn open_box(cap: &ReadCap, position: u64, item: &SealedBox) -> anyhow::Result<Vec<u8>> {
