@@ -441,18 +441,7 @@ pub async fn delete(config: &ClientFile, write_cap: &str) -> anyhow::Result<usiz
 
 async fn delete_kem<K: Kem>(network: Network, cap: WriteCap) -> anyhow::Result<usize> {
     let mut client = StorageClient::<K>::over(network).await?;
-    let read_cap = cap.read_cap();
-    // The first box says how many there are.
-    let first = match client
-        .run(vec![Request::Read(box_id(&read_cap, 0)?)], |_, _| {})
-        .await?
-        .remove(0)
-    {
-        Ok(Some(item)) => open_box(&read_cap, 0, &item)?,
-        Ok(None) => anyhow::bail!("no box came back"),
-        Err(code) => anyhow::bail!("box 0: {code}"),
-    };
-    let (_, count) = stream::length(&first, MAX_STREAM)?;
+    let (_, count) = first_box(&mut client, &cap.read_cap()).await?;
     let mut writer = Writer::new(cap, STREAM_CONTEXT);
     let mut tombstones = Vec::with_capacity(count);
     for _ in 0..count {
@@ -470,6 +459,22 @@ async fn delete_kem<K: Kem>(network: Network, cap: WriteCap) -> anyhow::Result<u
         }
     }
     Ok(count)
+}
+
+/// Reads a stream's first box: its plaintext, and how many boxes the
+/// stream has.
+async fn first_box<K: Kem>(
+    client: &mut StorageClient<K>,
+    cap: &ReadCap,
+) -> anyhow::Result<(Vec<u8>, usize)> {
+    let read = vec![Request::Read(box_id(cap, 0)?)];
+    let first = match client.run(read, |_, _| {}).await?.remove(0) {
+        Ok(Some(item)) => open_box(cap, 0, &item)?,
+        Ok(None) => anyhow::bail!("no box came back"),
+        Err(code) => anyhow::bail!("box 0: {code}"),
+    };
+    let (_, count) = stream::length(&first, MAX_STREAM)?;
+    Ok((first, count))
 }
 
 fn open_box(cap: &ReadCap, position: u64, item: &SealedBox) -> anyhow::Result<Vec<u8>> {
@@ -499,16 +504,7 @@ async fn get_kem<K: Kem>(
 ) -> anyhow::Result<(Vec<u8>, GetReport)> {
     let start = Instant::now();
     let mut client = StorageClient::<K>::over(network).await?;
-    let first = match client
-        .run(vec![Request::Read(box_id(&cap, 0)?)], |_, _| {})
-        .await?
-        .remove(0)
-    {
-        Ok(Some(item)) => open_box(&cap, 0, &item)?,
-        Ok(None) => anyhow::bail!("no box came back"),
-        Err(code) => anyhow::bail!("box 0: {code}"),
-    };
-    let (_, count) = stream::length(&first, MAX_STREAM)?;
+    let (first, count) = first_box(&mut client, &cap).await?;
     progress(1, count);
     let requests = (1..count as u64)
         .map(|i| box_id(&cap, i).map(Request::Read))
