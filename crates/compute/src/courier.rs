@@ -1,0 +1,441 @@
+//! The compute courier ("Charlie"): takes a dispatch, fetches the input,
+//! runs the model with the other jobs of its bucket, and stores the output
+//! at the bucket edge `t_j = taken + j·Δ` (paper Algorithm 2): the result
+//! if it is ready, else OVERFLOW. Nothing leaves before its edge, and what
+//! leaves depends only on the output class.
+//!
+//! Sans-I/O: the driver calls [`ComputeCourier::take`], reports fetches,
+//! finished batches and stores, and carries out what [`ComputeCourier::poll`]
+//! returns at the times [`ComputeCourier::next_deadline`] names.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::job::{Dispatch, DispatchReply, Sampling, Task};
+use crate::payload::{Input, Outcome};
+use crate::Micros;
+
+/// A job's number at this courier.
+pub type JobId = u64;
+
+/// How a compute courier works.
+#[derive(Clone, Debug)]
+pub struct CourierConfig {
+    /// Bucket spacing Δ, microseconds (from the network document).
+    pub delta_us: u64,
+    /// Largest bucket index accepted.
+    pub max_bucket: u32,
+    /// Most jobs in one batch.
+    pub max_batch: usize,
+    /// Longest a fetched job waits for others of its bucket before its
+    /// batch runs anyway.
+    pub batch_window_us: u64,
+    /// Most jobs held at once; more are refused.
+    pub max_jobs: usize,
+    /// The (model, task) pairs this courier serves.
+    pub served: Vec<(String, Task)>,
+}
+
+impl Default for CourierConfig {
+    fn default() -> Self {
+        CourierConfig {
+            delta_us: 200_000,
+            max_bucket: 3_000,
+            max_batch: 32,
+            batch_window_us: 50_000,
+            max_jobs: 1_024,
+            served: Vec::new(),
+        }
+    }
+}
+
+/// One job's part of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkItem {
+    /// The job.
+    pub job: JobId,
+    /// Model name.
+    pub model: String,
+    /// Generation or embedding.
+    pub task: Task,
+    /// The prompt, unpadded.
+    pub tokens: Vec<u32>,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Output class: the most items the outcome may hold.
+    pub output_class: u32,
+}
+
+/// When each step of a job happened (microseconds, the driver's clock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobTimes {
+    /// The dispatch was taken.
+    pub taken: Micros,
+    /// The input arrived.
+    pub fetched: Option<Micros>,
+    /// Its batch started.
+    pub started: Option<Micros>,
+    /// Its batch finished.
+    pub finished: Option<Micros>,
+    /// The bucket edge `t_j`.
+    pub edge: Micros,
+    /// Jobs in its batch.
+    pub batch_size: usize,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Read the input stream with this read cap and context.
+    Fetch {
+        /// The job.
+        job: JobId,
+        /// Read cap of the input stream.
+        read_cap: Vec<u8>,
+        /// Its BACAP context.
+        ctx: Vec<u8>,
+        /// Its input class (the stream's length is fixed by it).
+        input_class: u32,
+    },
+    /// Run these jobs together, then call [`ComputeCourier::finished`].
+    Run {
+        /// The batch's number.
+        batch: u64,
+        /// The jobs.
+        items: Vec<WorkItem>,
+    },
+    /// Store `payload` (the padded output) with this write cap now: the
+    /// job's bucket edge has come.
+    Store {
+        /// The job.
+        job: JobId,
+        /// Write cap of the output stream.
+        write_cap: Vec<u8>,
+        /// Its BACAP context.
+        ctx: Vec<u8>,
+        /// The output, padded to the output class.
+        payload: Vec<u8>,
+        /// Whether this is the OVERFLOW marker.
+        overflow: bool,
+        /// The job's timeline.
+        times: JobTimes,
+    },
+}
+
+/// What the courier has done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Dispatches taken.
+    pub taken: u64,
+    /// Dispatches refused.
+    pub refused: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Jobs run, over all batches.
+    pub batched_jobs: u64,
+    /// Largest batch so far.
+    pub largest_batch: u64,
+    /// Outputs released as OVERFLOW.
+    pub overflows: u64,
+    /// Jobs whose input or model failed (released as a failure).
+    pub failures: u64,
+    /// Outputs stored.
+    pub stored: u64,
+    /// Outputs the storage network did not take.
+    pub store_failures: u64,
+}
+
+enum State {
+    Fetching,
+    Ready { tokens: Vec<u32>, since: Micros },
+    Running,
+    Done(Outcome),
+    Released,
+}
+
+struct Job {
+    dispatch: Dispatch,
+    state: State,
+    times: JobTimes,
+}
+
+/// The compute courier's state machine.
+pub struct ComputeCourier {
+    config: CourierConfig,
+    jobs: BTreeMap<JobId, Job>,
+    pending: VecDeque<Action>,
+    next_job: JobId,
+    next_batch: u64,
+    running: Option<u64>,
+    counters: Counters,
+}
+
+impl ComputeCourier {
+    /// A courier with no jobs.
+    pub fn new(config: CourierConfig) -> Self {
+        ComputeCourier {
+            config,
+            jobs: BTreeMap::new(),
+            pending: VecDeque::new(),
+            next_job: 1,
+            next_batch: 1,
+            running: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Counts so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Jobs held (not yet stored).
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Takes a dispatch envelope at `now`. Returns the job's number (when
+    /// taken) and the reply for the client.
+    pub fn take(&mut self, now: Micros, bytes: &[u8]) -> (Option<JobId>, DispatchReply) {
+        match self.admit(bytes) {
+            Ok(dispatch) => {
+                let id = self.next_job;
+                self.next_job += 1;
+                let edge_after_us = u64::from(dispatch.bucket) * self.config.delta_us;
+                self.pending.push_back(Action::Fetch {
+                    job: id,
+                    read_cap: dispatch.read_cap_in.clone(),
+                    ctx: dispatch.ctx_in.clone(),
+                    input_class: dispatch.input_class,
+                });
+                let times = JobTimes {
+                    taken: now,
+                    edge: now + edge_after_us,
+                    ..JobTimes::default()
+                };
+                self.jobs.insert(
+                    id,
+                    Job {
+                        dispatch,
+                        state: State::Fetching,
+                        times,
+                    },
+                );
+                self.counters.taken += 1;
+                (Some(id), DispatchReply::Accepted { edge_after_us })
+            }
+            Err(reason) => {
+                self.counters.refused += 1;
+                (None, DispatchReply::Refused { reason })
+            }
+        }
+    }
+
+    fn admit(&self, bytes: &[u8]) -> Result<Dispatch, String> {
+        let dispatch = Dispatch::decode(bytes).map_err(|e| e.to_string())?;
+        if !self
+            .config
+            .served
+            .iter()
+            .any(|(m, t)| *m == dispatch.model && *t == dispatch.task)
+        {
+            return Err(format!(
+                "model {:?} is not served for {:?}",
+                dispatch.model, dispatch.task
+            ));
+        }
+        if dispatch.bucket == 0 || dispatch.bucket > self.config.max_bucket {
+            return Err(format!(
+                "bucket {} is outside 1..={}",
+                dispatch.bucket, self.config.max_bucket
+            ));
+        }
+        if self.jobs.len() >= self.config.max_jobs {
+            return Err("busy: too many jobs held".into());
+        }
+        Ok(dispatch)
+    }
+
+    /// The input stream of `job` was read (the joined stream's bytes), or
+    /// could not be.
+    pub fn fetched(&mut self, now: Micros, job: JobId, input: Result<Vec<u8>, String>) {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if !matches!(entry.state, State::Fetching) {
+            return;
+        }
+        entry.times.fetched = Some(now);
+        let parsed = input.and_then(|bytes| {
+            Input::decode(&bytes, entry.dispatch.input_class).map_err(|e| format!("input: {e}"))
+        });
+        entry.state = match parsed {
+            Ok(input) => State::Ready {
+                tokens: input.tokens,
+                since: now,
+            },
+            Err(reason) => {
+                self.counters.failures += 1;
+                State::Done(Outcome::Failed(reason))
+            }
+        };
+    }
+
+    /// The batch `batch` finished with one outcome per job.
+    pub fn finished(
+        &mut self,
+        now: Micros,
+        batch: u64,
+        outcomes: Vec<(JobId, Result<Outcome, String>)>,
+    ) {
+        if self.running == Some(batch) {
+            self.running = None;
+        }
+        for (id, outcome) in outcomes {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.times.finished = Some(now);
+            if !matches!(job.state, State::Running) {
+                continue; // already released as OVERFLOW
+            }
+            let outcome = outcome
+                .and_then(|o| {
+                    o.encode(job.dispatch.output_class)
+                        .map(|_| o)
+                        .map_err(|e| format!("output: {e}"))
+                })
+                .unwrap_or_else(|reason| {
+                    self.counters.failures += 1;
+                    Outcome::Failed(reason)
+                });
+            job.state = State::Done(outcome);
+        }
+    }
+
+    /// The output of `job` was stored (or the storage network gave up).
+    pub fn stored(&mut self, job: JobId, ok: bool) {
+        if self.jobs.remove(&job).is_some() {
+            if ok {
+                self.counters.stored += 1;
+            } else {
+                self.counters.store_failures += 1;
+            }
+        }
+    }
+
+    /// When `poll` next has something to do, if ever.
+    pub fn next_deadline(&self) -> Option<Micros> {
+        if !self.pending.is_empty() {
+            return Some(0);
+        }
+        let edges = self
+            .jobs
+            .values()
+            .filter(|j| !matches!(j.state, State::Released))
+            .map(|j| j.times.edge);
+        let windows = self.jobs.values().filter_map(|j| match j.state {
+            State::Ready { since, .. } if self.running.is_none() => {
+                Some(since + self.config.batch_window_us)
+            }
+            _ => None,
+        });
+        edges.chain(windows).min()
+    }
+
+    /// What is due at `now`: fetches, a batch to run, outputs whose edge
+    /// has come.
+    pub fn poll(&mut self, now: Micros) -> Vec<Action> {
+        let mut actions: Vec<Action> = self.pending.drain(..).collect();
+        // Edges first: a job released now must not be run afterwards.
+        for (&id, job) in self.jobs.iter_mut() {
+            if job.times.edge > now || matches!(job.state, State::Released) {
+                continue;
+            }
+            let state = std::mem::replace(&mut job.state, State::Released);
+            let (outcome, overflow) = match state {
+                State::Done(outcome) => (outcome, false),
+                _ => {
+                    self.counters.overflows += 1;
+                    (Outcome::Overflow, true)
+                }
+            };
+            let payload = outcome
+                .encode(job.dispatch.output_class)
+                .expect("outcomes are checked against the class when they finish");
+            actions.push(Action::Store {
+                job: id,
+                write_cap: job.dispatch.write_cap_out.clone(),
+                ctx: job.dispatch.ctx_out.clone(),
+                payload,
+                overflow,
+                times: job.times,
+            });
+        }
+        if self.running.is_none() {
+            if let Some(run) = self.next_batch(now) {
+                actions.push(run);
+            }
+        }
+        actions
+    }
+
+    /// The batch to run now, if one is due: the ready jobs of the bucket
+    /// (model, task, j) with the earliest edge, once the batch is full, its
+    /// first job has waited the batch window, or no job of that bucket is
+    /// still fetching.
+    fn next_batch(&mut self, now: Micros) -> Option<Action> {
+        type Key = (String, Task, u32);
+        let key = |j: &Job| (j.dispatch.model.clone(), j.dispatch.task, j.dispatch.bucket);
+        let mut groups: BTreeMap<Key, (Micros, Micros, Vec<JobId>)> = BTreeMap::new();
+        for (&id, job) in &self.jobs {
+            if let State::Ready { since, .. } = job.state {
+                let g = groups
+                    .entry(key(job))
+                    .or_insert((Micros::MAX, Micros::MAX, Vec::new()));
+                g.0 = g.0.min(job.times.edge);
+                g.1 = g.1.min(since);
+                g.2.push(id);
+            }
+        }
+        let fetching = |k: &Key| {
+            self.jobs
+                .values()
+                .any(|j| matches!(j.state, State::Fetching) && key(j) == *k)
+        };
+        let (_, (_, first_ready, ids)) = groups
+            .into_iter()
+            .filter(|(k, (_, first_ready, ids))| {
+                ids.len() >= self.config.max_batch
+                    || now >= first_ready + self.config.batch_window_us
+                    || !fetching(k)
+            })
+            .min_by_key(|(_, (edge, ..))| *edge)?;
+        let _ = first_ready;
+        let ids: Vec<JobId> = ids.into_iter().take(self.config.max_batch).collect();
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let mut items = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let job = self.jobs.get_mut(id).expect("listed above");
+            let State::Ready { tokens, .. } = std::mem::replace(&mut job.state, State::Running)
+            else {
+                unreachable!("only ready jobs are grouped")
+            };
+            job.times.started = Some(now);
+            job.times.batch_size = ids.len();
+            items.push(WorkItem {
+                job: *id,
+                model: job.dispatch.model.clone(),
+                task: job.dispatch.task,
+                tokens,
+                sampling: job.dispatch.sampling,
+                output_class: job.dispatch.output_class,
+            });
+        }
+        self.running = Some(batch);
+        self.counters.batches += 1;
+        self.counters.batched_jobs += items.len() as u64;
+        self.counters.largest_batch = self.counters.largest_batch.max(items.len() as u64);
+        Some(Action::Run { batch, items })
+    }
+}

