@@ -166,6 +166,7 @@ pub struct ComputeCourier {
     next_job: JobId,
     next_batch: u64,
     running: Option<u64>,
+    by_write_cap: BTreeMap<Vec<u8>, JobId>,
     counters: Counters,
 }
 
@@ -179,6 +180,7 @@ impl ComputeCourier {
             next_job: 1,
             next_batch: 1,
             running: None,
+            by_write_cap: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -195,7 +197,18 @@ impl ComputeCourier {
 
     /// Takes a dispatch envelope at `now`. Returns the job's number (when
     /// taken) and the reply for the client.
+    ///
+    /// A dispatch sent again (its echo was late) is the same job: the
+    /// answer names the time left to the same edge, and nothing runs twice.
     pub fn take(&mut self, now: Micros, bytes: &[u8]) -> (Option<JobId>, DispatchReply) {
+        if let Ok(dispatch) = Dispatch::decode(bytes) {
+            if let Some(&id) = self.by_write_cap.get(&dispatch.write_cap_out) {
+                if let Some(job) = self.jobs.get(&id).filter(|j| j.dispatch == dispatch) {
+                    let edge_after_us = job.times.edge.saturating_sub(now);
+                    return (Some(id), DispatchReply::Accepted { edge_after_us });
+                }
+            }
+        }
         match self.admit(bytes) {
             Ok(dispatch) => {
                 let id = self.next_job;
@@ -212,6 +225,7 @@ impl ComputeCourier {
                     edge: now + edge_after_us,
                     ..JobTimes::default()
                 };
+                self.by_write_cap.insert(dispatch.write_cap_out.clone(), id);
                 self.jobs.insert(
                     id,
                     Job {
@@ -248,6 +262,9 @@ impl ComputeCourier {
                 "bucket {} is outside 1..={}",
                 dispatch.bucket, self.config.max_bucket
             ));
+        }
+        if self.by_write_cap.contains_key(&dispatch.write_cap_out) {
+            return Err("the output write cap belongs to another job".into());
         }
         if self.jobs.len() >= self.config.max_jobs {
             return Err("busy: too many jobs held".into());
@@ -314,7 +331,8 @@ impl ComputeCourier {
 
     /// The output of `job` was stored (or the storage network gave up).
     pub fn stored(&mut self, job: JobId, ok: bool) {
-        if self.jobs.remove(&job).is_some() {
+        if let Some(removed) = self.jobs.remove(&job) {
+            self.by_write_cap.remove(&removed.dispatch.write_cap_out);
             if ok {
                 self.counters.stored += 1;
             } else {

@@ -167,6 +167,7 @@ async fn main() {
         authority_key: authority_key.clone(),
         box_lifetime_s: 3600,
         courier_hold_ms: 2_000,
+        compute: None,
     };
     let config_path = dir.join("mix.toml");
     config::write(&config_path, &mix_config).unwrap();

@@ -140,6 +140,17 @@ impl<K: Kem> Session<K> {
     /// Follows epoch changes: the next document's keys are used once it
     /// verifies (until then nodes still accept the old keys).
     pub async fn step(&mut self, network: &Network) -> anyhow::Result<Vec<ClientEvent>> {
+        self.step_until(network, None, None).await
+    }
+
+    /// [`Session::step`], returning early (with no events) when `wake` is
+    /// notified or `until` comes.
+    pub async fn step_until(
+        &mut self,
+        network: &Network,
+        wake: Option<&tokio::sync::Notify>,
+        until: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<Vec<ClientEvent>> {
         if epoch_at(unix_ms(), network.parameters.epoch_ms) > self.epoch {
             let next = self.epoch + 1;
             if let Ok(new) =
@@ -169,6 +180,8 @@ impl<K: Kem> Session<K> {
                     None => anyhow::bail!("the gateway closed the link"),
                 }
             }
+            _ = async { wake.expect("guarded").notified().await }, if wake.is_some() => {}
+            _ = async { tokio::time::sleep_until(until.expect("guarded")).await }, if until.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 let (packets, polled) = self.client.poll(now(), &mut self.rng);
                 events.extend(polled);

@@ -36,6 +36,85 @@ pub struct NodeFile {
     /// for a replica before an ACK goes back, milliseconds.
     #[serde(default = "default_courier_hold_ms")]
     pub courier_hold_ms: u64,
+    /// Service nodes: the compute courier beside the storage courier, if
+    /// this node computes.
+    #[serde(default)]
+    pub compute: Option<ComputeFile>,
+}
+
+/// A compute courier's part of a service node's config.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ComputeFile {
+    /// The models served.
+    pub models: Vec<ModelFile>,
+    /// Longest a fetched job waits for the rest of its bucket, ms.
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
+    /// Most jobs in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+/// One served model: a local folder, or an OpenAI-compatible upstream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// The name clients ask for.
+    pub name: String,
+    /// A Hugging Face–style folder (config.json, safetensors, tokenizer.json).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Base URL of an OpenAI-compatible server, instead of a folder.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// The upstream's name for the model (defaults to `name`).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// For an upstream: `generate` or `embed`.
+    #[serde(default)]
+    pub task: Option<String>,
+}
+
+fn default_batch_window_ms() -> u64 {
+    200
+}
+
+fn default_max_batch() -> usize {
+    32
+}
+
+impl ComputeFile {
+    /// Loads every model (folders are read now: a bad one stops the node
+    /// with the reason).
+    pub fn load(&self) -> anyhow::Result<funion_inference::Models> {
+        let mut models = funion_inference::Models::new();
+        for m in &self.models {
+            let backend: std::sync::Arc<dyn funion_inference::Backend> =
+                match (&m.path, &m.upstream) {
+                    (Some(path), None) => funion_inference::load_folder(path)
+                        .map_err(|e| anyhow::anyhow!("model {}: {e}", m.name))?,
+                    (None, Some(url)) => {
+                        let task = match m.task.as_deref() {
+                            Some("generate") | None => funion_compute::Task::Generate,
+                            Some("embed") => funion_compute::Task::Embed,
+                            Some(other) => anyhow::bail!(
+                                "model {}: task {other:?} is not generate or embed",
+                                m.name
+                            ),
+                        };
+                        let upstream_name = m.upstream_model.as_deref().unwrap_or(&m.name);
+                        std::sync::Arc::new(funion_inference::upstream::Upstream::new(
+                            url,
+                            upstream_name,
+                            task,
+                            std::env::var("FUNION_UPSTREAM_KEY").ok(),
+                        )?)
+                    }
+                    _ => anyhow::bail!("model {}: give either path or upstream", m.name),
+                };
+            models.insert(m.name.clone(), backend);
+        }
+        Ok(models)
+    }
 }
 
 fn default_box_lifetime_s() -> u64 {

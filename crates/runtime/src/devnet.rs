@@ -54,6 +54,8 @@ pub struct DevnetOptions {
     pub box_lifetime_s: u64,
     /// Couriers' SURB hold time, milliseconds.
     pub courier_hold_ms: u64,
+    /// A compute courier on every service node, serving these models.
+    pub compute: Option<crate::config::ComputeFile>,
 }
 
 impl Default for DevnetOptions {
@@ -63,6 +65,7 @@ impl Default for DevnetOptions {
             external: Vec::new(),
             box_lifetime_s: 7 * 24 * 3600,
             courier_hold_ms: 2_000,
+            compute: None,
         }
     }
 }
@@ -93,6 +96,10 @@ impl NodeSpec<'_> {
             authority_key: self.authority_key.to_string(),
             box_lifetime_s: options.box_lifetime_s,
             courier_hold_ms: options.courier_hold_ms,
+            compute: options
+                .compute
+                .clone()
+                .filter(|_| self.role == Role::Service),
         }
     }
 }

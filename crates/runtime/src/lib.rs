@@ -9,8 +9,10 @@
 
 pub mod authority;
 pub mod client;
+pub mod compute;
 pub mod config;
 pub mod devnet;
+pub mod jobs;
 pub mod link;
 pub mod metrics;
 pub mod node;

@@ -21,6 +21,7 @@ pub struct Metrics {
     send_drops: AtomicU64,
     document_nodes: AtomicU64,
     storage: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    compute: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -34,6 +35,7 @@ impl Metrics {
             send_drops: AtomicU64::new(0),
             document_nodes: AtomicU64::new(0),
             storage: Mutex::new(std::collections::BTreeMap::new()),
+            compute: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -59,6 +61,21 @@ impl Metrics {
     /// `funion_storage_NAME`.
     pub fn set_storage(&self, name: &'static str, value: u64) {
         self.storage.lock().expect("metrics").insert(name, value);
+    }
+
+    /// Sets a compute courier counter, exported as `funion_compute_NAME`.
+    pub fn set_compute(&self, name: &'static str, value: u64) {
+        self.compute.lock().expect("metrics").insert(name, value);
+    }
+
+    /// A compute counter's value now (0 if never set).
+    pub fn compute(&self, name: &str) -> u64 {
+        self.compute
+            .lock()
+            .expect("metrics")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A storage counter's value now (0 if never set).
@@ -195,6 +212,15 @@ impl Metrics {
                 &format!("storage_{name}"),
                 "gauge",
                 "Pigeonhole courier or replica counter.",
+                vec![(String::new(), value)],
+            );
+        }
+        let compute = self.compute.lock().expect("metrics").clone();
+        for (name, value) in compute {
+            metric(
+                &format!("compute_{name}"),
+                "gauge",
+                "Compute courier counter.",
                 vec![(String::new(), value)],
             );
         }

@@ -574,6 +574,22 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             .external_services
             .push(service_recipient(crate::storage::COURIER_SERVICE));
     }
+    // Service nodes with models run a compute courier too: a task of its
+    // own that is also a mixnet client.
+    let compute_models = match (&config.compute, config.role) {
+        (Some(compute), Role::Service) => Some(compute.load()?),
+        _ => None,
+    };
+    let compute_wake = Arc::new(tokio::sync::Notify::new());
+    let (compute_tx, compute_rx) = mpsc::channel::<crate::compute::Delivery>(1024);
+    let (compute_reply_tx, mut compute_replies) = mpsc::channel::<crate::compute::Delivery>(1024);
+    let mut compute_rx = Some(compute_rx);
+    if compute_models.is_some() {
+        node_config
+            .external_services
+            .push(service_recipient(crate::compute::COMPUTE_SERVICE));
+    }
+    let compute_recipient = service_recipient(crate::compute::COMPUTE_SERVICE);
     let mut node = Node::<K>::new(node_config, geometry);
     // The courier's counters as last exported.
     let mut courier_counters = None;
@@ -609,6 +625,31 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         },
         &mut tasks,
     );
+    if let (Some(models), Some(compute)) = (compute_models, config.compute.as_ref()) {
+        let options = crate::compute::ComputeOptions {
+            models,
+            batch_window: Duration::from_millis(compute.batch_window_ms),
+            max_batch: compute.max_batch.max(1),
+        };
+        let client = crate::config::ClientFile {
+            authority_url: config.authority_url.clone(),
+            authority_key: config.authority_key.clone(),
+        };
+        let task = crate::compute::run(
+            client,
+            parameters.clone(),
+            options,
+            compute_rx.take().expect("taken once"),
+            compute_reply_tx.clone(),
+            compute_wake.clone(),
+            metrics.clone(),
+        );
+        tasks.0.push(tokio::spawn(async move {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "compute courier stopped");
+            }
+        }));
+    }
     metrics.set_document_nodes(document.nodes.len());
     let mut peers = Peers::new(keys.link_secret, geometry.packet_len(), metrics.clone());
     let mut clients: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
@@ -633,6 +674,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             Synced,
             NewEpoch,
             GraceOver,
+            ComputeReply(crate::compute::Delivery),
         }
         let step = tokio::select! {
             message = inbound.recv() => {
@@ -652,6 +694,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             _ = synced.notified(), if !held.is_empty() => Step::Synced,
             _ = tokio::time::sleep_until(next_epoch) => Step::NewEpoch,
             _ = sleep_until(retire_previous.map(|(_, at)| at)) => Step::GraceOver,
+            Some(reply) = compute_replies.recv() => Step::ComputeReply(reply),
         };
         let mut outputs = Vec::new();
         let mut courier_outputs = Vec::new();
@@ -707,6 +750,9 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 }
             }
             Step::Synced => {}
+            Step::ComputeReply((surb, message)) => {
+                courier_outputs.push(CourierOutput::Reply { surb, message });
+            }
             Step::GraceOver => {
                 if let Some((old, _)) = retire_previous.take() {
                     node.retire_epoch(old);
@@ -742,10 +788,29 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         let mut index = 0;
         while index < outputs.len() {
             if let Output::Deliver { .. } = outputs[index] {
-                let Output::Deliver { surb, body, .. } = outputs.remove(index) else {
+                let Output::Deliver {
+                    surb,
+                    body,
+                    recipient,
+                } = outputs.remove(index)
+                else {
                     unreachable!("checked above")
                 };
-                if let Some(courier) = courier.as_mut() {
+                if recipient == compute_recipient {
+                    match compute_tx.try_send((surb, body)) {
+                        Ok(()) => compute_wake.notify_one(),
+                        Err(error) => {
+                            let (surb, _) = error.into_inner();
+                            let busy = funion_compute::DispatchReply::Refused {
+                                reason: "busy: the compute courier's queue is full".into(),
+                            };
+                            courier_outputs.push(CourierOutput::Reply {
+                                surb,
+                                message: busy.encode(),
+                            });
+                        }
+                    }
+                } else if let Some(courier) = courier.as_mut() {
                     let is_replica =
                         |id: &NodeId| document.node(id).is_some_and(|n| n.role == Role::Replica);
                     courier_outputs.extend(courier.handle_request(now(), surb, &body, is_replica));

@@ -57,7 +57,11 @@ pub struct StorageStats {
     pub resends: u64,
 }
 
+/// A group of box operations started together; see [`StorageClient::start`].
+pub type BatchId = u64;
+
 struct BoxOp {
+    batch: BatchId,
     slot: usize,
     request: Request,
     node: usize,
@@ -75,7 +79,11 @@ pub struct StorageClient<K: Kem> {
     replicas: Vec<NodeId>,
     next_seq: u64,
     in_flight: HashMap<u64, BoxOp>,
-    retry: Vec<(Instant, usize, Request, u32)>,
+    retry: Vec<(Instant, BatchId, usize, Request, u32)>,
+    batches: HashMap<BatchId, Vec<Option<BoxResult>>>,
+    next_batch: BatchId,
+    service_requests: std::collections::HashSet<u64>,
+    service_replies: Vec<(u64, Option<Vec<u8>>)>,
     stats: StorageStats,
 }
 
@@ -116,6 +124,10 @@ impl<K: Kem> StorageClient<K> {
             next_seq: 0,
             in_flight: HashMap::new(),
             retry: Vec::new(),
+            batches: HashMap::new(),
+            next_batch: 1,
+            service_requests: Default::default(),
+            service_replies: Vec::new(),
             stats: StorageStats::default(),
         })
     }
@@ -134,7 +146,13 @@ impl<K: Kem> StorageClient<K> {
         service_recipient(COURIER_SERVICE)
     }
 
-    fn submit(&mut self, slot: usize, request: Request, tries: u32) -> anyhow::Result<()> {
+    fn submit(
+        &mut self,
+        batch: BatchId,
+        slot: usize,
+        request: Request,
+        tries: u32,
+    ) -> anyhow::Result<()> {
         let box_id = match &request {
             Request::Read(id) => *id,
             Request::Write(item) => item.id,
@@ -170,6 +188,7 @@ impl<K: Kem> StorageClient<K> {
             self.stats.fresh_envelopes += 1;
         }
         let op = BoxOp {
+            batch,
             slot,
             request,
             node,
@@ -191,68 +210,128 @@ impl<K: Kem> StorageClient<K> {
         self.in_flight.insert(self.next_seq, op);
     }
 
-    fn later(&mut self, op: BoxOp, results: &mut [Option<BoxResult>], last_error: ErrorCode) {
+    fn later(&mut self, op: BoxOp, last_error: ErrorCode) {
         if op.tries >= MAX_TRIES {
-            results[op.slot] = Some(Err(last_error));
+            self.finish(&op, Err(last_error));
         } else {
             let at = Instant::now() + RETRY_DELAY;
-            self.retry.push((at, op.slot, op.request, op.tries + 1));
+            self.retry
+                .push((at, op.batch, op.slot, op.request, op.tries + 1));
         }
     }
 
+    fn finish(&mut self, op: &BoxOp, result: BoxResult) {
+        if let Some(slot) = self
+            .batches
+            .get_mut(&op.batch)
+            .and_then(|results| results.get_mut(op.slot))
+        {
+            *slot = Some(result);
+        }
+    }
+
+    /// Starts `requests` (all in flight at once) and returns the batch's
+    /// number; [`StorageClient::advance`] reports it when every operation
+    /// has ended.
+    pub fn start(&mut self, requests: Vec<Request>) -> anyhow::Result<BatchId> {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(batch, vec![None; requests.len()]);
+        for (slot, request) in requests.into_iter().enumerate() {
+            self.submit(batch, slot, request, 1)?;
+        }
+        Ok(batch)
+    }
+
+    /// Waits for the next reply or send slot (or for `wake`, or `until`),
+    /// and returns the batches that finished, each with one outcome per
+    /// request, in order: `Ok(None)` for a stored box, `Ok(Some(box))` for
+    /// a box read, or the error that ended it.
+    pub async fn advance(
+        &mut self,
+        wake: Option<&tokio::sync::Notify>,
+        until: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<Vec<(BatchId, Vec<BoxResult>)>> {
+        let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = self.retry.drain(..).partition(|(at, ..)| *at <= now);
+        self.retry = wait;
+        for (_, batch, slot, request, tries) in due {
+            self.submit(batch, slot, request, tries)?;
+        }
+        let sent_before = self.session.client.stats().requests_sent;
+        let resent_before = self.session.client.stats().retransmissions;
+        for event in self.session.step_until(&self.network, wake, until).await? {
+            match event {
+                ClientEvent::Pong { seq, body, .. } => {
+                    if let Some(op) = self.in_flight.remove(&seq) {
+                        self.answered(op, &body)?;
+                    } else if self.service_requests.remove(&seq) {
+                        self.service_replies.push((seq, Some(body)));
+                    }
+                }
+                ClientEvent::GaveUp { seq } => {
+                    if let Some(op) = self.in_flight.remove(&seq) {
+                        self.later(op, ErrorCode::Unavailable);
+                    } else if self.service_requests.remove(&seq) {
+                        self.service_replies.push((seq, None));
+                    }
+                }
+                ClientEvent::LoopReturned { .. } => {}
+            }
+        }
+        self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
+        self.stats.resends += self.session.client.stats().retransmissions - resent_before;
+        let finished: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, results)| results.iter().all(Option::is_some))
+            .map(|(id, _)| *id)
+            .collect();
+        Ok(finished
+            .into_iter()
+            .map(|id| {
+                let results = self.batches.remove(&id).expect("listed above");
+                self.stats.operations += results.len() as u64;
+                (
+                    id,
+                    results.into_iter().map(|r| r.expect("all done")).collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// How many operations of `batch` have ended so far.
+    fn done(&self, batch: BatchId) -> usize {
+        self.batches
+            .get(&batch)
+            .map_or(0, |r| r.iter().filter(|r| r.is_some()).count())
+    }
+
     /// Carries out `requests` (all in flight at once) and returns each one's
-    /// outcome, in order: `Ok(None)` for a stored box, `Ok(Some(box))` for a
-    /// box read, or the error that ended it. `progress` sees (done, total).
+    /// outcome, in order (see [`StorageClient::advance`]). `progress` sees
+    /// (done, total). Other batches started before are carried along but
+    /// their outcomes are dropped.
     pub async fn run(
         &mut self,
         requests: Vec<Request>,
         mut progress: impl FnMut(usize, usize),
     ) -> anyhow::Result<Vec<BoxResult>> {
         let total = requests.len();
-        let mut results: Vec<Option<BoxResult>> = vec![None; total];
-        let sent_before = self.session.client.stats().requests_sent;
-        let resent_before = self.session.client.stats().retransmissions;
-        for (slot, request) in requests.into_iter().enumerate() {
-            self.submit(slot, request, 1)?;
-        }
+        let batch = self.start(requests)?;
         let mut done = 0;
-        while done < total {
-            let now = Instant::now();
-            let due: Vec<_> = {
-                let (due, wait): (Vec<_>, Vec<_>) =
-                    self.retry.drain(..).partition(|(at, ..)| *at <= now);
-                self.retry = wait;
-                due
-            };
-            for (_, slot, request, tries) in due {
-                self.submit(slot, request, tries)?;
-            }
-            for event in self.session.step(&self.network).await? {
-                match event {
-                    ClientEvent::Pong { seq, body, .. } => {
-                        let Some(op) = self.in_flight.remove(&seq) else {
-                            continue;
-                        };
-                        self.answered(op, &body, &mut results)?;
-                    }
-                    ClientEvent::GaveUp { seq } => {
-                        if let Some(op) = self.in_flight.remove(&seq) {
-                            self.later(op, &mut results, ErrorCode::Unavailable);
-                        }
-                    }
-                    ClientEvent::LoopReturned { .. } => {}
+        loop {
+            for (id, results) in self.advance(None, None).await? {
+                if id == batch {
+                    progress(total, total);
+                    return Ok(results);
                 }
             }
-            let now_done = results.iter().filter(|r| r.is_some()).count();
+            let now_done = self.done(batch);
             if now_done != done {
                 done = now_done;
                 progress(done, total);
             }
         }
-        self.stats.operations += total as u64;
-        self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
-        self.stats.resends += self.session.client.stats().retransmissions - resent_before;
-        Ok(results.into_iter().map(|r| r.expect("all done")).collect())
     }
 
     /// Sends `body` to a courier as it is and returns the courier's answer
@@ -275,23 +354,54 @@ impl<K: Kem> StorageClient<K> {
         }
     }
 
+    /// Sends `body` in one echo to the service `service` on a random
+    /// service node; its answer comes from
+    /// [`StorageClient::take_service_replies`] under the returned number.
+    pub fn send_to_service(&mut self, service: &str, body: Vec<u8>) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let services = self.session.client.topology().services.len().max(1);
+        let node = (self.session.rng.next_u64() % services as u64) as usize;
+        self.session
+            .client
+            .request(seq, service_recipient(service), node, body);
+        self.service_requests.insert(seq);
+        seq
+    }
+
+    /// Answers to [`StorageClient::send_to_service`] so far: the body, or
+    /// `None` when every resend went unanswered.
+    pub fn take_service_replies(&mut self) -> Vec<(u64, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.service_replies)
+    }
+
+    /// The session's RNG (for fresh caps and contexts).
+    pub fn rng(&mut self) -> &mut rand_chacha::ChaCha20Rng {
+        &mut self.session.rng
+    }
+
+    /// The network this client works in.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Box plaintext available to a stream in one box.
+    pub fn box_payload(&self) -> usize {
+        self.sizes.max_plaintext()
+    }
+
     /// The replicas the client addresses, as the document lists them.
     pub fn replicas(&self) -> &[NodeId] {
         &self.replicas
     }
 
-    fn answered(
-        &mut self,
-        mut op: BoxOp,
-        body: &[u8],
-        results: &mut [Option<BoxResult>],
-    ) -> anyhow::Result<()> {
+    fn answered(&mut self, mut op: BoxOp, body: &[u8]) -> anyhow::Result<()> {
         let answer = match op.keys.open(&self.sizes, body) {
             Ok(answer) => answer,
             Err(_) => match envelope::refusal(body) {
                 Some(code) => CourierAnswer::Refused(code),
                 None => {
-                    self.later(op, results, ErrorCode::Malformed);
+                    self.later(op, ErrorCode::Malformed);
                     return Ok(());
                 }
             },
@@ -306,14 +416,14 @@ impl<K: Kem> StorageClient<K> {
             CourierAnswer::Refused(code)
                 if code.is_transient() || code == ErrorCode::UnknownReplica =>
             {
-                self.later(op, results, code)
+                self.later(op, code)
             }
-            CourierAnswer::Refused(code) => results[op.slot] = Some(Err(code)),
+            CourierAnswer::Refused(code) => self.finish(&op, Err(code)),
             CourierAnswer::Reply { reply, slot } => match (reply.code, &op.request) {
-                (ErrorCode::Ok, Request::Write(_)) => results[op.slot] = Some(Ok(None)),
+                (ErrorCode::Ok, Request::Write(_)) => self.finish(&op, Ok(None)),
                 (ErrorCode::Ok, Request::Read(id)) => match reply.found {
-                    Some(found) if found.id == *id => results[op.slot] = Some(Ok(Some(found))),
-                    _ => self.later(op, results, ErrorCode::Malformed),
+                    Some(found) if found.id == *id => self.finish(&op, Ok(Some(found))),
+                    _ => self.later(op, ErrorCode::Malformed),
                 },
                 (ErrorCode::NotFound, _) if !op.asked_other_slot => {
                     // The other intermediate may have found it: ask the
@@ -324,8 +434,8 @@ impl<K: Kem> StorageClient<K> {
                     self.stats.polls += 1;
                     self.send(op);
                 }
-                (code, _) if code.is_transient() => self.later(op, results, code),
-                (code, _) => results[op.slot] = Some(Err(code)),
+                (code, _) if code.is_transient() => self.later(op, code),
+                (code, _) => self.finish(&op, Err(code)),
             },
         }
         Ok(())
@@ -467,9 +577,9 @@ async fn first_box<K: Kem>(
     client: &mut StorageClient<K>,
     cap: &ReadCap,
 ) -> anyhow::Result<(Vec<u8>, usize)> {
-    let read = vec![Request::Read(box_id(cap, 0)?)];
+    let read = vec![Request::Read(box_id(cap, STREAM_CONTEXT, 0)?)];
     let first = match client.run(read, |_, _| {}).await?.remove(0) {
-        Ok(Some(item)) => open_box(cap, 0, &item)?,
+        Ok(Some(item)) => open_box(cap, STREAM_CONTEXT, 0, &item)?,
         Ok(None) => anyhow::bail!("no box came back"),
         Err(code) => anyhow::bail!("box 0: {code}"),
     };
@@ -477,24 +587,23 @@ async fn first_box<K: Kem>(
     Ok((first, count))
 }
 
-fn open_box(cap: &ReadCap, position: u64, item: &SealedBox) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn open_box(
+    cap: &ReadCap,
+    ctx: &[u8],
+    position: u64,
+    item: &SealedBox,
+) -> anyhow::Result<Vec<u8>> {
     let index = cap.index().advance_to(cap.index().idx64() + position)?;
-    let content = cap.open(
-        &index,
-        STREAM_CONTEXT,
-        &item.id,
-        &item.ciphertext,
-        &item.signature,
-    )?;
+    let content = cap.open(&index, ctx, &item.id, &item.ciphertext, &item.signature)?;
     match content {
         BoxContent::Message(plain) => Ok(plain),
         BoxContent::Tombstone => anyhow::bail!("box {position} was deleted"),
     }
 }
 
-fn box_id(cap: &ReadCap, position: u64) -> anyhow::Result<BoxId> {
+pub(crate) fn box_id(cap: &ReadCap, ctx: &[u8], position: u64) -> anyhow::Result<BoxId> {
     let index = cap.index().advance_to(cap.index().idx64() + position)?;
-    Ok(cap.box_id(&index, STREAM_CONTEXT))
+    Ok(cap.box_id(&index, ctx))
 }
 
 async fn get_kem<K: Kem>(
@@ -507,7 +616,7 @@ async fn get_kem<K: Kem>(
     let (first, count) = first_box(&mut client, &cap).await?;
     progress(1, count);
     let requests = (1..count as u64)
-        .map(|i| box_id(&cap, i).map(Request::Read))
+        .map(|i| box_id(&cap, STREAM_CONTEXT, i).map(Request::Read))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let results = client
         .run(requests, |done, _| progress(done + 1, count))
@@ -515,7 +624,7 @@ async fn get_kem<K: Kem>(
     let mut boxes = vec![first];
     for (i, result) in results.into_iter().enumerate() {
         match result {
-            Ok(Some(item)) => boxes.push(open_box(&cap, i as u64 + 1, &item)?),
+            Ok(Some(item)) => boxes.push(open_box(&cap, STREAM_CONTEXT, i as u64 + 1, &item)?),
             Ok(None) => anyhow::bail!("no box came back"),
             Err(code) => anyhow::bail!("box {}: {code}", i + 1),
         }

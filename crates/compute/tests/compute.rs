@@ -1,0 +1,342 @@
+//! The compute job's rules, in virtual time.
+
+use funion_compute::{
+    Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, Input, Outcome, Sampling, Task,
+    INPUT_CLASSES, OUTPUT_CLASSES,
+};
+
+const DELTA: u64 = 200_000;
+
+fn dispatch(n: u8, bucket: u32, task: Task) -> Dispatch {
+    Dispatch {
+        read_cap_in: vec![n; 136],
+        ctx_in: vec![1; 16],
+        write_cap_out: vec![n; 168],
+        ctx_out: vec![2; 16],
+        model: "m".into(),
+        task,
+        input_class: 256,
+        output_class: 512,
+        sampling: Sampling {
+            seed: u64::from(n),
+            ..Sampling::default()
+        },
+        bucket,
+        tickets: vec![],
+    }
+}
+
+fn courier() -> ComputeCourier {
+    ComputeCourier::new(CourierConfig {
+        delta_us: DELTA,
+        batch_window_us: 50_000,
+        max_batch: 32,
+        served: vec![("m".into(), Task::Generate), ("m".into(), Task::Embed)],
+        ..CourierConfig::default()
+    })
+}
+
+fn input(tokens: &[u32]) -> Vec<u8> {
+    Input {
+        tokens: tokens.to_vec(),
+    }
+    .encode(256)
+    .unwrap()
+}
+
+fn fetches(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Fetch { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stores(actions: &[Action]) -> Vec<(u64, Vec<u8>, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Store {
+                job,
+                payload,
+                overflow,
+                ..
+            } => Some((*job, payload.clone(), *overflow)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn runs(actions: &[Action]) -> Vec<(u64, Vec<u64>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Run { batch, items } => Some((*batch, items.iter().map(|i| i.job).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn payloads_round_trip_and_their_size_is_the_class() {
+    for &class in &INPUT_CLASSES {
+        for len in [0, 1, class as usize / 2, class as usize] {
+            let tokens: Vec<u32> = (0..len as u32).map(|t| t * 7919).collect();
+            let bytes = Input {
+                tokens: tokens.clone(),
+            }
+            .encode(class)
+            .unwrap();
+            assert_eq!(bytes.len(), Input::padded_len(class));
+            assert_eq!(Input::decode(&bytes, class).unwrap().tokens, tokens);
+        }
+        let too_long = vec![0u32; class as usize + 1];
+        assert!(Input { tokens: too_long }.encode(class).is_err());
+    }
+    for &class in &OUTPUT_CLASSES {
+        let outcomes = [
+            Outcome::Tokens(vec![5, 6, 7]),
+            Outcome::Tokens(vec![1; class as usize]),
+            Outcome::Embedding(vec![0.25, -1.5]),
+            Outcome::Overflow,
+            Outcome::Failed("no such model ✗".into()),
+        ];
+        for outcome in outcomes {
+            let bytes = outcome.encode(class).unwrap();
+            assert_eq!(bytes.len(), Outcome::padded_len(class), "{outcome:?}");
+            assert_eq!(Outcome::decode(&bytes, class).unwrap(), outcome);
+        }
+    }
+    // Garbage is an error, never a panic.
+    assert!(Input::decode(&[0xff; 1028], 256).is_err());
+    assert!(Outcome::decode(&[9; 2056], 512).is_err());
+    assert!(Outcome::decode(&[1; 7], 512).is_err());
+    assert!(
+        Input::encode(&Input { tokens: vec![] }, 300).is_err(),
+        "300 is no class"
+    );
+}
+
+#[test]
+fn dispatch_envelopes_round_trip_and_bad_ones_are_refused() {
+    let d = dispatch(3, 10, Task::Generate);
+    let mut bytes = d.encode();
+    bytes.extend_from_slice(&[0; 100]); // Sphinx padding after the frame
+    assert_eq!(Dispatch::decode(&bytes).unwrap(), d);
+    assert!(Dispatch::decode(&bytes[..bytes.len() - 120]).is_err());
+    assert!(Dispatch::decode(&[]).is_err());
+    assert!(
+        Dispatch::decode(&[7, 0, 0, 0, 0]).is_err(),
+        "unknown version"
+    );
+    let mut short_cap = d.clone();
+    short_cap.read_cap_in.pop();
+    assert!(Dispatch::decode(&short_cap.encode()).is_err());
+    let mut no_class = d.clone();
+    no_class.output_class = 100;
+    assert!(Dispatch::decode(&no_class.encode()).is_err());
+    let mut greedy_long = d.clone();
+    greedy_long.sampling.max_tokens = 513;
+    assert!(Dispatch::decode(&greedy_long.encode()).is_err());
+    let mut nan = d;
+    nan.sampling.temperature = f32::NAN;
+    assert!(Dispatch::decode(&nan.encode()).is_err());
+    // Debug shows no caps.
+    let shown = format!("{:?}", dispatch(0xab, 1, Task::Embed));
+    assert!(!shown.contains("171"), "{shown}");
+}
+
+#[test]
+fn the_output_leaves_at_the_bucket_edge_not_before() {
+    let mut c = courier();
+    let (job, reply) = c.take(1_000, &dispatch(1, 5, Task::Generate).encode());
+    let job = job.unwrap();
+    assert_eq!(
+        reply,
+        DispatchReply::Accepted {
+            edge_after_us: 5 * DELTA
+        }
+    );
+    assert_eq!(fetches(&c.poll(1_000)), vec![job]);
+    c.fetched(50_000, job, Ok(input(&[1, 2, 3])));
+    // The only job of its bucket, nothing else fetching: it runs now.
+    let actions = c.poll(50_000);
+    assert_eq!(runs(&actions), vec![(1, vec![job])]);
+    c.finished(90_000, 1, vec![(job, Ok(Outcome::Tokens(vec![9, 9])))]);
+    let edge = 1_000 + 5 * DELTA;
+    assert_eq!(c.next_deadline(), Some(edge));
+    assert!(
+        stores(&c.poll(edge - 1)).is_empty(),
+        "nothing before the edge"
+    );
+    let out = stores(&c.poll(edge));
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].2);
+    assert_eq!(
+        Outcome::decode(&out[0].1, 512).unwrap(),
+        Outcome::Tokens(vec![9, 9])
+    );
+    assert!(stores(&c.poll(edge + 1)).is_empty(), "released once");
+    c.stored(job, true);
+    assert_eq!(c.jobs(), 0);
+    assert_eq!(c.counters().stored, 1);
+}
+
+#[test]
+fn an_overrun_gives_overflow_at_the_edge_and_the_late_result_is_dropped() {
+    let mut c = courier();
+    let (job, _) = c.take(0, &dispatch(1, 2, Task::Generate).encode());
+    let job = job.unwrap();
+    c.poll(0);
+    c.fetched(10_000, job, Ok(input(&[4])));
+    assert_eq!(runs(&c.poll(10_000)).len(), 1);
+    let out = stores(&c.poll(2 * DELTA));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].2, "overflow flag");
+    assert_eq!(Outcome::decode(&out[0].1, 512).unwrap(), Outcome::Overflow);
+    c.finished(3 * DELTA, 1, vec![(job, Ok(Outcome::Tokens(vec![1])))]);
+    assert!(
+        stores(&c.poll(3 * DELTA)).is_empty(),
+        "the late result never leaves"
+    );
+    assert_eq!(c.counters().overflows, 1);
+    // A job still fetching at its edge overflows too, and never runs.
+    let (late, _) = c.take(0, &dispatch(2, 1, Task::Embed).encode());
+    let out = c.poll(DELTA);
+    assert_eq!(stores(&out)[0].0, late.unwrap());
+    c.fetched(DELTA + 1, late.unwrap(), Ok(input(&[1])));
+    assert!(runs(&c.poll(DELTA + 2)).is_empty());
+}
+
+#[test]
+fn output_size_depends_only_on_the_class() {
+    let mut c = courier();
+    let mut sizes = Vec::new();
+    for (n, outcome) in [
+        Some(Ok(Outcome::Tokens(vec![1; 500]))),
+        Some(Ok(Outcome::Embedding(vec![0.5; 384]))),
+        Some(Err("model failed".to_string())),
+        Some(Ok(Outcome::Tokens(vec![1; 600]))), // over the class: a failure, same size
+        None,                                    // overflow
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (job, _) = c.take(0, &dispatch(n as u8 + 1, 3, Task::Generate).encode());
+        let job = job.unwrap();
+        c.poll(0);
+        c.fetched(1, job, Ok(input(&[1])));
+        let batch = runs(&c.poll(1)).first().map(|r| r.0);
+        if let (Some(outcome), Some(batch)) = (outcome, batch) {
+            c.finished(2, batch, vec![(job, outcome)]);
+        }
+        for (_, payload, _) in stores(&c.poll(3 * DELTA)) {
+            sizes.push(payload.len());
+        }
+        c.stored(job, true);
+    }
+    assert_eq!(sizes, vec![Outcome::padded_len(512); 5]);
+    assert_eq!(c.counters().failures, 2);
+}
+
+#[test]
+fn twenty_jobs_of_one_bucket_run_as_one_batch() {
+    let mut c = courier();
+    let mut ids = Vec::new();
+    for n in 0..20u8 {
+        let (id, _) = c.take(
+            u64::from(n) * 1_000,
+            &dispatch(n + 1, 50, Task::Embed).encode(),
+        );
+        ids.push(id.unwrap());
+    }
+    // A job of another bucket, ready first: its own batch.
+    let (other, _) = c.take(0, &dispatch(99, 60, Task::Embed).encode());
+    c.poll(20_000);
+    // Inputs arrive over 40 ms; while some are still fetching the batch
+    // waits (within the window).
+    for (k, id) in ids.iter().enumerate() {
+        let t = 20_000 + k as u64 * 2_000;
+        c.fetched(t, *id, Ok(input(&[k as u32])));
+        if k < 19 {
+            let r = runs(&c.poll(t));
+            assert!(
+                r.iter().all(|(_, jobs)| !jobs.contains(id)),
+                "ran before the bucket was in"
+            );
+        }
+    }
+    let r = runs(&c.poll(58_000));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1, ids, "all twenty, one batch");
+    c.fetched(58_000, other.unwrap(), Ok(input(&[1])));
+    assert!(runs(&c.poll(58_000)).is_empty(), "one batch at a time");
+    c.finished(
+        60_000,
+        r[0].0,
+        ids.iter()
+            .map(|&i| (i, Ok(Outcome::Embedding(vec![1.0]))))
+            .collect(),
+    );
+    assert_eq!(runs(&c.poll(60_000))[0].1, vec![other.unwrap()]);
+    assert_eq!(c.counters().largest_batch, 20);
+}
+
+#[test]
+fn the_batch_window_bounds_the_wait_for_stragglers() {
+    let mut c = courier();
+    let (a, _) = c.take(0, &dispatch(1, 50, Task::Embed).encode());
+    let (_b, _) = c.take(0, &dispatch(2, 50, Task::Embed).encode());
+    c.poll(0);
+    c.fetched(10_000, a.unwrap(), Ok(input(&[1])));
+    assert!(runs(&c.poll(10_000)).is_empty());
+    assert_eq!(c.next_deadline(), Some(60_000));
+    assert_eq!(runs(&c.poll(60_000))[0].1, vec![a.unwrap()]);
+}
+
+#[test]
+fn refusals_and_resent_dispatches() {
+    let mut c = courier();
+    let refused = |c: &mut ComputeCourier, d: Dispatch| match c.take(0, &d.encode()) {
+        (None, DispatchReply::Refused { reason }) => reason,
+        other => panic!("{other:?}"),
+    };
+    let mut unknown = dispatch(1, 5, Task::Generate);
+    unknown.model = "other".into();
+    assert!(refused(&mut c, unknown).contains("not served"));
+    assert!(refused(&mut c, dispatch(1, 0, Task::Generate)).contains("bucket"));
+    assert!(refused(&mut c, dispatch(1, 1_000_000, Task::Generate)).contains("bucket"));
+    assert!(matches!(
+        c.take(0, b"garbage"),
+        (None, DispatchReply::Refused { .. })
+    ));
+    // The same dispatch again: the same job, the time left to its edge.
+    let d = dispatch(7, 5, Task::Generate);
+    let (first, _) = c.take(0, &d.encode());
+    let (again, reply) = c.take(300_000, &d.encode());
+    assert_eq!(first, again);
+    assert_eq!(
+        reply,
+        DispatchReply::Accepted {
+            edge_after_us: 700_000
+        }
+    );
+    assert_eq!(fetches(&c.poll(300_000)).len(), 1, "fetched once");
+    // Another job naming the same output write cap is refused.
+    let mut clash = d;
+    clash.sampling.seed = 99;
+    assert!(refused(&mut c, clash).contains("write cap"));
+    assert_eq!(c.counters().taken, 1);
+    assert_eq!(c.counters().refused, 5);
+    // A bad input becomes a failure released at the edge.
+    let (job, _) = c.take(0, &dispatch(8, 1, Task::Generate).encode());
+    c.fetched(1, job.unwrap(), Ok(vec![1, 2, 3]));
+    let out = stores(&c.poll(DELTA));
+    let failed = out.iter().find(|s| s.0 == job.unwrap()).unwrap();
+    assert!(matches!(
+        Outcome::decode(&failed.1, 512).unwrap(),
+        Outcome::Failed(_)
+    ));
+}

@@ -1,0 +1,402 @@
+//! The compute courier for real: a service that takes dispatches from the
+//! mixnet node it runs beside, and a mixnet client of its own (through the
+//! gateway, with cover traffic, like any client) that reads inputs and
+//! stores outputs through the storage couriers. Models run on a thread of
+//! their own; the state machine in `funion-compute` decides when.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
+use funion_compute::courier::JobTimes;
+use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId, Outcome};
+use funion_inference::Models;
+use funion_pigeonhole::envelope::Request;
+use funion_pigeonhole::stream;
+use funion_pki::{KemKind, Parameters};
+use funion_sphinx::kem::{Kem, XWing, X25519};
+use tokio::sync::{mpsc, Notify};
+
+use crate::client::Network;
+use crate::config::ClientFile;
+use crate::metrics::Metrics;
+use crate::storage::{box_id, open_box, BatchId, StorageClient};
+
+/// The service name compute couriers run under on service nodes.
+pub const COMPUTE_SERVICE: &str = "compute";
+
+/// A dispatch as the node hands it over: the client's SURB and the body.
+pub type Delivery = (Vec<u8>, Vec<u8>);
+
+/// How a compute courier runs.
+#[derive(Clone)]
+pub struct ComputeOptions {
+    /// The models it serves.
+    pub models: Models,
+    /// Longest a fetched job waits for the rest of its bucket.
+    pub batch_window: Duration,
+    /// Most jobs in one batch.
+    pub max_batch: usize,
+}
+
+/// One job as the compute courier saw it, wall-clock times in
+/// microseconds since the Unix epoch (for timelines and tests; the node
+/// keeps the last few thousand in memory only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComputeRecord {
+    /// The first output box: the client knows it, nobody else can link it.
+    pub output_box: BoxId,
+    /// Dispatch taken.
+    pub taken: u64,
+    /// Input read.
+    pub fetched: Option<u64>,
+    /// Batch started.
+    pub started: Option<u64>,
+    /// Batch finished.
+    pub finished: Option<u64>,
+    /// The bucket edge `t_j`.
+    pub edge: u64,
+    /// When the output was handed to the mixnet client (at the edge).
+    pub released: u64,
+    /// When the storage network acknowledged it.
+    pub stored: Option<u64>,
+    /// OVERFLOW or the result.
+    pub overflow: bool,
+    /// Jobs in its batch.
+    pub batch_size: usize,
+    /// Boxes written.
+    pub boxes: usize,
+    /// Plaintext bytes per box.
+    pub box_len: usize,
+    /// Echoes the output took.
+    pub store_echoes: u64,
+}
+
+static JOURNAL: Mutex<VecDeque<ComputeRecord>> = Mutex::new(VecDeque::new());
+const JOURNAL_LEN: usize = 4_096;
+
+/// What this process's compute couriers recorded about the job whose first
+/// output box is `output_box`, once its output was stored.
+pub fn journal_entry(output_box: &BoxId) -> Option<ComputeRecord> {
+    JOURNAL
+        .lock()
+        .expect("journal")
+        .iter()
+        .find(|r| r.output_box == *output_box)
+        .cloned()
+}
+
+fn record(entry: ComputeRecord) {
+    let mut journal = JOURNAL.lock().expect("journal");
+    if journal.len() >= JOURNAL_LEN {
+        journal.pop_front();
+    }
+    journal.push_back(entry);
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Number of boxes a payload of `len` bytes takes as a stream of boxes
+/// holding `box_len` bytes each: fixed by the class, whatever the content.
+pub fn boxes_for(len: usize, box_len: usize) -> usize {
+    (stream::HEADER_LEN + len).div_ceil(box_len)
+}
+
+enum Pending {
+    Fetch {
+        job: JobId,
+        cap: ReadCap,
+        ctx: Vec<u8>,
+    },
+    Store {
+        job: JobId,
+        record: ComputeRecord,
+        echoes_before: u64,
+    },
+}
+
+/// Runs a compute courier until the node stops: connects to the network as
+/// a client (retrying until the gateway answers), then takes dispatches
+/// from `deliveries` and sends each answer (SURB, body) to `replies`.
+pub async fn run(
+    client: ClientFile,
+    parameters: Parameters,
+    options: ComputeOptions,
+    deliveries: mpsc::Receiver<Delivery>,
+    replies: mpsc::Sender<Delivery>,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let network = loop {
+        match Network::fetch(&client).await {
+            Ok(network) => break network,
+            Err(error) => {
+                tracing::debug!(%error, "compute courier: no document yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    match parameters.kem {
+        KemKind::XWing => {
+            drive::<XWing>(
+                network, parameters, options, deliveries, replies, wake, metrics,
+            )
+            .await
+        }
+        KemKind::X25519 => {
+            drive::<X25519>(
+                network, parameters, options, deliveries, replies, wake, metrics,
+            )
+            .await
+        }
+    }
+}
+
+async fn drive<K: Kem>(
+    network: Network,
+    parameters: Parameters,
+    options: ComputeOptions,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    replies: mpsc::Sender<Delivery>,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let mut storage = StorageClient::<K>::over(network).await?;
+    let box_len = storage.box_payload();
+    let mut courier = ComputeCourier::new(CourierConfig {
+        delta_us: parameters.bucket_spacing_us,
+        max_batch: options.max_batch,
+        batch_window_us: options.batch_window.as_micros() as u64,
+        served: options.models.served(),
+        ..CourierConfig::default()
+    });
+    // The model thread: batches in, outcomes out.
+    let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, Vec<funion_compute::WorkItem>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let models = options.models.clone();
+    let model_wake = wake.clone();
+    std::thread::Builder::new()
+        .name("funion-models".into())
+        .spawn(move || {
+            while let Ok((batch, items)) = work_rx.recv() {
+                let outcomes = models.run(&items);
+                let ids: Vec<JobId> = items.iter().map(|i| i.job).collect();
+                if done_tx
+                    .send((batch, ids.into_iter().zip(outcomes).collect::<Vec<_>>()))
+                    .is_err()
+                {
+                    return;
+                }
+                model_wake.notify_one();
+            }
+        })?;
+    let start = Instant::now();
+    let start_unix = unix_us();
+    let now = move || start.elapsed().as_micros() as u64;
+    let unix = move |t: u64| start_unix + t;
+    let mut pending: HashMap<BatchId, Pending> = HashMap::new();
+    tracing::info!(models = ?options.models.served(), "compute courier running");
+    loop {
+        loop {
+            match deliveries.try_recv() {
+                Ok((surb, body)) => {
+                    let (_, reply) = courier.take(now(), &body);
+                    let _ = replies.try_send((surb, reply.encode()));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+        while let Ok((batch, outcomes)) = done_rx.try_recv() {
+            courier.finished(now(), batch, outcomes);
+        }
+        for action in courier.poll(now()) {
+            match action {
+                Action::Fetch {
+                    job,
+                    read_cap,
+                    ctx,
+                    input_class,
+                } => {
+                    let count = boxes_for(Input::padded_len(input_class), box_len);
+                    let prepared = ReadCap::from_bytes(&read_cap)
+                        .map_err(|e| anyhow::anyhow!("read cap: {e}"))
+                        .and_then(|cap| {
+                            let ids = (0..count as u64)
+                                .map(|i| box_id(&cap, &ctx, i).map(Request::Read))
+                                .collect::<anyhow::Result<Vec<_>>>()?;
+                            Ok((cap, ids))
+                        });
+                    match prepared {
+                        Ok((cap, requests)) => {
+                            let batch = storage.start(requests)?;
+                            pending.insert(batch, Pending::Fetch { job, cap, ctx });
+                        }
+                        Err(e) => courier.fetched(now(), job, Err(e.to_string())),
+                    }
+                }
+                Action::Run { batch, items } => {
+                    work_tx
+                        .send((batch, items))
+                        .map_err(|_| anyhow::anyhow!("the model thread stopped"))?;
+                }
+                Action::Store {
+                    job,
+                    write_cap,
+                    ctx,
+                    payload,
+                    overflow,
+                    times,
+                } => {
+                    let released = now();
+                    match seal_output(&write_cap, &ctx, &payload, box_len) {
+                        Ok(requests) => {
+                            let output_box = match &requests[0] {
+                                Request::Write(item) => item.id,
+                                Request::Read(id) => *id,
+                            };
+                            let record = journal_record(
+                                output_box,
+                                &times,
+                                released,
+                                overflow,
+                                requests.len(),
+                                box_len,
+                                &unix,
+                            );
+                            let echoes_before = storage.stats().echoes;
+                            let batch = storage.start(requests)?;
+                            pending.insert(
+                                batch,
+                                Pending::Store {
+                                    job,
+                                    record,
+                                    echoes_before,
+                                },
+                            );
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "compute courier: output not sealed");
+                            courier.stored(job, false);
+                        }
+                    }
+                }
+            }
+        }
+        export(&metrics, &courier);
+        let until = courier
+            .next_deadline()
+            .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
+        for (batch, results) in storage.advance(Some(&wake), until).await? {
+            match pending.remove(&batch) {
+                Some(Pending::Fetch { job, cap, ctx }) => {
+                    let input = results
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, r)| match r {
+                            Ok(Some(item)) => {
+                                open_box(&cap, &ctx, i as u64, &item).map_err(|e| e.to_string())
+                            }
+                            Ok(None) => Err("no box came back".to_string()),
+                            Err(code) => Err(format!("input box {i}: {code}")),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .and_then(|boxes| stream::join(&boxes).map_err(|e| e.to_string()));
+                    courier.fetched(now(), job, input);
+                }
+                Some(Pending::Store {
+                    job,
+                    mut record,
+                    echoes_before,
+                }) => {
+                    let ok = results.iter().all(|r| r.is_ok());
+                    if ok {
+                        record.stored = Some(unix_us());
+                    }
+                    record.store_echoes = storage.stats().echoes - echoes_before;
+                    record_and_log(record);
+                    courier.stored(job, ok);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn journal_record(
+    output_box: BoxId,
+    times: &JobTimes,
+    released: u64,
+    overflow: bool,
+    boxes: usize,
+    box_len: usize,
+    unix: &impl Fn(u64) -> u64,
+) -> ComputeRecord {
+    ComputeRecord {
+        output_box,
+        taken: unix(times.taken),
+        fetched: times.fetched.map(unix),
+        started: times.started.map(unix),
+        finished: times.finished.map(unix),
+        edge: unix(times.edge),
+        released: unix(released),
+        stored: None,
+        overflow,
+        batch_size: times.batch_size,
+        boxes,
+        box_len,
+        store_echoes: 0,
+    }
+}
+
+fn record_and_log(entry: ComputeRecord) {
+    tracing::debug!(
+        late_us = entry.released.saturating_sub(entry.edge),
+        overflow = entry.overflow,
+        "output released at its bucket edge"
+    );
+    record(entry);
+}
+
+/// The output payload as BACAP boxes of the stream `write_cap`, `ctx`.
+fn seal_output(
+    write_cap: &[u8],
+    ctx: &[u8],
+    payload: &[u8],
+    box_len: usize,
+) -> anyhow::Result<Vec<Request>> {
+    let cap = WriteCap::from_bytes(write_cap).map_err(|e| anyhow::anyhow!("write cap: {e}"))?;
+    let mut writer = Writer::new(cap, ctx);
+    stream::split(payload, box_len)
+        .iter()
+        .map(|plain| Ok(Request::Write(writer.seal_next(plain)?)))
+        .collect()
+}
+
+fn export(metrics: &Metrics, courier: &ComputeCourier) {
+    let c = courier.counters();
+    for (name, value) in [
+        ("jobs_taken", c.taken),
+        ("jobs_refused", c.refused),
+        ("batches", c.batches),
+        ("batched_jobs", c.batched_jobs),
+        ("largest_batch", c.largest_batch),
+        ("overflows", c.overflows),
+        ("failures", c.failures),
+        ("stored", c.stored),
+        ("store_failures", c.store_failures),
+        ("jobs_held", courier.jobs() as u64),
+    ] {
+        metrics.set_compute(name, value);
+    }
+}
+
+/// Decodes the outcome a client read back.
+pub fn decode_outcome(bytes: &[u8], output_class: u32) -> anyhow::Result<Outcome> {
+    Outcome::decode(bytes, output_class).map_err(|e| anyhow::anyhow!("output: {e}"))
+}
