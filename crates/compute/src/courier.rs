@@ -398,9 +398,8 @@ impl ComputeCourier {
     }
 
     /// The batch to run now, if one is due: the ready jobs of the bucket
-    /// (model, task, j) with the earliest edge, once the batch is full, its
-    /// first job has waited the batch window, or no job of that bucket is
-    /// still fetching.
+    /// (model, task, j) with the earliest edge, once the batch is full or
+    /// its first job has waited the batch window.
     fn next_batch(&mut self, now: Micros) -> Option<Action> {
         type Key = (String, Task, u32);
         let key = |j: &Job| (j.dispatch.model.clone(), j.dispatch.task, j.dispatch.bucket);
@@ -415,20 +414,13 @@ impl ComputeCourier {
                 g.2.push(id);
             }
         }
-        let fetching = |k: &Key| {
-            self.jobs
-                .values()
-                .any(|j| matches!(j.state, State::Fetching) && key(j) == *k)
-        };
-        let (_, (_, first_ready, ids)) = groups
+        let (_, (_, _, ids)) = groups
             .into_iter()
-            .filter(|(k, (_, first_ready, ids))| {
+            .filter(|(_, (_, first_ready, ids))| {
                 ids.len() >= self.config.max_batch
                     || now >= first_ready + self.config.batch_window_us
-                    || !fetching(k)
             })
             .min_by_key(|(_, (edge, ..))| *edge)?;
-        let _ = first_ready;
         let ids: Vec<JobId> = ids.into_iter().take(self.config.max_batch).collect();
         let batch = self.next_batch;
         self.next_batch += 1;

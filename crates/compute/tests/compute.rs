@@ -161,8 +161,9 @@ fn the_output_leaves_at_the_bucket_edge_not_before() {
     );
     assert_eq!(fetches(&c.poll(1_000)), vec![job]);
     c.fetched(50_000, job, Ok(input(&[1, 2, 3])));
-    // The only job of its bucket, nothing else fetching: it runs now.
-    let actions = c.poll(50_000);
+    // It waits the batch window for others of its bucket, then runs.
+    assert!(runs(&c.poll(99_999)).is_empty());
+    let actions = c.poll(100_000);
     assert_eq!(runs(&actions), vec![(1, vec![job])]);
     c.finished(90_000, 1, vec![(job, Ok(Outcome::Tokens(vec![9, 9])))]);
     let edge = 1_000 + 5 * DELTA;
@@ -191,7 +192,7 @@ fn an_overrun_gives_overflow_at_the_edge_and_the_late_result_is_dropped() {
     let job = job.unwrap();
     c.poll(0);
     c.fetched(10_000, job, Ok(input(&[4])));
-    assert_eq!(runs(&c.poll(10_000)).len(), 1);
+    assert_eq!(runs(&c.poll(60_000)).len(), 1);
     let out = stores(&c.poll(2 * DELTA));
     assert_eq!(out.len(), 1);
     assert!(out[0].2, "overflow flag");
@@ -228,7 +229,7 @@ fn output_size_depends_only_on_the_class() {
         let job = job.unwrap();
         c.poll(0);
         c.fetched(1, job, Ok(input(&[1])));
-        let batch = runs(&c.poll(1)).first().map(|r| r.0);
+        let batch = runs(&c.poll(50_001)).first().map(|r| r.0);
         if let (Some(outcome), Some(batch)) = (outcome, batch) {
             c.finished(2, batch, vec![(job, outcome)]);
         }
@@ -255,8 +256,7 @@ fn twenty_jobs_of_one_bucket_run_as_one_batch() {
     // A job of another bucket, ready first: its own batch.
     let (other, _) = c.take(0, &dispatch(99, 60, Task::Embed).encode());
     c.poll(20_000);
-    // Inputs arrive over 40 ms; while some are still fetching the batch
-    // waits (within the window).
+    // Inputs arrive over 38 ms, within the batch window of the first.
     for (k, id) in ids.iter().enumerate() {
         let t = 20_000 + k as u64 * 2_000;
         c.fetched(t, *id, Ok(input(&[k as u32])));
@@ -268,24 +268,25 @@ fn twenty_jobs_of_one_bucket_run_as_one_batch() {
             );
         }
     }
-    let r = runs(&c.poll(58_000));
+    assert!(runs(&c.poll(69_999)).is_empty());
+    let r = runs(&c.poll(70_000));
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].1, ids, "all twenty, one batch");
-    c.fetched(58_000, other.unwrap(), Ok(input(&[1])));
-    assert!(runs(&c.poll(58_000)).is_empty(), "one batch at a time");
+    c.fetched(70_000, other.unwrap(), Ok(input(&[1])));
+    assert!(runs(&c.poll(130_000)).is_empty(), "one batch at a time");
     c.finished(
-        60_000,
+        130_000,
         r[0].0,
         ids.iter()
             .map(|&i| (i, Ok(Outcome::Embedding(vec![1.0]))))
             .collect(),
     );
-    assert_eq!(runs(&c.poll(60_000))[0].1, vec![other.unwrap()]);
+    assert_eq!(runs(&c.poll(130_000))[0].1, vec![other.unwrap()]);
     assert_eq!(c.counters().largest_batch, 20);
 }
 
 #[test]
-fn the_batch_window_bounds_the_wait_for_stragglers() {
+fn the_batch_window_bounds_the_wait_for_stragglers_and_a_full_batch_runs_at_once() {
     let mut c = courier();
     let (a, _) = c.take(0, &dispatch(1, 50, Task::Embed).encode());
     let (_b, _) = c.take(0, &dispatch(2, 50, Task::Embed).encode());
@@ -294,6 +295,18 @@ fn the_batch_window_bounds_the_wait_for_stragglers() {
     assert!(runs(&c.poll(10_000)).is_empty());
     assert_eq!(c.next_deadline(), Some(60_000));
     assert_eq!(runs(&c.poll(60_000))[0].1, vec![a.unwrap()]);
+
+    let mut c = ComputeCourier::new(CourierConfig {
+        max_batch: 4,
+        served: vec![("m".into(), Task::Embed)],
+        ..CourierConfig::default()
+    });
+    for n in 0..4u8 {
+        let (id, _) = c.take(0, &dispatch(n + 1, 50, Task::Embed).encode());
+        c.poll(0);
+        c.fetched(1, id.unwrap(), Ok(input(&[1])));
+    }
+    assert_eq!(runs(&c.poll(1))[0].1.len(), 4, "full: no wait");
 }
 
 #[test]

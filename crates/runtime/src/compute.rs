@@ -77,7 +77,8 @@ static JOURNAL: Mutex<VecDeque<ComputeRecord>> = Mutex::new(VecDeque::new());
 const JOURNAL_LEN: usize = 4_096;
 
 /// What this process's compute couriers recorded about the job whose first
-/// output box is `output_box`, once its output was stored.
+/// output box is `output_box` (from the moment its output was released;
+/// `stored` is set once the storage network acknowledged it).
 pub fn journal_entry(output_box: &BoxId) -> Option<ComputeRecord> {
     JOURNAL
         .lock()
@@ -85,6 +86,18 @@ pub fn journal_entry(output_box: &BoxId) -> Option<ComputeRecord> {
         .iter()
         .find(|r| r.output_box == *output_box)
         .cloned()
+}
+
+fn update(output_box: &BoxId, stored: Option<u64>, store_echoes: u64) {
+    let mut journal = JOURNAL.lock().expect("journal");
+    if let Some(entry) = journal
+        .iter_mut()
+        .rev()
+        .find(|r| r.output_box == *output_box)
+    {
+        entry.stored = stored;
+        entry.store_echoes = store_echoes;
+    }
 }
 
 fn record(entry: ComputeRecord) {
@@ -269,6 +282,7 @@ async fn drive<K: Kem>(
                                 box_len,
                                 &unix,
                             );
+                            record_and_log(record.clone());
                             let echoes_before = storage.stats().echoes;
                             let batch = storage.start(requests)?;
                             pending.insert(
@@ -288,7 +302,7 @@ async fn drive<K: Kem>(
                 }
             }
         }
-        export(&metrics, &courier);
+        export(&metrics, &courier, storage.stats());
         let until = courier
             .next_deadline()
             .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
@@ -318,8 +332,10 @@ async fn drive<K: Kem>(
                     if ok {
                         record.stored = Some(unix_us());
                     }
+                    // Echoes are counted per session step, so with other
+                    // operations in flight this is an upper bound.
                     record.store_echoes = storage.stats().echoes - echoes_before;
-                    record_and_log(record);
+                    update(&record.output_box, record.stored, record.store_echoes);
                     courier.stored(job, ok);
                 }
                 None => {}
@@ -378,7 +394,7 @@ fn seal_output(
         .collect()
 }
 
-fn export(metrics: &Metrics, courier: &ComputeCourier) {
+fn export(metrics: &Metrics, courier: &ComputeCourier, storage: &crate::storage::StorageStats) {
     let c = courier.counters();
     for (name, value) in [
         ("jobs_taken", c.taken),
@@ -391,6 +407,10 @@ fn export(metrics: &Metrics, courier: &ComputeCourier) {
         ("stored", c.stored),
         ("store_failures", c.store_failures),
         ("jobs_held", courier.jobs() as u64),
+        ("echoes", storage.echoes),
+        ("polls", storage.polls),
+        ("resends", storage.resends),
+        ("fresh_envelopes", storage.fresh_envelopes),
     ] {
         metrics.set_compute(name, value);
     }

@@ -132,6 +132,10 @@ fn fresh_context(rng: &mut impl RngCore) -> Vec<u8> {
 async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
     let mut client = StorageClient::<K>::over(network).await?;
     let box_len = client.box_payload();
+    // One compute courier for the whole run, so jobs of one bucket can be
+    // batched there.
+    let services = client.service_nodes().max(1) as u64;
+    let courier = (client.rng().next_u64() % services) as usize;
     let mut jobs = Vec::with_capacity(specs.len());
     let mut dispatch_echoes = 0;
     for spec in specs {
@@ -235,7 +239,7 @@ async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Resul
                         tickets: Vec::new(),
                     };
                     dispatch.check()?;
-                    let seq = client.send_to_service(COMPUTE_SERVICE, dispatch.encode());
+                    let seq = client.send_to_service(COMPUTE_SERVICE, courier, dispatch.encode());
                     dispatch_echoes += 1;
                     by_seq.insert(seq, i);
                     job.timeline.dispatched = unix_us();

@@ -354,14 +354,12 @@ impl<K: Kem> StorageClient<K> {
         }
     }
 
-    /// Sends `body` in one echo to the service `service` on a random
-    /// service node; its answer comes from
+    /// Sends `body` in one echo to the service `service` on the `node`th
+    /// service node of the document; its answer comes from
     /// [`StorageClient::take_service_replies`] under the returned number.
-    pub fn send_to_service(&mut self, service: &str, body: Vec<u8>) -> u64 {
+    pub fn send_to_service(&mut self, service: &str, node: usize, body: Vec<u8>) -> u64 {
         self.next_seq += 1;
         let seq = self.next_seq;
-        let services = self.session.client.topology().services.len().max(1);
-        let node = (self.session.rng.next_u64() % services as u64) as usize;
         self.session
             .client
             .request(seq, service_recipient(service), node, body);
@@ -378,6 +376,11 @@ impl<K: Kem> StorageClient<K> {
     /// The session's RNG (for fresh caps and contexts).
     pub fn rng(&mut self) -> &mut rand_chacha::ChaCha20Rng {
         &mut self.session.rng
+    }
+
+    /// Service nodes in the document.
+    pub fn service_nodes(&self) -> usize {
+        self.session.client.topology().services.len()
     }
 
     /// The network this client works in.

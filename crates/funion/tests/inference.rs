@@ -1,0 +1,207 @@
+//! Anonymous inference end to end on a --fast devnet over real sockets:
+//! the compute couriers on the service nodes serve the tiny seeded llama
+//! and the real all-MiniLM-L6-v2. A generation and an embedding equal what
+//! the backends give directly; every output leaves on its bucket edge, never
+//! before; an overrun gives OVERFLOW at the edge; the output boxes are the
+//! same number and size whatever the outcome; twenty jobs of one bucket run
+//! as one batch.
+
+use std::path::PathBuf;
+
+use funion_compute::{Outcome, Sampling, Task, WorkItem};
+use funion_inference::{
+    candle_bert::BertEmbedder, load_folder, minilm_dir, tiny, TextTokenizer, MINILM,
+};
+use funion_pki::Parameters;
+use funion_runtime::compute::journal_entry;
+use funion_runtime::config::{ComputeFile, ModelFile};
+use funion_runtime::devnet::{self, DevnetOptions};
+use funion_runtime::jobs::{run_jobs, JobSpec};
+
+const TINY: &str = "tiny-llama";
+
+fn model(name: &str, path: PathBuf) -> ModelFile {
+    ModelFile {
+        name: name.into(),
+        path: Some(path),
+        upstream: None,
+        upstream_model: None,
+        task: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_on_a_devnet() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("inference-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tiny_dir = dir.join("tiny-llama");
+    tiny::write_tiny_llama(&tiny_dir, tiny::SEED, tiny::TinyShape::default()).unwrap();
+    let minilm = minilm_dir().expect("scripts/setup-models installs the MiniLM package");
+    let options = DevnetOptions {
+        metrics: true,
+        compute: Some(ComputeFile {
+            models: vec![model(TINY, tiny_dir.clone()), model(MINILM, minilm.clone())],
+            batch_window_ms: 2500,
+            max_batch: 32,
+        }),
+        ..DevnetOptions::default()
+    };
+    let parameters = Parameters::fast();
+    let delta = parameters.bucket_spacing_us;
+    let net = devnet::start_with(&dir, parameters, &options)
+        .await
+        .unwrap();
+
+    let llama_tokens = TextTokenizer::load(&tiny_dir)
+        .unwrap()
+        .encode("Who asked what?")
+        .unwrap();
+    let bert_tokenizer = TextTokenizer::load(&minilm).unwrap();
+    let sentence = bert_tokenizer
+        .encode("Anonymous inference over a mix network.")
+        .unwrap();
+    let sampling = Sampling {
+        seed: 42,
+        temperature: 0.8,
+        top_p: Some(0.95),
+        max_tokens: 16,
+    };
+    let generate = |bucket| JobSpec {
+        model: TINY.into(),
+        task: Task::Generate,
+        tokens: llama_tokens.clone(),
+        output_class: 256,
+        sampling,
+        bucket,
+    };
+    let embed = |tokens: Vec<u32>, bucket| JobSpec {
+        model: MINILM.into(),
+        task: Task::Embed,
+        tokens,
+        output_class: 512,
+        sampling: Sampling::default(),
+        bucket,
+    };
+
+    // One generation, one embedding (edge 6 s after the courier takes
+    // them: room for a slow fetch on a loaded machine and the batch
+    // window), one generation with a 5 ms bucket that the fetch alone
+    // overruns.
+    let report = run_jobs(
+        &net.client,
+        vec![generate(1200), embed(sentence.clone(), 1200), generate(1)],
+    )
+    .await
+    .unwrap();
+    let mut results = report.jobs.into_iter().map(Result::unwrap);
+    let (generated, embedded, overflowed) = (
+        results.next().unwrap(),
+        results.next().unwrap(),
+        results.next().unwrap(),
+    );
+
+    let direct = load_folder(&tiny_dir).unwrap().run(&[WorkItem {
+        job: 0,
+        model: TINY.into(),
+        task: Task::Generate,
+        tokens: llama_tokens.clone(),
+        sampling,
+        output_class: 256,
+    }]);
+    assert_eq!(
+        Ok(generated.outcome.clone()),
+        direct[0],
+        "same seed, same tokens"
+    );
+    let Outcome::Embedding(vector) = &embedded.outcome else {
+        panic!("{:?}", embedded.outcome)
+    };
+    let alone = BertEmbedder::load(&minilm)
+        .unwrap()
+        .embed(&[&sentence])
+        .unwrap()
+        .remove(0);
+    let diff = vector
+        .iter()
+        .zip(&alone)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert_eq!(vector.len(), 384);
+    assert!(diff < 1e-5, "embedding differs by {diff}");
+    assert_eq!(overflowed.outcome, Outcome::Overflow);
+
+    let records: Vec<_> = [&generated, &embedded, &overflowed]
+        .iter()
+        .map(|r| journal_entry(&r.output_box).expect("the courier recorded the job"))
+        .collect();
+    for (r, bucket) in records.iter().zip([1200u64, 1200, 1]) {
+        assert_eq!(r.edge - r.taken, bucket * delta, "t_j = taken + j·Δ");
+        assert!(
+            r.released >= r.edge,
+            "released {} µs before its edge",
+            r.edge - r.released
+        );
+        eprintln!("released {} µs after the edge", r.released - r.edge);
+    }
+    assert!(!records[0].overflow && !records[1].overflow && records[2].overflow);
+    // Same output class, same boxes: a result and OVERFLOW look alike.
+    assert_eq!(
+        (records[0].boxes, records[0].box_len),
+        (records[2].boxes, records[2].box_len)
+    );
+    assert_eq!(generated.output_boxes, overflowed.output_boxes);
+    assert!(records[2].started.is_none(), "an overrun job never runs");
+
+    // Twenty embeddings in one bucket (10 s): their dispatches and fetches
+    // spread over a second or so, inside the 2.5 s batch window, so one
+    // batch of twenty runs; each result is the backend's.
+    let texts: Vec<String> = (0..20)
+        .map(|i| format!("Question number {i} about the weather."))
+        .collect();
+    let specs: Vec<JobSpec> = texts
+        .iter()
+        .map(|t| embed(bert_tokenizer.encode(t).unwrap(), 2000))
+        .collect();
+    let report = run_jobs(&net.client, specs.clone()).await.unwrap();
+    let embedder = BertEmbedder::load(&minilm).unwrap();
+    let mut jitter = Vec::new();
+    let reports: Vec<_> = report.jobs.into_iter().map(Result::unwrap).collect();
+    let records: Vec<_> = reports
+        .iter()
+        .map(|j| journal_entry(&j.output_box).unwrap())
+        .collect();
+    for ((job, spec), record) in reports.into_iter().zip(&specs).zip(records) {
+        assert_eq!(
+            record.batch_size, 20,
+            "ran in a batch of {}",
+            record.batch_size
+        );
+        assert!(record.released >= record.edge);
+        jitter.push(record.released - record.edge);
+        let Outcome::Embedding(v) = job.outcome else {
+            panic!()
+        };
+        let alone = embedder.embed(&[&spec.tokens]).unwrap().remove(0);
+        let diff = v
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "batched embedding differs by {diff}");
+    }
+    jitter.sort_unstable();
+    eprintln!(
+        "20 jobs: release after the edge median {} µs, max {} µs; echoes {} for 20 jobs (client side)",
+        jitter[10], jitter[19], report.stats.echoes
+    );
+    let largest: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.metrics.compute("largest_batch"))
+        .max()
+        .unwrap();
+    assert_eq!(largest, 20);
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
