@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod inference;
 mod network;
 mod sim;
 mod vectors;
@@ -32,6 +33,9 @@ enum Command {
     Node(network::NodeArgs),
     /// Writes configs for a network spread over several hosts.
     Genconfig(network::GenconfigArgs),
+    /// The main job: a whole network in this process, one anonymous
+    /// embedding and one generation, with their timelines.
+    Demo(inference::DemoArgs),
     /// The client's operations.
     Client {
         #[command(subcommand)]
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Devnet(args) => block_on(network::devnet(args)),
         Command::Node(args) => block_on(network::run_node(args)),
         Command::Client { command } => block_on(network::client(command)),
+        Command::Demo(args) => block_on(inference::demo(args)),
     };
     match outcome {
         Ok(code) => code,

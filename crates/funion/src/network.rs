@@ -52,6 +52,11 @@ pub struct DevnetArgs {
     /// Folder for the configs (created if missing).
     #[arg(long, default_value = "devnet")]
     dir: PathBuf,
+    /// More models for the compute couriers: NAME=FOLDER (Hugging Face
+    /// style) or NAME=URL (an OpenAI-compatible server). The tiny seeded
+    /// llama and all-MiniLM-L6-v2 are always served.
+    #[arg(long = "model")]
+    models: Vec<String>,
     #[command(flatten)]
     network: NetworkOptions,
 }
@@ -125,6 +130,10 @@ pub enum ClientCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Asks a model anonymously: upload, dispatch, read the answer.
+    Ask(crate::inference::AskArgs),
+    /// Embeds a text anonymously and prints the vector as JSON.
+    Embed(crate::inference::EmbedArgs),
 }
 
 fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
@@ -152,7 +161,15 @@ fn storage_line(stats: &storage::StorageStats) -> String {
 
 pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let parameters = args.network.parameters()?;
-    let net = devnet::start(&args.dir, parameters, true).await?;
+    let compute = crate::inference::devnet_models(&args.dir, &args.models)?;
+    let served: Vec<String> = compute.models.iter().map(|m| m.name.clone()).collect();
+    let options = devnet::DevnetOptions {
+        metrics: true,
+        compute: Some(compute),
+        ..devnet::DevnetOptions::default()
+    };
+    let net = devnet::start_with(&args.dir, parameters, &options).await?;
+    println!("compute couriers serve: {}", served.join(", "));
     println!("devnet running: authority {}", net.client.authority_url);
     for node in &net.nodes {
         println!(
@@ -164,7 +181,8 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     println!(
         "configs in {dir}; try: funion client ping --config {dir}/client.toml\n\
-         or: funion client put --config {dir}/client.toml FILE",
+         or: funion client put --config {dir}/client.toml FILE\n\
+         or: funion client ask --config {dir}/client.toml --model tiny-llama --tokenizer {dir}/models/tiny-llama \"a prompt\"",
         dir = net.dir.display()
     );
     println!("Ctrl-C stops it.");
@@ -210,6 +228,8 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 
 pub async fn client(command: ClientCommand) -> anyhow::Result<()> {
     let (config, count, timeout) = match command {
+        ClientCommand::Ask(args) => return crate::inference::ask(args).await,
+        ClientCommand::Embed(args) => return crate::inference::embed(args).await,
         ClientCommand::Ping {
             config,
             count,

@@ -43,7 +43,7 @@ pub struct NodeFile {
 }
 
 /// A compute courier's part of a service node's config.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ComputeFile {
     /// The models served.
     pub models: Vec<ModelFile>,
@@ -72,6 +72,16 @@ pub struct ModelFile {
     /// For an upstream: `generate` or `embed`.
     #[serde(default)]
     pub task: Option<String>,
+}
+
+impl Default for ComputeFile {
+    fn default() -> Self {
+        ComputeFile {
+            models: Vec::new(),
+            batch_window_ms: default_batch_window_ms(),
+            max_batch: default_max_batch(),
+        }
+    }
 }
 
 fn default_batch_window_ms() -> u64 {

@@ -1,0 +1,419 @@
+//! `funion client ask / embed`, the models a devnet serves, and
+//! `funion demo`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use funion_compute::{class_for, Outcome, Sampling, Task, OUTPUT_CLASSES};
+use funion_inference::{minilm_dir, tiny, TextTokenizer, MINILM};
+use funion_pki::Parameters;
+use funion_runtime::compute::{journal_entry, ComputeRecord};
+use funion_runtime::config::{self, ClientFile, ComputeFile, ModelFile};
+use funion_runtime::devnet::{self, DevnetOptions};
+use funion_runtime::jobs::{run_jobs, JobReport, JobSpec, JobsReport};
+use funion_sim::erlang_quantile;
+
+/// The name the tiny seeded llama is served under.
+pub const TINY_LLAMA: &str = "tiny-llama";
+
+/// Options of one job, shared by `ask` and `embed`.
+#[derive(Args, Clone)]
+pub struct JobOptions {
+    /// The client config (written by devnet or genconfig).
+    #[arg(long)]
+    config: PathBuf,
+    /// Model name, as the compute couriers serve it.
+    #[arg(long)]
+    model: String,
+    /// Folder with the model's tokenizer.json (prompts are tokenized here,
+    /// only token IDs leave this machine).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Latency bucket index j: the answer is released j·Δ after the
+    /// compute courier takes the job (OVERFLOW if the work takes longer).
+    #[arg(long, default_value_t = 50)]
+    bucket: u32,
+}
+
+/// `funion client ask`.
+#[derive(Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    job: JobOptions,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: u32,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Sampler seed (random if not given).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The prompt.
+    prompt: String,
+}
+
+/// `funion client embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    job: JobOptions,
+    /// The text to embed.
+    text: String,
+}
+
+fn print_report(report: &JobsReport) {
+    eprintln!(
+        "{} echoes from this client ({} dispatch, the rest box operations; {} polls, {} resent)",
+        report.stats.echoes, report.dispatch_echoes, report.stats.polls, report.stats.resends
+    );
+}
+
+fn one(report: JobsReport) -> anyhow::Result<JobReport> {
+    print_report(&report);
+    report
+        .jobs
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no job ran"))?
+}
+
+/// `funion client ask`: generates an answer to the prompt.
+pub async fn ask(args: AskArgs) -> anyhow::Result<()> {
+    let client: ClientFile = config::read(&args.job.config)?;
+    let tokenizer = TextTokenizer::load(&args.job.tokenizer)?;
+    let tokens = tokenizer.encode(&args.prompt)?;
+    let output_class = class_for(&OUTPUT_CLASSES, args.max_tokens as usize)
+        .ok_or_else(|| anyhow::anyhow!("--max-tokens is above the largest output class"))?;
+    let spec = JobSpec {
+        model: args.job.model,
+        task: Task::Generate,
+        tokens,
+        output_class,
+        sampling: Sampling {
+            seed: args.seed.unwrap_or_else(rand_seed),
+            temperature: args.temperature,
+            top_p: args.top_p,
+            max_tokens: args.max_tokens,
+        },
+        bucket: args.job.bucket,
+    };
+    let job = one(run_jobs(&client, vec![spec]).await?)?;
+    match job.outcome {
+        Outcome::Tokens(ids) => println!("{}", tokenizer.decode(&ids)?),
+        other => anyhow::bail!("{}", describe(&other)),
+    }
+    Ok(())
+}
+
+/// `funion client embed`: prints the embedding as JSON.
+pub async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
+    let client: ClientFile = config::read(&args.job.config)?;
+    let tokenizer = TextTokenizer::load(&args.job.tokenizer)?;
+    let spec = JobSpec {
+        model: args.job.model,
+        task: Task::Embed,
+        tokens: tokenizer.encode(&args.text)?,
+        output_class: 512,
+        sampling: Sampling::default(),
+        bucket: args.job.bucket,
+    };
+    let job = one(run_jobs(&client, vec![spec]).await?)?;
+    match job.outcome {
+        Outcome::Embedding(v) => println!("{}", serde_json::to_string(&v)?),
+        other => anyhow::bail!("{}", describe(&other)),
+    }
+    Ok(())
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Overflow => {
+            "OVERFLOW: the work overran the bucket; ask again with a larger --bucket".into()
+        }
+        Outcome::Failed(why) => format!("the compute courier could not run the job: {why}"),
+        Outcome::Tokens(t) => format!("{} tokens", t.len()),
+        Outcome::Embedding(v) => format!("an embedding of {} dimensions", v.len()),
+    }
+}
+
+fn rand_seed() -> u64 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u64()
+}
+
+/// The models a devnet's compute couriers serve: the tiny seeded llama
+/// (written into `dir/models`), all-MiniLM-L6-v2 when its package is
+/// installed, and `extra` (`name=folder` or `name=http://upstream`).
+pub fn devnet_models(dir: &Path, extra: &[String]) -> anyhow::Result<ComputeFile> {
+    let tiny_dir = dir.join("models").join(TINY_LLAMA);
+    tiny::write_tiny_llama(&tiny_dir, tiny::SEED, tiny::TinyShape::default())?;
+    let mut models = vec![folder(TINY_LLAMA, tiny_dir)];
+    match minilm_dir() {
+        Ok(path) => models.push(folder(MINILM, path)),
+        Err(error) => eprintln!("not serving {MINILM}: {error:#}"),
+    }
+    for spec in extra {
+        let (name, place) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--model {spec:?}: use NAME=FOLDER or NAME=URL"))?;
+        let mut model = folder(name, PathBuf::from(place));
+        if place.starts_with("http://") || place.starts_with("https://") {
+            model.path = None;
+            model.upstream = Some(place.to_string());
+        }
+        models.push(model);
+    }
+    Ok(ComputeFile {
+        models,
+        ..ComputeFile::default()
+    })
+}
+
+fn folder(name: &str, path: PathBuf) -> ModelFile {
+    ModelFile {
+        name: name.into(),
+        path: Some(path),
+        upstream: None,
+        upstream_model: None,
+        task: None,
+    }
+}
+
+/// `funion demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The prompt (embedded with all-MiniLM-L6-v2, answered by the tiny llama).
+    prompt: Option<String>,
+    /// The paper's delays (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s) instead of
+    /// millisecond ones.
+    #[arg(long)]
+    paper_params: bool,
+    /// Generate with this llama-family folder instead of the tiny seeded one.
+    #[arg(long)]
+    llama: Option<PathBuf>,
+}
+
+/// `funion demo`: a whole network in this process, one anonymous embedding
+/// with the real all-MiniLM-L6-v2 and one generation, with their timelines.
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let prompt = args
+        .prompt
+        .unwrap_or_else(|| "What does a mix network hide?".to_string());
+    let parameters = if args.paper_params {
+        Parameters::paper()
+    } else {
+        Parameters::fast()
+    };
+    let dir = std::env::temp_dir().join(format!("funion-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let minilm = minilm_dir()?;
+    let mut compute = devnet_models(&dir, &[])?;
+    let llama_dir = match &args.llama {
+        Some(path) => {
+            compute.models.push(folder("llama", path.clone()));
+            path.clone()
+        }
+        None => dir.join("models").join(TINY_LLAMA),
+    };
+    let llama_name = if args.llama.is_some() {
+        "llama"
+    } else {
+        TINY_LLAMA
+    };
+    compute.batch_window_ms = (parameters.bucket_spacing_us / 1000).max(10);
+    let mu_s = parameters.mean_delay_us as f64 / 1e6;
+    println!(
+        "funion demo: a whole network on loopback (authority, gateway, 3 mix layers, 2 service nodes \
+         with couriers and compute couriers, 4 replicas); μ = {} ms, λ_s = {}/s, Δ = {} ms",
+        parameters.mean_delay_us / 1000,
+        parameters.send_rate(),
+        parameters.bucket_spacing_us / 1000
+    );
+    let options = DevnetOptions {
+        metrics: false,
+        compute: Some(compute),
+        ..DevnetOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let net = devnet::start_with(&dir, parameters.clone(), &options).await?;
+    println!("network up in {:.1} s\n", started.elapsed().as_secs_f64());
+
+    // The bucket: room for the fetch (one echo, its slow tail), the batch
+    // window and the compute, rounded up to the grid.
+    let echo_q99 = erlang_quantile(9, mu_s, 0.99) + 2.0 / parameters.send_rate();
+    let spacing = parameters.bucket_spacing_us as f64 / 1e6;
+    let bucket = ((echo_q99 + 1.0 + spacing) / spacing).ceil() as u32;
+
+    let bert = TextTokenizer::load(&minilm)?;
+    let embed = JobSpec {
+        model: MINILM.into(),
+        task: Task::Embed,
+        tokens: bert.encode(&prompt)?,
+        output_class: 512,
+        sampling: Sampling::default(),
+        bucket,
+    };
+    println!(
+        "1. embedding {prompt:?} with {MINILM} (bucket j = {bucket}, t_j = {:.2} s)",
+        f64::from(bucket) * spacing
+    );
+    let echoes_before = compute_echoes(&net);
+    let report = run_jobs(&net.client, vec![embed]).await?;
+    let courier_echoes = compute_echoes(&net) - echoes_before;
+    show(&report, courier_echoes, &parameters, |o| match o {
+        Outcome::Embedding(v) => format!(
+            "{} dimensions, L2 norm {:.4}, first values [{:.4}, {:.4}, {:.4}, …]",
+            v.len(),
+            v.iter().map(|x| x * x).sum::<f32>().sqrt(),
+            v[0],
+            v[1],
+            v[2]
+        ),
+        other => describe(other),
+    })?;
+
+    let llama = TextTokenizer::load(&llama_dir)?;
+    let ask = JobSpec {
+        model: llama_name.into(),
+        task: Task::Generate,
+        tokens: llama.encode(&prompt)?,
+        output_class: 256,
+        sampling: Sampling {
+            seed: 7,
+            temperature: 0.7,
+            top_p: Some(0.95),
+            max_tokens: 32,
+        },
+        bucket,
+    };
+    println!(
+        "\n2. asking {llama_name} (bucket j = {bucket}){}",
+        if args.llama.is_none() {
+            "; its weights are random from a fixed seed, so the words are noise"
+        } else {
+            ""
+        }
+    );
+    let echoes_before = compute_echoes(&net);
+    let report = run_jobs(&net.client, vec![ask]).await?;
+    let courier_echoes = compute_echoes(&net) - echoes_before;
+    show(&report, courier_echoes, &parameters, |o| match o {
+        Outcome::Tokens(ids) => format!("{:?}", llama.decode(ids).unwrap_or_default()),
+        other => describe(other),
+    })?;
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn compute_echoes(net: &devnet::Devnet) -> u64 {
+    net.nodes.iter().map(|n| n.metrics.compute("echoes")).sum()
+}
+
+fn show(
+    report: &JobsReport,
+    courier_echoes: u64,
+    parameters: &Parameters,
+    answer: impl Fn(&Outcome) -> String,
+) -> anyhow::Result<()> {
+    let Some(Ok(job)) = report.jobs.first() else {
+        let error = report.jobs.first().and_then(|j| j.as_ref().err());
+        anyhow::bail!("the job failed: {error:?}");
+    };
+    let record: Option<ComputeRecord> = journal_entry(&job.output_box);
+    let t = &job.timeline;
+    let at = |us: u64| us.saturating_sub(t.started) as f64 / 1e6;
+    println!("   answer: {}", answer(&job.outcome));
+    println!("   timeline (seconds since the upload started):");
+    let mut events: Vec<(f64, String)> = vec![
+        (at(t.uploaded), "input uploaded (one echo)".into()),
+        (
+            at(t.dispatched),
+            "dispatch sent to a compute courier".into(),
+        ),
+        (
+            at(t.accepted),
+            "dispatch answered (one echo); the client reads j·Δ later".into(),
+        ),
+        (
+            at(t.done),
+            format!("output read back (one echo, {} box(es))", job.output_boxes),
+        ),
+    ];
+    if let Some(r) = &record {
+        events.push((
+            at(r.taken),
+            format!(
+                "compute courier took the job; its edge t_j is +{:.3} s from here",
+                (r.edge - r.taken) as f64 / 1e6
+            ),
+        ));
+        if let Some(f) = r.fetched {
+            events.push((
+                at(f),
+                "input fetched by the compute courier (one echo)".into(),
+            ));
+        }
+        if let (Some(s), Some(e)) = (r.started, r.finished) {
+            events.push((at(s), format!("model started, batch of {}", r.batch_size)));
+            events.push((
+                at(e),
+                format!(
+                    "model done ({:.3} s); waiting for the edge",
+                    (e - s) as f64 / 1e6
+                ),
+            ));
+        }
+        events.push((
+            at(r.released),
+            format!(
+                "bucket edge: output {}handed to the mixnet {:.1} ms after t_j",
+                if r.overflow { "(OVERFLOW) " } else { "" },
+                (r.released - r.edge) as f64 / 1e3
+            ),
+        ));
+        if let Some(s) = r.stored {
+            events.push((
+                at(s),
+                format!(
+                    "output stored (one echo, {} box(es) of {} B)",
+                    r.boxes, r.box_len
+                ),
+            ));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (time, text) in events {
+        println!("     {time:>7.3}  {text}");
+    }
+    let total = at(t.done);
+    let echoes = report.stats.echoes + courier_echoes;
+    let mu = parameters.mean_delay_us as f64 / 1e6;
+    let model_echo = 9.0 * mu;
+    let compute_s = record
+        .as_ref()
+        .and_then(|r| Some((r.finished? - r.started?) as f64 / 1e6))
+        .unwrap_or(0.0);
+    let bucket_s = record
+        .as_ref()
+        .map_or(0.0, |r| (r.edge - r.taken) as f64 / 1e6);
+    println!(
+        "   {echoes} echoes ({} by the client: upload, dispatch, read; {courier_echoes} by the compute courier: fetch, store)",
+        report.stats.echoes
+    );
+    println!(
+        "   end to end {total:.3} s; minus compute {:.3} s = {:.3} s; minus the whole bucket {bucket_s:.3} s = {:.3} s",
+        compute_s,
+        total - compute_s,
+        total - bucket_s
+    );
+    println!(
+        "   paper's model: one echo ~ Erlang(9, μ), mean {model_echo:.3} s; five echoes {:.3} s on top of compute (9.0 s at μ = 0.2 s)",
+        5.0 * model_echo
+    );
+    Ok(())
+}
