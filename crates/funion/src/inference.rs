@@ -180,6 +180,7 @@ fn folder(name: &str, path: PathBuf) -> ModelFile {
         upstream: None,
         upstream_model: None,
         task: None,
+        flavor: None,
     }
 }
 

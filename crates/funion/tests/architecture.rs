@@ -5,7 +5,15 @@ use std::path::{Path, PathBuf};
 
 /// Crates that hold protocol logic only: no sockets, clocks, threads, files
 /// or async runtime inside them.
-const SANS_IO: &[&str] = &["bacap", "sphinx", "pki", "mixnet", "pigeonhole", "sim"];
+const SANS_IO: &[&str] = &[
+    "bacap",
+    "sphinx",
+    "pki",
+    "mixnet",
+    "pigeonhole",
+    "compute",
+    "sim",
+];
 
 /// Paths a sans-I/O crate must not name in its source.
 const FORBIDDEN_PATHS: &[&str] = &[

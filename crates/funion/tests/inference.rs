@@ -27,6 +27,7 @@ fn model(name: &str, path: PathBuf) -> ModelFile {
         upstream: None,
         upstream_model: None,
         task: None,
+        flavor: None,
     }
 }
 

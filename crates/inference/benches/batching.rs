@@ -28,6 +28,19 @@ fn embedding(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("minilm_32_{label}_{longest}_tokens"));
         group.sample_size(10);
         group.throughput(Throughput::Elements(prompts.len() as u64));
+        let items: Vec<WorkItem> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, tokens)| WorkItem {
+                job: i as u64,
+                model: "minilm".into(),
+                task: Task::Embed,
+                tokens: tokens.clone(),
+                sampling: Sampling::default(),
+                output_class: 512,
+            })
+            .collect();
+        group.bench_function("backend_run_token_budget", |b| b.iter(|| model.run(&items)));
         for batch in [1usize, 4, 8, 32] {
             group.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, &batch| {
                 b.iter(|| {

@@ -4,6 +4,11 @@
 //! and `cache_prompt: false` (llama.cpp), so no prefix cache is shared
 //! between jobs. The jobs of a batch are sent at once, so the server can
 //! batch them itself.
+//!
+//! Generated token IDs come back in `choices[0].token_ids` (vLLM, with
+//! `return_token_ids`). llama.cpp's OpenAI route returns text only, so for
+//! it ([`Flavor::LlamaCpp`]) generation goes to its own `/completion` route,
+//! which returns `tokens` when asked (`return_tokens`).
 
 use std::time::Duration;
 
@@ -12,9 +17,19 @@ use serde_json::{json, Value};
 
 use crate::{Backend, Outcome, Task, WorkItem};
 
+/// Which server's routes to use for generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `/v1/completions` (vLLM and other OpenAI-compatible servers).
+    OpenAi,
+    /// llama.cpp server's `/completion`.
+    LlamaCpp,
+}
+
 /// A model served by an OpenAI-compatible server.
 pub struct Upstream {
     base_url: String,
+    flavor: Flavor,
     model: String,
     task: Task,
     api_key: Option<String>,
@@ -34,11 +49,18 @@ impl Upstream {
             .build()?;
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
+            flavor: Flavor::OpenAi,
             model: model.to_string(),
             task,
             api_key,
             http,
         })
+    }
+
+    /// The same upstream, using `flavor`'s routes.
+    pub fn with_flavor(mut self, flavor: Flavor) -> Self {
+        self.flavor = flavor;
+        self
     }
 
     /// The request body for one job (public for tests of what is sent).
@@ -57,6 +79,8 @@ impl Upstream {
                 "cache_salt": salt,
                 "cache_prompt": false,
                 "return_token_ids": true,
+                "n_predict": item.sampling.max_tokens.min(item.output_class),
+                "return_tokens": true,
                 "stream": false,
             }),
             Task::Embed => json!({
@@ -72,9 +96,10 @@ impl Upstream {
         if item.task != self.task {
             return Err(format!("this upstream model does {:?}", self.task));
         }
-        let path = match item.task {
-            Task::Generate => "/v1/completions",
-            Task::Embed => "/v1/embeddings",
+        let path = match (item.task, self.flavor) {
+            (Task::Generate, Flavor::OpenAi) => "/v1/completions",
+            (Task::Generate, Flavor::LlamaCpp) => "/completion",
+            (Task::Embed, _) => "/v1/embeddings",
         };
         let mut request = self
             .http

@@ -145,40 +145,59 @@ pub async fn run(
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let network = loop {
-        match Network::fetch(&client).await {
-            Ok(network) => break network,
+    let mut deliveries = deliveries;
+    loop {
+        let network = match Network::fetch(&client).await {
+            Ok(network) => network,
             Err(error) => {
                 tracing::debug!(%error, "compute courier: no document yet");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
-        }
-    };
-    match parameters.kem {
-        KemKind::XWing => {
-            drive::<XWing>(
-                network, parameters, options, deliveries, replies, wake, metrics,
-            )
-            .await
-        }
-        KemKind::X25519 => {
-            drive::<X25519>(
-                network, parameters, options, deliveries, replies, wake, metrics,
-            )
-            .await
+        };
+        let parts = Parts {
+            parameters: parameters.clone(),
+            options: options.clone(),
+            replies: replies.clone(),
+            wake: wake.clone(),
+            metrics: metrics.clone(),
+        };
+        let outcome = match parameters.kem {
+            KemKind::XWing => drive::<XWing>(network, parts, &mut deliveries).await,
+            KemKind::X25519 => drive::<X25519>(network, parts, &mut deliveries).await,
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            // Its session failed (the gateway went away): jobs in flight are
+            // lost with it (they are not durable yet); start again.
+            Err(error) => {
+                tracing::warn!(%error, "compute courier lost its session; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
 
-async fn drive<K: Kem>(
-    network: Network,
+struct Parts {
     parameters: Parameters,
     options: ComputeOptions,
-    mut deliveries: mpsc::Receiver<Delivery>,
     replies: mpsc::Sender<Delivery>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+}
+
+async fn drive<K: Kem>(
+    network: Network,
+    parts: Parts,
+    deliveries: &mut mpsc::Receiver<Delivery>,
 ) -> anyhow::Result<()> {
+    let Parts {
+        parameters,
+        options,
+        replies,
+        wake,
+        metrics,
+    } = parts;
     let mut storage = StorageClient::<K>::over(network).await?;
     let box_len = storage.box_payload();
     let mut courier = ComputeCourier::new(CourierConfig {

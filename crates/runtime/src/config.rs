@@ -72,6 +72,10 @@ pub struct ModelFile {
     /// For an upstream: `generate` or `embed`.
     #[serde(default)]
     pub task: Option<String>,
+    /// For an upstream: `openai` (default) or `llama.cpp` (its own
+    /// `/completion` route, which returns token IDs).
+    #[serde(default)]
+    pub flavor: Option<String>,
 }
 
 impl Default for ComputeFile {
@@ -112,12 +116,23 @@ impl ComputeFile {
                             ),
                         };
                         let upstream_name = m.upstream_model.as_deref().unwrap_or(&m.name);
-                        std::sync::Arc::new(funion_inference::upstream::Upstream::new(
-                            url,
-                            upstream_name,
-                            task,
-                            std::env::var("FUNION_UPSTREAM_KEY").ok(),
-                        )?)
+                        let flavor = match m.flavor.as_deref() {
+                            Some("openai") | None => funion_inference::upstream::Flavor::OpenAi,
+                            Some("llama.cpp") => funion_inference::upstream::Flavor::LlamaCpp,
+                            Some(other) => anyhow::bail!(
+                                "model {}: flavor {other:?} is not openai or llama.cpp",
+                                m.name
+                            ),
+                        };
+                        std::sync::Arc::new(
+                            funion_inference::upstream::Upstream::new(
+                                url,
+                                upstream_name,
+                                task,
+                                std::env::var("FUNION_UPSTREAM_KEY").ok(),
+                            )?
+                            .with_flavor(flavor),
+                        )
                     }
                     _ => anyhow::bail!("model {}: give either path or upstream", m.name),
                 };
