@@ -303,7 +303,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let report = run_jobs(&net.client, vec![ask]).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
     show(&report, courier_echoes, &parameters, |o| match o {
-        Outcome::Tokens(ids) => format!("{:?}", llama.decode(ids).unwrap_or_default()),
+        Outcome::Tokens(ids) => format!(
+            "{:?} (token IDs {:?})",
+            llama.decode(ids).unwrap_or_default(),
+            ids
+        ),
         other => describe(other),
     })?;
     net.stop();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use funion_compute::{Outcome, Sampling, Task, WorkItem};
 use funion_inference::upstream::Upstream;
 use funion_inference::Backend;
@@ -16,10 +16,22 @@ use serde_json::{json, Value};
 
 type Seen = Arc<Mutex<Vec<Value>>>;
 
-async fn completions(
-    State(seen): State<Seen>,
-    Json(body): Json<Value>,
-) -> (axum::http::StatusCode, Json<Value>) {
+type Reply = (
+    axum::http::StatusCode,
+    [(&'static str, &'static str); 1],
+    String,
+);
+
+fn reply(status: axum::http::StatusCode, body: Value) -> Reply {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn completions(State(seen): State<Seen>, body: String) -> Reply {
+    let body: Value = serde_json::from_str(&body).unwrap();
     seen.lock().unwrap().push(body.clone());
     let prompt: Vec<u64> = body["prompt"]
         .as_array()
@@ -28,30 +40,34 @@ async fn completions(
         .map(|v| v.as_u64().unwrap())
         .collect();
     if prompt.first() == Some(&666) {
-        return (
+        return reply(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": "boom"})),
+            json!({"error": "boom"}),
         );
     }
     if prompt.first() == Some(&777) {
-        return (
+        return reply(
             axum::http::StatusCode::OK,
-            Json(json!({"choices": [{"text": "no ids"}]})),
+            json!({"choices": [{"text": "no ids"}]}),
         );
     }
     // Echo the prompt reversed, as many tokens as asked for.
     let n = body["max_tokens"].as_u64().unwrap() as usize;
     let ids: Vec<u64> = prompt.iter().rev().cycle().take(n).copied().collect();
-    (
+    reply(
         axum::http::StatusCode::OK,
-        Json(json!({"choices": [{"text": "…", "token_ids": ids}]})),
+        json!({"choices": [{"text": "…", "token_ids": ids}]}),
     )
 }
 
-async fn embeddings(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
+async fn embeddings(State(seen): State<Seen>, body: String) -> Reply {
+    let body: Value = serde_json::from_str(&body).unwrap();
     seen.lock().unwrap().push(body.clone());
     let n = body["input"][0].as_array().unwrap().len();
-    Json(json!({"data": [{"embedding": vec![0.5; n]}]}))
+    reply(
+        axum::http::StatusCode::OK,
+        json!({"data": [{"embedding": vec![0.5; n]}]}),
+    )
 }
 
 fn item(job: u64, tokens: Vec<u32>, task: Task) -> WorkItem {
