@@ -151,16 +151,16 @@ fn rand_seed() -> u64 {
 pub fn devnet_models(dir: &Path, extra: &[String]) -> anyhow::Result<ComputeFile> {
     let tiny_dir = dir.join("models").join(TINY_LLAMA);
     tiny::write_tiny_llama(&tiny_dir, tiny::SEED, tiny::TinyShape::default())?;
-    let mut models = vec![folder(TINY_LLAMA, tiny_dir)];
+    let mut models = vec![ModelFile::folder(TINY_LLAMA, tiny_dir)];
     match minilm_dir() {
-        Ok(path) => models.push(folder(MINILM, path)),
+        Ok(path) => models.push(ModelFile::folder(MINILM, path)),
         Err(error) => eprintln!("not serving {MINILM}: {error:#}"),
     }
     for spec in extra {
         let (name, place) = spec
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--model {spec:?}: use NAME=FOLDER or NAME=URL"))?;
-        let mut model = folder(name, PathBuf::from(place));
+        let mut model = ModelFile::folder(name, PathBuf::from(place));
         if place.starts_with("http://") || place.starts_with("https://") {
             model.path = None;
             model.upstream = Some(place.to_string());
@@ -171,17 +171,6 @@ pub fn devnet_models(dir: &Path, extra: &[String]) -> anyhow::Result<ComputeFile
         models,
         ..ComputeFile::default()
     })
-}
-
-fn folder(name: &str, path: PathBuf) -> ModelFile {
-    ModelFile {
-        name: name.into(),
-        path: Some(path),
-        upstream: None,
-        upstream_model: None,
-        task: None,
-        flavor: None,
-    }
 }
 
 /// `funion demo`.
@@ -215,7 +204,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut compute = devnet_models(&dir, &[])?;
     let llama_dir = match &args.llama {
         Some(path) => {
-            compute.models.push(folder("llama", path.clone()));
+            compute
+                .models
+                .push(ModelFile::folder("llama", path.clone()));
             path.clone()
         }
         None => dir.join("models").join(TINY_LLAMA),

@@ -20,17 +20,6 @@ use funion_runtime::jobs::{run_jobs, JobSpec};
 
 const TINY: &str = "tiny-llama";
 
-fn model(name: &str, path: PathBuf) -> ModelFile {
-    ModelFile {
-        name: name.into(),
-        path: Some(path),
-        upstream: None,
-        upstream_model: None,
-        task: None,
-        flavor: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inference_on_a_devnet() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -42,7 +31,10 @@ async fn inference_on_a_devnet() {
     let options = DevnetOptions {
         metrics: true,
         compute: Some(ComputeFile {
-            models: vec![model(TINY, tiny_dir.clone()), model(MINILM, minilm.clone())],
+            models: vec![
+                ModelFile::folder(TINY, tiny_dir.clone()),
+                ModelFile::folder(MINILM, minilm.clone()),
+            ],
             batch_window_ms: 2500,
             max_batch: 32,
         }),

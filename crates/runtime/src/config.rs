@@ -78,6 +78,20 @@ pub struct ModelFile {
     pub flavor: Option<String>,
 }
 
+impl ModelFile {
+    /// A model loaded from a local folder.
+    pub fn folder(name: &str, path: PathBuf) -> Self {
+        ModelFile {
+            name: name.into(),
+            path: Some(path),
+            upstream: None,
+            upstream_model: None,
+            task: None,
+            flavor: None,
+        }
+    }
+}
+
 impl Default for ComputeFile {
     fn default() -> Self {
         ComputeFile {
