@@ -353,7 +353,7 @@ impl ComputeCourier {
             .map(|j| j.times.edge);
         let windows = self.jobs.values().filter_map(|j| match j.state {
             State::Ready { since, .. } if self.running.is_none() => {
-                Some(since + self.config.batch_window_us)
+                Some(self.batch_due(since, j.times.edge))
             }
             _ => None,
         });
@@ -397,9 +397,18 @@ impl ComputeCourier {
         actions
     }
 
+    /// When a batch whose first job was ready at `ready`, and whose earliest
+    /// edge is `edge`, runs even if not full: after the batch window, but
+    /// never later than halfway from `ready` to the edge, so waiting for
+    /// company leaves at least as much time for the work.
+    fn batch_due(&self, ready: Micros, edge: Micros) -> Micros {
+        let half_way = ready + edge.saturating_sub(ready) / 2;
+        (ready + self.config.batch_window_us).min(half_way)
+    }
+
     /// The batch to run now, if one is due: the ready jobs of the bucket
     /// (model, task, j) with the earliest edge, once the batch is full or
-    /// its first job has waited the batch window.
+    /// it is due ([`ComputeCourier::batch_due`]).
     fn next_batch(&mut self, now: Micros) -> Option<Action> {
         type Key = (String, Task, u32);
         let key = |j: &Job| (j.dispatch.model.clone(), j.dispatch.task, j.dispatch.bucket);
@@ -416,9 +425,8 @@ impl ComputeCourier {
         }
         let (_, (_, _, ids)) = groups
             .into_iter()
-            .filter(|(_, (_, first_ready, ids))| {
-                ids.len() >= self.config.max_batch
-                    || now >= first_ready + self.config.batch_window_us
+            .filter(|(_, (edge, first_ready, ids))| {
+                ids.len() >= self.config.max_batch || now >= self.batch_due(*first_ready, *edge)
             })
             .min_by_key(|(_, (edge, ..))| *edge)?;
         let ids: Vec<JobId> = ids.into_iter().take(self.config.max_batch).collect();

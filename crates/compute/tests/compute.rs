@@ -307,6 +307,19 @@ fn the_batch_window_bounds_the_wait_for_stragglers_and_a_full_batch_runs_at_once
         c.fetched(1, id.unwrap(), Ok(input(&[1])));
     }
     assert_eq!(runs(&c.poll(1))[0].1.len(), 4, "full: no wait");
+
+    // A long window never eats more than half the time left to the edge.
+    let mut c = ComputeCourier::new(CourierConfig {
+        batch_window_us: 60_000_000,
+        served: vec![("m".into(), Task::Embed)],
+        ..CourierConfig::default()
+    });
+    let (id, _) = c.take(0, &dispatch(1, 10, Task::Embed).encode()); // edge 2 s
+    c.poll(0);
+    c.fetched(400_000, id.unwrap(), Ok(input(&[1])));
+    assert_eq!(c.next_deadline(), Some(1_200_000));
+    assert!(runs(&c.poll(1_199_999)).is_empty());
+    assert_eq!(runs(&c.poll(1_200_000)).len(), 1);
 }
 
 #[test]

@@ -35,8 +35,9 @@ async fn inference_on_a_devnet() {
                 ModelFile::folder(TINY, tiny_dir.clone()),
                 ModelFile::folder(MINILM, minilm.clone()),
             ],
-            batch_window_ms: 2500,
-            max_batch: 32,
+            // A batch runs when twenty jobs are in, or halfway to its edge.
+            batch_window_ms: 60_000,
+            max_batch: 20,
         }),
         ..DevnetOptions::default()
     };
@@ -78,9 +79,8 @@ async fn inference_on_a_devnet() {
     };
 
     // One generation, one embedding (edge 6 s after the courier takes
-    // them: room for a slow fetch on a loaded machine and the batch
-    // window), one generation with a 5 ms bucket that the fetch alone
-    // overruns.
+    // them: each runs halfway there, after waiting for company), one
+    // generation with a 5 ms bucket that the fetch alone overruns.
     let report = run_jobs(
         &net.client,
         vec![generate(1200), embed(sentence.clone(), 1200), generate(1)],
@@ -146,15 +146,16 @@ async fn inference_on_a_devnet() {
     assert_eq!(generated.output_boxes, overflowed.output_boxes);
     assert!(records[2].started.is_none(), "an overrun job never runs");
 
-    // Twenty embeddings in one bucket (10 s): their dispatches and fetches
-    // spread over a second or so, inside the 2.5 s batch window, so one
-    // batch of twenty runs; each result is the backend's.
+    // Twenty embeddings in one bucket (30 s): their dispatches and fetches
+    // spread over a second or so (more on a loaded machine); the batch runs
+    // once all twenty are in (the courier's largest batch), long before it
+    // is halfway to the edge; each result is the backend's.
     let texts: Vec<String> = (0..20)
         .map(|i| format!("Question number {i} about the weather."))
         .collect();
     let specs: Vec<JobSpec> = texts
         .iter()
-        .map(|t| embed(bert_tokenizer.encode(t).unwrap(), 2000))
+        .map(|t| embed(bert_tokenizer.encode(t).unwrap(), 6000))
         .collect();
     let report = run_jobs(&net.client, specs.clone()).await.unwrap();
     let embedder = BertEmbedder::load(&minilm).unwrap();

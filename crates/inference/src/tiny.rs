@@ -107,7 +107,7 @@ pub fn write_tiny_llama(dir: &Path, seed: u64, shape: TinyShape) -> anyhow::Resu
     };
     tensors.insert(
         "model.embed_tokens.weight".into(),
-        normal(VOCAB, shape.hidden, 0.5)?,
+        normal(VOCAB, shape.hidden, 0.05)?,
     );
     let w = 1.0 / (shape.hidden as f32).sqrt();
     for l in 0..shape.layers {

@@ -202,6 +202,9 @@ async fn drive<K: Kem>(
     let box_len = storage.box_payload();
     let mut courier = ComputeCourier::new(CourierConfig {
         delta_us: parameters.bucket_spacing_us,
+        // Buckets up to ten minutes out, whatever Δ is.
+        max_bucket: u32::try_from(600_000_000 / parameters.bucket_spacing_us.max(1))
+            .unwrap_or(u32::MAX),
         max_batch: options.max_batch,
         batch_window_us: options.batch_window.as_micros() as u64,
         served: options.models.served(),
