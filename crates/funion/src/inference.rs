@@ -258,12 +258,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let courier_echoes = compute_echoes(&net) - echoes_before;
     show(&report, courier_echoes, &parameters, |o| match o {
         Outcome::Embedding(v) => format!(
-            "{} dimensions, L2 norm {:.4}, first values [{:.4}, {:.4}, {:.4}, …]",
+            "{} dimensions, L2 norm {:.4}, first values {:.4?} …",
             v.len(),
             v.iter().map(|x| x * x).sum::<f32>().sqrt(),
-            v[0],
-            v[1],
-            v[2]
+            &v[..v.len().min(3)]
         ),
         other => describe(other),
     })?;

@@ -5,11 +5,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 
-use crate::candle_llama::safetensor_files;
-use crate::{guarded, read_config, Backend, Outcome, Task, WorkItem};
+use crate::{guarded, load_weights, read_config, Backend, Outcome, Task, WorkItem};
 
 /// Most tokens (batch × longest prompt) in one forward pass. Measured on
 /// this CPU (`cargo bench -p funion-inference --bench batching`): 32 short
@@ -32,12 +30,7 @@ impl BertEmbedder {
         let config: Config = serde_json::from_value(read_config(dir)?)
             .map_err(|e| anyhow::anyhow!("{}: not a BERT config: {e}", dir.display()))?;
         let device = Device::Cpu;
-        let files = safetensor_files(dir)?;
-        let model = guarded("loading BERT", || {
-            // SAFETY: read-only memory map of the node's own model folder.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device)? };
-            Ok(BertModel::load(vb, &config)?)
-        })?;
+        let model = load_weights(dir, "loading BERT", |vb| BertModel::load(vb, &config))?;
         Ok(BertEmbedder {
             model,
             config,

@@ -3,11 +3,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use candle_transformers::generation::LogitsProcessor;
 use candle_transformers::models::llama::{Cache, Config, Llama, LlamaConfig, LlamaEosToks};
 
-use crate::{guarded, read_config, Backend, Outcome, Task, WorkItem};
+use crate::{guarded, load_weights, read_config, Backend, Outcome, Task, WorkItem};
 
 /// A llama-family model on the CPU.
 pub struct LlamaGenerator {
@@ -25,13 +24,7 @@ impl LlamaGenerator {
             .map_err(|e| anyhow::anyhow!("{}: not a llama config: {e}", dir.display()))?;
         let config = raw.into_config(false);
         let device = Device::Cpu;
-        let files = safetensor_files(dir)?;
-        let model = guarded("loading llama", || {
-            // SAFETY: the files are memory-mapped read-only; the node owns its
-            // model folder and does not change it while running.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device)? };
-            Ok(Llama::load(vb, &config)?)
-        })?;
+        let model = load_weights(dir, "loading llama", |vb| Llama::load(vb, &config))?;
         let eos = match &config.eos_token_id {
             Some(LlamaEosToks::Single(t)) => vec![*t],
             Some(LlamaEosToks::Multiple(ts)) => ts.clone(),

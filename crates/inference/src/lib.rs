@@ -150,6 +150,28 @@ impl TextTokenizer {
     }
 }
 
+/// Memory-maps `dir`'s safetensors as f32 on the CPU and builds a model
+/// from them with `build`; a panic inside candle while loading is an error.
+fn load_weights<M>(
+    dir: &Path,
+    what: &str,
+    build: impl FnOnce(candle_nn::VarBuilder) -> candle_core::Result<M>,
+) -> anyhow::Result<M> {
+    let files = candle_llama::safetensor_files(dir)?;
+    guarded(what, || {
+        // SAFETY: the files are memory-mapped read-only; the node owns its
+        // model folder and does not change it while running.
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(
+                &files,
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )?
+        };
+        Ok(build(vb)?)
+    })
+}
+
 /// Runs `f`, turning a panic inside a model library into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))

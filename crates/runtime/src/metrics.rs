@@ -20,8 +20,8 @@ pub struct Metrics {
     link_failures: AtomicU64,
     send_drops: AtomicU64,
     document_nodes: AtomicU64,
-    storage: Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    compute: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    storage: Gauges,
+    compute: Gauges,
 }
 
 impl Metrics {
@@ -60,32 +60,22 @@ impl Metrics {
     /// Sets a storage counter (courier or replica), exported as
     /// `funion_storage_NAME`.
     pub fn set_storage(&self, name: &'static str, value: u64) {
-        self.storage.lock().expect("metrics").insert(name, value);
-    }
-
-    /// Sets a compute courier counter, exported as `funion_compute_NAME`.
-    pub fn set_compute(&self, name: &'static str, value: u64) {
-        self.compute.lock().expect("metrics").insert(name, value);
-    }
-
-    /// A compute counter's value now (0 if never set).
-    pub fn compute(&self, name: &str) -> u64 {
-        self.compute
-            .lock()
-            .expect("metrics")
-            .get(name)
-            .copied()
-            .unwrap_or(0)
+        set_gauge(&self.storage, name, value);
     }
 
     /// A storage counter's value now (0 if never set).
     pub fn storage(&self, name: &str) -> u64 {
-        self.storage
-            .lock()
-            .expect("metrics")
-            .get(name)
-            .copied()
-            .unwrap_or(0)
+        gauge(&self.storage, name)
+    }
+
+    /// Sets a compute courier counter, exported as `funion_compute_NAME`.
+    pub fn set_compute(&self, name: &'static str, value: u64) {
+        set_gauge(&self.compute, name, value);
+    }
+
+    /// A compute counter's value now (0 if never set).
+    pub fn compute(&self, name: &str) -> u64 {
+        gauge(&self.compute, name)
     }
 
     /// Copies the courier's counters.
@@ -206,26 +196,41 @@ impl Metrics {
             "Nodes listed in the document this node works from.",
             vec![(String::new(), self.document_nodes.load(Ordering::Relaxed))],
         );
-        let storage = self.storage.lock().expect("metrics").clone();
-        for (name, value) in storage {
-            metric(
-                &format!("storage_{name}"),
-                "gauge",
+        for (family, gauges, help) in [
+            (
+                "storage",
+                &self.storage,
                 "Pigeonhole courier or replica counter.",
-                vec![(String::new(), value)],
-            );
-        }
-        let compute = self.compute.lock().expect("metrics").clone();
-        for (name, value) in compute {
-            metric(
-                &format!("compute_{name}"),
-                "gauge",
-                "Compute courier counter.",
-                vec![(String::new(), value)],
-            );
+            ),
+            ("compute", &self.compute, "Compute courier counter."),
+        ] {
+            let gauges = gauges.lock().expect("metrics").clone();
+            for (name, value) in gauges {
+                metric(
+                    &format!("{family}_{name}"),
+                    "gauge",
+                    help,
+                    vec![(String::new(), value)],
+                );
+            }
         }
         out
     }
+}
+
+type Gauges = Mutex<std::collections::BTreeMap<&'static str, u64>>;
+
+fn set_gauge(gauges: &Gauges, name: &'static str, value: u64) {
+    gauges.lock().expect("metrics").insert(name, value);
+}
+
+fn gauge(gauges: &Gauges, name: &str) -> u64 {
+    gauges
+        .lock()
+        .expect("metrics")
+        .get(name)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Serves `GET /metrics`.
