@@ -244,8 +244,23 @@ impl ComputeCourier {
         }
     }
 
+    /// Whether `dispatch` is a job this courier already holds (sent again).
+    pub fn holds(&self, dispatch: &Dispatch) -> bool {
+        self.by_write_cap
+            .get(&dispatch.write_cap_out)
+            .and_then(|id| self.jobs.get(id))
+            .is_some_and(|j| j.dispatch == *dispatch)
+    }
+
     fn admit(&self, bytes: &[u8]) -> Result<Dispatch, String> {
         let dispatch = Dispatch::decode(bytes).map_err(|e| e.to_string())?;
+        self.check(&dispatch)?;
+        Ok(dispatch)
+    }
+
+    /// Whether this courier would take `dispatch` now (model, bucket, cap,
+    /// room), before its tickets are spent on it.
+    pub fn check(&self, dispatch: &Dispatch) -> Result<(), String> {
         if !self
             .config
             .served
@@ -269,7 +284,7 @@ impl ComputeCourier {
         if self.jobs.len() >= self.config.max_jobs {
             return Err("busy: too many jobs held".into());
         }
-        Ok(dispatch)
+        Ok(())
     }
 
     /// The input stream of `job` was read (the joined stream's bytes), or

@@ -33,6 +33,9 @@ pub struct JobOptions {
     /// compute courier takes the job (OVERFLOW if the work takes longer).
     #[arg(long, default_value_t = 50)]
     bucket: u32,
+    /// The wallet that pays (default: wallet.redb beside the config).
+    #[arg(long)]
+    wallet: Option<PathBuf>,
 }
 
 /// `funion client ask`.
@@ -100,8 +103,12 @@ pub async fn ask(args: AskArgs) -> anyhow::Result<()> {
             max_tokens: args.max_tokens,
         },
         bucket: args.job.bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
-    let job = one(run_jobs(&client, vec![spec]).await?)?;
+    let mut specs = vec![spec];
+    crate::credits::pay_all(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
+    let job = one(run_jobs(&client, specs).await?)?;
     match job.outcome {
         Outcome::Tokens(ids) => println!("{}", tokenizer.decode(&ids)?),
         other => anyhow::bail!("{}", describe(&other)),
@@ -120,8 +127,12 @@ pub async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         output_class: 512,
         sampling: Sampling::default(),
         bucket: args.job.bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
-    let job = one(run_jobs(&client, vec![spec]).await?)?;
+    let mut specs = vec![spec];
+    crate::credits::pay_all(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
+    let job = one(run_jobs(&client, specs).await?)?;
     match job.outcome {
         Outcome::Embedding(v) => println!("{}", serde_json::to_string(&v)?),
         other => anyhow::bail!("{}", describe(&other)),
@@ -234,6 +245,27 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let net = devnet::start_with(&dir, parameters.clone(), &options).await?;
     println!("network up in {:.1} s\n", started.elapsed().as_secs_f64());
 
+    // Pay like any client: one deposit, then a ticket book proved ahead.
+    let client_config = dir.join("client.toml");
+    let wallet = std::sync::Arc::new(funion_runtime::wallet::Wallet::open(
+        &dir.join("wallet.redb"),
+    )?);
+    let credits = &parameters_with_ledger(&net, &parameters).credits;
+    let ledger = funion_runtime::ledger::LedgerClient::new(&net.ledger_url)?;
+    let info = wallet.deposit(&ledger, 100, 1_000, 100).await?;
+    println!(
+        "0. deposited D = 1000 and S = 100 at the ledger: leaf {} of the depth-20 tree, {} tickets per period",
+        info.index, info.limit
+    );
+    let proving = std::time::Instant::now();
+    let book = 8;
+    crate::credits::prove_with_bar(wallet.clone(), credits, book, None).await?;
+    println!(
+        "   ticket book: {book} RLN proofs in {:.1} s, {} bytes each; none is proved on the request path\n",
+        proving.elapsed().as_secs_f64(),
+        funion_tickets::TICKET_LEN
+    );
+
     // The bucket: room for the fetch (one echo, its slow tail), the batch
     // window and the compute, rounded up to the grid.
     let echo_q99 = erlang_quantile(9, mu_s, 0.99) + 2.0 / parameters.send_rate();
@@ -248,13 +280,18 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         output_class: 512,
         sampling: Sampling::default(),
         bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
     println!(
         "1. embedding {prompt:?} with {MINILM} (bucket j = {bucket}, t_j = {:.2} s)",
         f64::from(bucket) * spacing
     );
     let echoes_before = compute_echoes(&net);
-    let report = run_jobs(&net.client, vec![embed]).await?;
+    let mut specs = vec![embed];
+    crate::credits::pay_all(&client_config, None, &mut specs).await?;
+    println!("   paid with {} tickets", specs[0].tickets.len());
+    let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
     show(&report, courier_echoes, &parameters, |o| match o {
         Outcome::Embedding(v) => format!(
@@ -279,6 +316,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             max_tokens: 32,
         },
         bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
     println!(
         "\n2. asking {llama_name} (bucket j = {bucket}){}",
@@ -289,7 +328,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     );
     let echoes_before = compute_echoes(&net);
-    let report = run_jobs(&net.client, vec![ask]).await?;
+    let mut specs = vec![ask];
+    crate::credits::pay_all(&client_config, None, &mut specs).await?;
+    println!("   paid with {} tickets", specs[0].tickets.len());
+    let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
     show(&report, courier_echoes, &parameters, |o| match o {
         Outcome::Tokens(ids) => format!(
@@ -410,4 +452,11 @@ fn show(
         5.0 * model_echo
     );
     Ok(())
+}
+
+/// The parameters as the devnet published them (with its ledger's address).
+fn parameters_with_ledger(net: &devnet::Devnet, parameters: &Parameters) -> Parameters {
+    let mut parameters = parameters.clone();
+    parameters.credits.ledger_url = net.ledger_url.clone();
+    parameters
 }

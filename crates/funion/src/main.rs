@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod credits;
 mod inference;
 mod network;
 mod sim;
@@ -36,6 +37,11 @@ enum Command {
     /// The main job: a whole network in this process, one anonymous
     /// embedding and one generation, with their timelines.
     Demo(inference::DemoArgs),
+    /// Deposits and ticket books.
+    Credits {
+        #[command(subcommand)]
+        command: credits::CreditsCommand,
+    },
     /// The client's operations.
     Client {
         #[command(subcommand)]
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Command::Node(args) => block_on(network::run_node(args)),
         Command::Client { command } => block_on(network::client(command)),
         Command::Demo(args) => block_on(inference::demo(args)),
+        Command::Credits { command } => block_on(credits::run(command)),
     };
     match outcome {
         Ok(code) => code,

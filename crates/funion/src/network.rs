@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use funion_pki::{KemKind, Parameters};
 use funion_runtime::config::{self, AuthorityFile, ClientFile, NodeFile};
+use funion_runtime::ledger::LedgerFile;
 use funion_runtime::metrics::Metrics;
 use funion_runtime::{authority, client, devnet, node, storage};
 use funion_sim::{erlang_quantile, summarize};
@@ -211,6 +212,11 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         let listener = TcpListener::bind(&authority_config.listen).await?;
         println!("authority serving on {}", authority_config.listen);
         return authority::serve(authority_config, listener).await;
+    }
+    if let Ok(ledger_config) = toml::from_str::<LedgerFile>(&text) {
+        let listener = TcpListener::bind(&ledger_config.listen).await?;
+        println!("ledger serving on {}", ledger_config.listen);
+        return funion_runtime::ledger::serve(ledger_config, listener).await;
     }
     let node_config: NodeFile = config::read(&args.config)?;
     let listener = TcpListener::bind(&node_config.listen).await?;

@@ -84,6 +84,106 @@ pub struct Parameters {
     pub bucket_spacing_us: u64,
     /// Replicas holding each box.
     pub replicas: u8,
+    /// The ledger, the provider and the price table.
+    #[serde(default)]
+    pub credits: Credits,
+}
+
+/// Most tickets one job can carry.
+pub const MAX_PRICE: u32 = 64;
+
+/// What jobs cost and where credits are kept (DESIGN "Credits").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credits {
+    /// The ledger's base URL (`http://host:port`).
+    pub ledger_url: String,
+    /// The compute provider whose couriers this document lists; tickets
+    /// are scoped to it.
+    pub provider: String,
+    /// Length of one credit period, seconds: a deposit's message limit is
+    /// per period.
+    pub period_s: u64,
+    /// Tickets per (input class, output class) cell; a job carries exactly
+    /// that many.
+    pub prices: Vec<PriceCell>,
+}
+
+/// One cell of the price table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceCell {
+    /// Input class, tokens.
+    pub input_class: u32,
+    /// Output class, items.
+    pub output_class: u32,
+    /// Tickets a job of this cell carries.
+    pub tickets: u32,
+}
+
+impl Default for Credits {
+    fn default() -> Self {
+        Credits {
+            ledger_url: String::new(),
+            provider: "funion".into(),
+            period_s: 24 * 3600,
+            prices: Credits::standard_prices(),
+        }
+    }
+}
+
+impl Credits {
+    /// Seed 000's grid priced additively: input classes 256…4096 cost
+    /// 1, 2, 4, 8, 16 tickets, output classes 256…2048 cost 1, 2, 4, 8.
+    pub fn standard_prices() -> Vec<PriceCell> {
+        let inputs = [(256, 1), (512, 2), (1024, 4), (2048, 8), (4096, 16)];
+        let outputs = [(256, 1), (512, 2), (1024, 4), (2048, 8)];
+        inputs
+            .iter()
+            .flat_map(|&(input_class, a)| {
+                outputs.iter().map(move |&(output_class, b)| PriceCell {
+                    input_class,
+                    output_class,
+                    tickets: a + b,
+                })
+            })
+            .collect()
+    }
+
+    /// Every cell at the same price (tests, small networks).
+    pub fn flat_prices(tickets: u32) -> Vec<PriceCell> {
+        Credits::standard_prices()
+            .into_iter()
+            .map(|cell| PriceCell { tickets, ..cell })
+            .collect()
+    }
+
+    /// Tickets a job of this cell carries, if the cell is priced.
+    pub fn tickets_for(&self, input_class: u32, output_class: u32) -> Option<u32> {
+        self.prices
+            .iter()
+            .find(|c| c.input_class == input_class && c.output_class == output_class)
+            .map(|c| c.tickets)
+    }
+
+    /// The credit period at `unix_s` seconds.
+    pub fn period_at(&self, unix_s: u64) -> u64 {
+        unix_s / self.period_s.max(1)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.period_s == 0 {
+            return Err(Error::Invalid("the credit period must be positive".into()));
+        }
+        if self
+            .prices
+            .iter()
+            .any(|c| c.tickets == 0 || c.tickets > MAX_PRICE)
+        {
+            return Err(Error::Invalid(format!(
+                "every price must be 1..={MAX_PRICE} tickets"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Parameters {
@@ -101,6 +201,7 @@ impl Parameters {
             kem: KemKind::XWing,
             bucket_spacing_us: 200_000,
             replicas: 2,
+            credits: Credits::default(),
         }
     }
 
@@ -127,6 +228,7 @@ impl Parameters {
 
     fn check(&self) -> Result<(), Error> {
         self.geometry()?;
+        self.credits.check()?;
         if self.epoch_ms == 0 || self.grace_ms > self.epoch_ms {
             return Err(Error::Invalid(
                 "epoch must be positive and longer than the grace period".into(),

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
-use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId, Outcome};
+use funion_compute::{
+    Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, Input, JobId, Outcome,
+};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
 use funion_pigeonhole::stream;
@@ -38,6 +40,8 @@ pub struct ComputeOptions {
     pub batch_window: Duration,
     /// Most jobs in one batch.
     pub max_batch: usize,
+    /// The ticket check every job passes before it is taken.
+    pub gate: Arc<crate::credits::TicketGate>,
 }
 
 /// One job as the compute courier saw it, wall-clock times in
@@ -240,7 +244,23 @@ async fn drive<K: Kem>(
         loop {
             match deliveries.try_recv() {
                 Ok((surb, body)) => {
-                    let (_, reply) = courier.take(now(), &body);
+                    let reply = match Dispatch::decode(&body) {
+                        // A new job pays before it is taken; one sent again
+                        // already paid.
+                        Ok(dispatch) if !courier.holds(&dispatch) => {
+                            match courier.check(&dispatch) {
+                                Err(reason) => DispatchReply::Refused { reason },
+                                Ok(()) => {
+                                    match options.gate.admit(&dispatch, unix_us() / 1_000_000).await
+                                    {
+                                        Ok(()) => courier.take(now(), &body).1,
+                                        Err(reason) => DispatchReply::Refused { reason },
+                                    }
+                                }
+                            }
+                        }
+                        _ => courier.take(now(), &body).1,
+                    };
                     let _ = replies.try_send((surb, reply.encode()));
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -324,7 +344,7 @@ async fn drive<K: Kem>(
                 }
             }
         }
-        export(&metrics, &courier, storage.stats());
+        export(&metrics, &courier, storage.stats(), &options.gate);
         let until = courier
             .next_deadline()
             .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
@@ -416,7 +436,12 @@ fn seal_output(
         .collect()
 }
 
-fn export(metrics: &Metrics, courier: &ComputeCourier, storage: &crate::storage::StorageStats) {
+fn export(
+    metrics: &Metrics,
+    courier: &ComputeCourier,
+    storage: &crate::storage::StorageStats,
+    gate: &crate::credits::TicketGate,
+) {
     let c = courier.counters();
     for (name, value) in [
         ("jobs_taken", c.taken),
@@ -434,6 +459,17 @@ fn export(metrics: &Metrics, courier: &ComputeCourier, storage: &crate::storage:
         ("resends", storage.resends),
         ("fresh_envelopes", storage.fresh_envelopes),
     ] {
+        metrics.set_compute(name, value);
+    }
+    let g = &gate.counters;
+    for (name, value) in [
+        ("tickets_accepted", &g.accepted),
+        ("tickets_replayed", &g.replays),
+        ("tickets_double_spent", &g.double_spends),
+        ("deposits_slashed", &g.slashed),
+        ("tickets_refused", &g.invalid),
+    ] {
+        let value = value.load(std::sync::atomic::Ordering::Relaxed);
         metrics.set_compute(name, value);
     }
 }

@@ -53,6 +53,22 @@ pub struct ComputeFile {
     /// Most jobs in one batch.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Where the provider's nullifier set lives.
+    #[serde(default)]
+    pub nullifiers: NullifierFile,
+}
+
+/// Where a compute courier records the nullifiers of the tickets it takes.
+/// One courier of a provider keeps the set (no `url`; `listen` to serve
+/// it), the provider's others name it by `url`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NullifierFile {
+    /// Serve this courier's set to the provider's others, `host:port`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Record through the keeper at this base URL instead.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// One served model: a local folder, or an OpenAI-compatible upstream.
@@ -98,6 +114,7 @@ impl Default for ComputeFile {
             models: Vec::new(),
             batch_window_ms: default_batch_window_ms(),
             max_batch: default_max_batch(),
+            nullifiers: NullifierFile::default(),
         }
     }
 }

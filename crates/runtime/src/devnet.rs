@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::authority;
 use crate::config::{self, AuthorityFile, ClientFile, NodeFile};
+use crate::ledger::{self, LedgerFile};
 use crate::metrics::Metrics;
 use crate::node;
 
@@ -128,6 +129,12 @@ pub struct Devnet {
     pub client: ClientFile,
     /// The authority's task.
     pub authority: JoinHandle<anyhow::Result<()>>,
+    /// The ledger's task.
+    pub ledger: JoinHandle<anyhow::Result<()>>,
+    /// The ledger's base URL.
+    pub ledger_url: String,
+    /// Seed (hex) of the key that may burn policy stakes.
+    pub policy_seed: String,
     /// The nodes.
     pub nodes: Vec<DevnetNode>,
 }
@@ -181,6 +188,7 @@ impl Devnet {
     /// Stops everything.
     pub fn stop(&self) {
         self.authority.abort();
+        self.ledger.abort();
         for node in &self.nodes {
             node.task.abort();
         }
@@ -244,6 +252,24 @@ pub async fn start_with(
 ) -> anyhow::Result<Devnet> {
     let metrics = options.metrics;
     std::fs::create_dir_all(dir)?;
+    // The ledger first: its address goes into the document.
+    let ledger_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let ledger_url = format!("http://{}", ledger_listener.local_addr()?);
+    let policy_seed = random_seed();
+    let ledger_config = LedgerFile {
+        listen: ledger_listener.local_addr()?.to_string(),
+        store: dir.join("data").join("ledger").join("ledger.redb"),
+        policy_key: authority::public_key_hex(&policy_seed)?,
+        withdraw_delay_s: 3600,
+        stake_per_ticket: 10,
+        min_policy_stake: 100,
+        root_history: 256,
+    };
+    config::write(&dir.join("ledger.toml"), &ledger_config)?;
+    let ledger = tokio::spawn(ledger::serve(ledger_config, ledger_listener));
+    let mut parameters = parameters;
+    parameters.credits.ledger_url = ledger_url.clone();
+    let mut keeper: Option<String> = None;
     let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
     let authority_url = format!("http://{}", authority_listener.local_addr()?);
     let authority_seed = random_seed();
@@ -278,6 +304,19 @@ pub async fn start_with(
             authority_key: &authority_key,
         }
         .file(options);
+        let mut config = config;
+        // The first compute courier keeps the provider's nullifier set; the
+        // others record through it.
+        if let Some(compute) = config.compute.as_mut() {
+            match &keeper {
+                None => {
+                    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+                    compute.nullifiers.listen = Some(port.to_string());
+                    keeper = Some(format!("http://{port}"));
+                }
+                Some(url) => compute.nullifiers.url = Some(url.clone()),
+            }
+        }
         config::write(&dir.join(format!("{name}.toml")), &config)?;
         if options.external.contains(&name) {
             drop((listener, metrics_listener));
@@ -307,6 +346,9 @@ pub async fn start_with(
         dir: dir.to_path_buf(),
         client,
         authority,
+        ledger,
+        ledger_url,
+        policy_seed,
         nodes,
     };
     net.wait_until_known(count).await?;
@@ -326,7 +368,26 @@ pub fn genconfig(
     let authority_seed = random_seed();
     let authority_key = authority::public_key_hex(&authority_seed)?;
     let authority_address = format!("{}:{base_port}", hosts[0]);
-    let mut written = vec![dir.join("authority.toml")];
+    let layout = layout(parameters.layers, 2, 2, REPLICAS);
+    // The ledger on the first host, on the port after the nodes'.
+    let ledger_address = format!("{}:{}", hosts[0], base_port + 1 + 2 * layout.len() as u16);
+    let mut parameters = parameters;
+    parameters.credits.ledger_url = format!("http://{ledger_address}");
+    let policy_seed = random_seed();
+    config::write(
+        &dir.join("ledger.toml"),
+        &LedgerFile {
+            listen: ledger_address,
+            store: PathBuf::from("data").join("ledger").join("ledger.redb"),
+            policy_key: authority::public_key_hex(&policy_seed)?,
+            withdraw_delay_s: 7 * 24 * 3600,
+            stake_per_ticket: 10,
+            min_policy_stake: 100,
+            root_history: 256,
+        },
+    )?;
+    std::fs::write(dir.join("policy.seed"), &policy_seed)?;
+    let mut written = vec![dir.join("authority.toml"), dir.join("ledger.toml")];
     config::write(
         &written[0],
         &AuthorityFile {
@@ -336,7 +397,6 @@ pub fn genconfig(
         },
     )?;
     let authority_url = format!("http://{authority_address}");
-    let layout = layout(parameters.layers, 2, 2, REPLICAS);
     for (i, (name, role, layer)) in layout.into_iter().enumerate() {
         let host = &hosts[(i + 1) % hosts.len()];
         let port = base_port + 1 + 2 * i as u16;

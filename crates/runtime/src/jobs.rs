@@ -36,6 +36,39 @@ pub struct JobSpec {
     pub sampling: Sampling,
     /// Latency bucket index `j`.
     pub bucket: u32,
+    /// The credit tickets that pay for the job's cell (taken out of the
+    /// wallet's book by [`pay`]).
+    pub tickets: Vec<Vec<u8>>,
+    /// Which service node's compute courier to use (an index into the
+    /// document's service nodes); `None` lets the run choose one at random.
+    pub courier: Option<usize>,
+}
+
+/// The input class a prompt of `tokens` tokens is padded to.
+pub fn input_class_of(tokens: usize) -> anyhow::Result<u32> {
+    class_for(&INPUT_CLASSES, tokens)
+        .ok_or_else(|| anyhow::anyhow!("{tokens} tokens exceed the largest input class"))
+}
+
+/// Takes the tickets `spec`'s cell costs out of `wallet`'s book (durably:
+/// they are never handed out again) and puts them in the spec.
+pub fn pay(
+    spec: &mut JobSpec,
+    credits: &funion_pki::Credits,
+    wallet: &crate::wallet::Wallet,
+) -> anyhow::Result<()> {
+    let input_class = input_class_of(spec.tokens.len())?;
+    let price = credits
+        .tickets_for(input_class, spec.output_class)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the cell ({input_class}, {}) has no price in the network document",
+                spec.output_class
+            )
+        })?;
+    let period = credits.period_at(unix_us() / 1_000_000);
+    spec.tickets = wallet.take(&credits.provider, &[period], price as usize)?;
+    Ok(())
 }
 
 /// When each step of a job happened, microseconds since the Unix epoch.
@@ -139,12 +172,7 @@ async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Resul
     let mut jobs = Vec::with_capacity(specs.len());
     let mut dispatch_echoes = 0;
     for spec in specs {
-        let input_class = class_for(&INPUT_CLASSES, spec.tokens.len()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} tokens exceed the largest input class",
-                spec.tokens.len()
-            )
-        })?;
+        let input_class = input_class_of(spec.tokens.len())?;
         let payload = Input {
             tokens: spec.tokens.clone(),
         }
@@ -236,10 +264,11 @@ async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Resul
                         output_class: job.spec.output_class,
                         sampling: job.spec.sampling,
                         bucket: job.spec.bucket,
-                        tickets: Vec::new(),
+                        tickets: job.spec.tickets.clone(),
                     };
                     dispatch.check()?;
-                    let seq = client.send_to_service(COMPUTE_SERVICE, courier, dispatch.encode());
+                    let target = job.spec.courier.unwrap_or(courier);
+                    let seq = client.send_to_service(COMPUTE_SERVICE, target, dispatch.encode());
                     dispatch_echoes += 1;
                     by_seq.insert(seq, i);
                     job.timeline.dispatched = unix_us();

@@ -11,14 +11,17 @@ pub mod authority;
 pub mod client;
 pub mod compute;
 pub mod config;
+pub mod credits;
 pub mod devnet;
 pub mod jobs;
+pub mod ledger;
 pub mod link;
 pub mod metrics;
 pub mod node;
 mod replica;
 pub mod storage;
 pub mod store;
+pub mod wallet;
 
 use std::time::Duration;
 

@@ -626,10 +626,18 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         &mut tasks,
     );
     if let (Some(models), Some(compute)) = (compute_models, config.compute.as_ref()) {
+        let gate = crate::credits::TicketGate::new(
+            parameters.credits.clone(),
+            &compute.nullifiers,
+            &config.data_dir,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("compute courier's ticket check: {e}"))?;
         let options = crate::compute::ComputeOptions {
             models,
             batch_window: Duration::from_millis(compute.batch_window_ms),
             max_batch: compute.max_batch.max(1),
+            gate: Arc::new(gate),
         };
         let client = crate::config::ClientFile {
             authority_url: config.authority_url.clone(),

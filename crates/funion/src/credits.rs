@@ -1,0 +1,205 @@
+//! `funion credits deposit / status / tickets`: the client's deposit and
+//! its ticket books, in a wallet file beside the client config.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use funion_pki::Credits;
+use funion_runtime::client::Network;
+use funion_runtime::config::{self, ClientFile};
+use funion_runtime::jobs::{pay, JobSpec};
+use funion_runtime::ledger::LedgerClient;
+use funion_runtime::wallet::{top_up, Wallet};
+
+/// `funion credits ...`.
+#[derive(Subcommand)]
+pub enum CreditsCommand {
+    /// Deposits the stakes for a message limit at the network's ledger.
+    Deposit {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Tickets per credit period.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Double-spend stake D (paid to whoever proves a double spend);
+        /// at least the ledger's stake per ticket times the limit.
+        #[arg(long)]
+        stake: Option<u64>,
+        /// Policy stake S (burned, never paid out, on a policy violation).
+        #[arg(long, default_value_t = 100)]
+        policy_stake: u64,
+    },
+    /// The deposit at the ledger and the tickets in the book.
+    Status {
+        #[command(flatten)]
+        wallet: WalletArgs,
+    },
+    /// Proves tickets ahead of time into the book.
+    Tickets {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// How many.
+        #[arg(long, default_value_t = 16)]
+        count: u32,
+        /// Prover threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+/// Where the wallet is.
+#[derive(Args, Clone)]
+pub struct WalletArgs {
+    /// The client config (written by devnet or genconfig).
+    #[arg(long)]
+    config: PathBuf,
+    /// The wallet file (default: wallet.redb beside the config).
+    #[arg(long)]
+    wallet: Option<PathBuf>,
+}
+
+impl WalletArgs {
+    /// The wallet's path.
+    pub fn path(&self) -> PathBuf {
+        default_wallet(&self.config, self.wallet.as_deref())
+    }
+}
+
+/// `wallet` if given, else `wallet.redb` beside `config`.
+pub fn default_wallet(config: &Path, wallet: Option<&Path>) -> PathBuf {
+    wallet.map(Path::to_path_buf).unwrap_or_else(|| {
+        config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("wallet.redb")
+    })
+}
+
+async fn credits_of(config: &Path) -> anyhow::Result<Credits> {
+    let client: ClientFile = config::read(config)?;
+    Ok(Network::fetch(&client).await?.parameters.credits)
+}
+
+/// Runs a credits command.
+pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
+    match command {
+        CreditsCommand::Deposit {
+            wallet,
+            limit,
+            stake,
+            policy_stake,
+        } => {
+            let credits = credits_of(&wallet.config).await?;
+            let w = Wallet::open(&wallet.path())?;
+            let info = w
+                .deposit(
+                    &LedgerClient::new(&credits.ledger_url)?,
+                    limit,
+                    stake.unwrap_or(10 * u64::from(limit)),
+                    policy_stake,
+                )
+                .await?;
+            println!(
+                "deposited: leaf {}, {} tickets per {} s period at {}",
+                info.index, info.limit, credits.period_s, credits.provider
+            );
+        }
+        CreditsCommand::Status { wallet } => {
+            let credits = credits_of(&wallet.config).await?;
+            let w = Wallet::open(&wallet.path())?;
+            let ledger = LedgerClient::new(&credits.ledger_url)?;
+            match w.deposit_info()? {
+                None => println!("no deposit yet"),
+                Some(_) => {
+                    let deposit = ledger.status(&w.identity()?.commitment()).await?;
+                    println!("{}", serde_json::to_string_pretty(&deposit)?);
+                }
+            }
+            let period = credits.period_at(unix_s());
+            for (provider, p, count) in w.book()? {
+                let note = if p == period { " (this period)" } else { "" };
+                println!("book: {count} tickets for {provider}, period {p}{note}");
+            }
+        }
+        CreditsCommand::Tickets {
+            wallet,
+            count,
+            threads,
+        } => {
+            let credits = credits_of(&wallet.config).await?;
+            let w = Arc::new(Wallet::open(&wallet.path())?);
+            let started = std::time::Instant::now();
+            prove_with_bar(w, &credits, count, threads).await?;
+            let took = started.elapsed().as_secs_f64();
+            println!(
+                "{count} tickets in {took:.1} s ({:.0} ms each)",
+                took * 1000.0 / f64::from(count.max(1))
+            );
+        }
+    }
+    Ok(())
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Proves `count` tickets with a progress bar.
+pub async fn prove_with_bar(
+    wallet: Arc<Wallet>,
+    credits: &Credits,
+    count: u32,
+    threads: Option<usize>,
+) -> anyhow::Result<usize> {
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = indicatif::ProgressBar::new(u64::from(count));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "proving tickets [{bar:30}] {pos}/{len} {elapsed} (eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let progress = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(progress.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let result = top_up(wallet, credits, count, threads, progress.clone()).await;
+    watcher.abort();
+    bar.set_position(progress.load(Ordering::Relaxed));
+    bar.finish();
+    result
+}
+
+/// Pays for `specs` out of the wallet beside `config` (or `wallet`),
+/// proving tickets first if the book runs short.
+pub async fn pay_all(
+    config: &Path,
+    wallet: Option<&Path>,
+    specs: &mut [JobSpec],
+) -> anyhow::Result<()> {
+    let credits = credits_of(config).await?;
+    let w = Arc::new(Wallet::open(&default_wallet(config, wallet))?);
+    for spec in specs.iter_mut() {
+        if pay(spec, &credits, &w).is_err() {
+            // Not enough in the book: prove this job's price now (off the
+            // request path would be better: `funion credits tickets`).
+            let input = funion_runtime::jobs::input_class_of(spec.tokens.len())?;
+            let price = credits.tickets_for(input, spec.output_class).unwrap_or(1);
+            prove_with_bar(w.clone(), &credits, price, None).await?;
+            pay(spec, &credits, &w)?;
+        }
+    }
+    Ok(())
+}

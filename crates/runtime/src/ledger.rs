@@ -1,0 +1,805 @@
+//! The ledger role: deposits and their stakes in an embedded store (redb),
+//! the depth-20 tree of rate commitments, a history of recent roots,
+//! slashing, policy burns and delayed withdrawals, served over HTTP (JSON).
+//!
+//! - `POST /deposit` `{id_commitment, limit, double_spend_stake,
+//!   policy_stake, owner_key}`: a new leaf; answers `{index, root}`.
+//! - `GET /deposit/{id_commitment}`: the deposit's record.
+//! - `GET /path/{index}`: `{root, path}` for proving tickets.
+//! - `GET /roots`: the recent roots, newest last (couriers accept these).
+//! - `POST /slash` `{secret, claimant}`: a revealed identity secret; the
+//!   double-spend stake goes to `claimant`, the leaf is emptied.
+//! - `POST /burn` `{id_commitment, evidence_hash, signature}`: signed by
+//!   the policy key; the policy stake is burned (paid to nobody) and the
+//!   burn is listed at `GET /burns`.
+//! - `POST /withdraw` and `POST /withdraw/claim` `{id_commitment,
+//!   signature}`: signed by the deposit's owner key; the leaf leaves the
+//!   tree at once, the stakes only after the withdrawal delay (slashing
+//!   still works meanwhile).
+//! - `GET /balance/{account}`: what slashing paid an account.
+//!
+//! Every change commits to disk before it is answered; the tree is rebuilt
+//! from the store when the ledger starts.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use funion_tickets::{commitment_of_secret, rate_commitment, MerklePath, RateTree, Scalar};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+const DEPOSITS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("deposits");
+const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
+const BURNS: TableDefinition<u64, &[u8]> = TableDefinition::new("burns");
+const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// What a withdrawal request signs: this label, then the id commitment.
+pub const WITHDRAW_LABEL: &[u8] = b"funion ledger withdraw v1";
+/// What a policy burn signs: this label, the id commitment, the evidence hash.
+pub const BURN_LABEL: &[u8] = b"funion ledger policy burn v1";
+
+/// The ledger's config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LedgerFile {
+    /// Address to serve HTTP on.
+    pub listen: String,
+    /// The store (a redb file; created if missing).
+    pub store: PathBuf,
+    /// Ed25519 public key (hex) whose signatures may burn policy stakes.
+    pub policy_key: String,
+    /// Seconds between a withdrawal request and its claim.
+    #[serde(default = "default_withdraw_delay_s")]
+    pub withdraw_delay_s: u64,
+    /// Smallest double-spend stake per ticket of the limit.
+    #[serde(default = "default_stake_per_ticket")]
+    pub stake_per_ticket: u64,
+    /// Smallest policy stake.
+    #[serde(default = "default_min_policy_stake")]
+    pub min_policy_stake: u64,
+    /// Roots a courier may still accept (the newest this many).
+    #[serde(default = "default_root_history")]
+    pub root_history: usize,
+}
+
+fn default_withdraw_delay_s() -> u64 {
+    7 * 24 * 3600
+}
+fn default_stake_per_ticket() -> u64 {
+    10
+}
+fn default_min_policy_stake() -> u64 {
+    100
+}
+fn default_root_history() -> usize {
+    256
+}
+
+/// Where a deposit stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepositState {
+    /// In the tree; its tickets are good.
+    Active,
+    /// Out of the tree; stakes claimable from `claimable_at` (Unix s).
+    Withdrawing {
+        /// When the claim opens.
+        claimable_at: u64,
+    },
+    /// Paid back to its owner.
+    Withdrawn,
+    /// Its secret was revealed by a double spend; D went to `claimant`.
+    Slashed {
+        /// Who revealed it.
+        claimant: String,
+    },
+}
+
+/// One deposit, as the ledger keeps and shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    /// `Poseidon(k)`.
+    pub id_commitment: Scalar,
+    /// Tickets per credit period.
+    pub limit: u32,
+    /// Leaf index in the tree.
+    pub index: u32,
+    /// Stake D, paid to whoever reveals the secret.
+    pub double_spend_stake: u64,
+    /// Stake S, burned on a policy violation.
+    pub policy_stake: u64,
+    /// Whether S was burned.
+    pub policy_burned: bool,
+    /// Ed25519 key (hex) that signs withdrawals.
+    pub owner_key: String,
+    /// Where it stands.
+    pub state: DepositState,
+    /// Unix seconds.
+    pub deposited_at: u64,
+}
+
+/// A deposit request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DepositRequest {
+    /// `Poseidon(k)`.
+    pub id_commitment: Scalar,
+    /// Tickets per credit period.
+    pub limit: u32,
+    /// Stake D.
+    pub double_spend_stake: u64,
+    /// Stake S.
+    pub policy_stake: u64,
+    /// Ed25519 key (hex) that will sign the withdrawal.
+    pub owner_key: String,
+}
+
+/// The answer to a deposit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deposited {
+    /// Leaf index.
+    pub index: u32,
+    /// The root with the new leaf.
+    pub root: Scalar,
+}
+
+/// A leaf's path and the root it leads to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PathAnswer {
+    /// The current root.
+    pub root: Scalar,
+    /// The leaf's path to it.
+    pub path: MerklePath,
+}
+
+/// The recent roots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Roots {
+    /// Oldest first; the last is current.
+    pub roots: Vec<Scalar>,
+}
+
+/// A slashing request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SlashRequest {
+    /// The revealed identity secret (hex of its 32 bytes).
+    pub secret: Scalar,
+    /// Account paid the double-spend stake.
+    pub claimant: String,
+}
+
+/// The answer to a slashing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Slashed {
+    /// The deposit slashed.
+    pub id_commitment: Scalar,
+    /// Paid to the claimant.
+    pub paid: u64,
+}
+
+/// A policy burn request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BurnRequest {
+    /// The deposit.
+    pub id_commitment: Scalar,
+    /// Hash of the evidence (kept by whoever asks; listed publicly).
+    pub evidence_hash: String,
+    /// Policy key's signature (hex) over [`BURN_LABEL`] ‖ commitment ‖
+    /// evidence hash.
+    pub signature: String,
+}
+
+/// One line of the public burn log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Burn {
+    /// The deposit.
+    pub id_commitment: Scalar,
+    /// Evidence hash.
+    pub evidence_hash: String,
+    /// Amount burned.
+    pub amount: u64,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// A withdrawal request or claim.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WithdrawRequest {
+    /// The deposit.
+    pub id_commitment: Scalar,
+    /// Owner key's signature (hex) over [`WITHDRAW_LABEL`] ‖ commitment.
+    pub signature: String,
+}
+
+struct Inner {
+    db: Database,
+    tree: RateTree,
+    config: LedgerFile,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+type Answer = (StatusCode, String);
+
+fn bad(status: StatusCode, reason: impl std::fmt::Display) -> Answer {
+    (status, reason.to_string())
+}
+
+fn ok<T: Serialize>(value: &T) -> Answer {
+    (
+        StatusCode::OK,
+        serde_json::to_string(value).expect("serializing to memory cannot fail"),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> Answer {
+    bad(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+}
+
+fn unix_s() -> u64 {
+    crate::unix_ms() / 1000
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Answer> {
+    serde_json::from_str(body).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+fn check_signature(key_hex: &str, message: &[u8], signature_hex: &str) -> Result<(), Answer> {
+    let forbidden = |why: &str| bad(StatusCode::FORBIDDEN, why);
+    let key: [u8; 32] = hex::decode(key_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| forbidden("the key is not 32 bytes of hex"))?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|_| forbidden("the key is not a point"))?;
+    let signature: [u8; 64] = hex::decode(signature_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| forbidden("the signature is not 64 bytes of hex"))?;
+    key.verify(message, &Signature::from_bytes(&signature))
+        .map_err(|_| forbidden("the signature does not verify"))
+}
+
+impl Inner {
+    fn open(config: LedgerFile) -> anyhow::Result<Self> {
+        if let Some(parent) = config.store.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::create(&config.store)?;
+        let mut tree = RateTree::default();
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(DEPOSITS)?;
+            txn.open_table(ROOTS)?;
+            txn.open_table(BURNS)?;
+            txn.open_table(BALANCES)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        let read = db.begin_read()?;
+        for row in read.open_table(DEPOSITS)?.iter()? {
+            let (_, value) = row?;
+            let deposit: Deposit = serde_json::from_slice(value.value())?;
+            if deposit.state == DepositState::Active {
+                tree.set(
+                    deposit.index,
+                    &rate_commitment(&deposit.id_commitment, deposit.limit)?,
+                )?;
+            }
+        }
+        let mut inner = Inner { db, tree, config };
+        // The first root, or the one the store ends with, is current.
+        inner.push_root()?;
+        Ok(inner)
+    }
+
+    fn deposit(&self, id: &Scalar) -> Result<Option<Deposit>, Answer> {
+        let read = self.db.begin_read().map_err(internal)?;
+        let table = read.open_table(DEPOSITS).map_err(internal)?;
+        let row = table.get(&id.0).map_err(internal)?;
+        row.map(|v| serde_json::from_slice(v.value()).map_err(internal))
+            .transpose()
+    }
+
+    fn known(&self, id: &Scalar) -> Result<Deposit, Answer> {
+        self.deposit(id)?
+            .ok_or_else(|| bad(StatusCode::NOT_FOUND, "no such deposit"))
+    }
+
+    /// Writes `deposit` and, when `payout` names an account, credits it;
+    /// then brings the tree and the root history up to date.
+    fn commit(
+        &mut self,
+        deposit: &Deposit,
+        payout: Option<(&str, u64)>,
+        burn: Option<&Burn>,
+        next_index: Option<u64>,
+    ) -> Result<(), Answer> {
+        let txn = self.db.begin_write().map_err(internal)?;
+        {
+            let mut deposits = txn.open_table(DEPOSITS).map_err(internal)?;
+            let bytes = serde_json::to_vec(deposit).map_err(internal)?;
+            deposits
+                .insert(&deposit.id_commitment.0, bytes.as_slice())
+                .map_err(internal)?;
+            if let Some((account, amount)) = payout {
+                let mut balances = txn.open_table(BALANCES).map_err(internal)?;
+                let before = balances
+                    .get(account)
+                    .map_err(internal)?
+                    .map_or(0, |v| v.value());
+                balances
+                    .insert(account, before.saturating_add(amount))
+                    .map_err(internal)?;
+            }
+            if let Some(burn) = burn {
+                let mut burns = txn.open_table(BURNS).map_err(internal)?;
+                let seq = burns
+                    .last()
+                    .map_err(internal)?
+                    .map_or(0, |(k, _)| k.value() + 1);
+                let bytes = serde_json::to_vec(burn).map_err(internal)?;
+                burns.insert(seq, bytes.as_slice()).map_err(internal)?;
+            }
+            if let Some(next) = next_index {
+                let mut meta = txn.open_table(META).map_err(internal)?;
+                meta.insert("next_index", next).map_err(internal)?;
+            }
+        }
+        txn.commit().map_err(internal)?;
+        match deposit.state {
+            DepositState::Active => self.tree.set(
+                deposit.index,
+                &rate_commitment(&deposit.id_commitment, deposit.limit).map_err(internal)?,
+            ),
+            _ => self.tree.remove(deposit.index),
+        }
+        .map_err(internal)?;
+        self.push_root().map_err(internal)
+    }
+
+    fn push_root(&mut self) -> anyhow::Result<()> {
+        let root = self.tree.root();
+        let txn = self.db.begin_write()?;
+        {
+            let mut roots = txn.open_table(ROOTS)?;
+            let last = roots.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+            if last.as_ref().map(|(_, v)| v.as_slice()) != Some(&root.0[..]) {
+                let seq = last.map_or(0, |(k, _)| k + 1);
+                roots.insert(seq, &root.0[..])?;
+                let keep = self.config.root_history.max(1) as u64;
+                if seq >= keep {
+                    let old: Vec<u64> = roots
+                        .range(..seq + 1 - keep)?
+                        .map(|r| r.map(|(k, _)| k.value()))
+                        .collect::<Result<_, _>>()?;
+                    for k in old {
+                        roots.remove(k)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn roots(&self) -> Result<Vec<Scalar>, Answer> {
+        let read = self.db.begin_read().map_err(internal)?;
+        let table = read.open_table(ROOTS).map_err(internal)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(internal)? {
+            let (_, v) = row.map_err(internal)?;
+            out.push(Scalar(v.value().try_into().map_err(internal)?));
+        }
+        Ok(out)
+    }
+
+    fn next_index(&self) -> Result<u64, Answer> {
+        let read = self.db.begin_read().map_err(internal)?;
+        let table = read.open_table(META).map_err(internal)?;
+        let next = table
+            .get("next_index")
+            .map_err(internal)?
+            .map_or(0, |v| v.value());
+        Ok(next)
+    }
+}
+
+/// Opens the store and serves the ledger on an already bound listener
+/// until the task is dropped.
+pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<()> {
+    hex::decode(&config.policy_key)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| anyhow::anyhow!("policy_key must be 32 bytes of hex"))?;
+    let inner = tokio::task::block_in_place(|| Inner::open(config))?;
+    let state: Shared = Arc::new(Mutex::new(inner));
+    let app = Router::new()
+        .route("/deposit", post(post_deposit))
+        .route("/deposit/{id}", get(get_deposit))
+        .route("/path/{index}", get(get_path))
+        .route("/roots", get(get_roots))
+        .route("/slash", post(post_slash))
+        .route("/burn", post(post_burn))
+        .route("/burns", get(get_burns))
+        .route("/withdraw", post(post_withdraw))
+        .route("/withdraw/claim", post(post_claim))
+        .route("/balance/{account}", get(get_balance))
+        .with_state(state);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn post_deposit(State(state): State<Shared>, body: String) -> Answer {
+    let request: DepositRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut inner = lock(&state);
+    let result = (|| {
+        if request.limit == 0 {
+            return Err(bad(StatusCode::BAD_REQUEST, "the limit must be positive"));
+        }
+        let want = u64::from(request.limit).saturating_mul(inner.config.stake_per_ticket);
+        if request.double_spend_stake < want {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a limit of {} needs a double-spend stake of at least {want}",
+                    request.limit
+                ),
+            ));
+        }
+        if request.policy_stake < inner.config.min_policy_stake {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the policy stake must be at least {}",
+                    inner.config.min_policy_stake
+                ),
+            ));
+        }
+        rate_commitment(&request.id_commitment, request.limit)
+            .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+        let owner: Option<[u8; 32]> = hex::decode(&request.owner_key)
+            .ok()
+            .and_then(|k| k.try_into().ok());
+        if owner.is_none_or(|k| VerifyingKey::from_bytes(&k).is_err()) {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                "owner_key must be an Ed25519 public key (32 bytes of hex)",
+            ));
+        }
+        if inner.deposit(&request.id_commitment)?.is_some() {
+            return Err(bad(StatusCode::CONFLICT, "this identity already deposited"));
+        }
+        let index = inner.next_index()?;
+        if index >= 1 << funion_tickets::TREE_DEPTH {
+            return Err(bad(StatusCode::INSUFFICIENT_STORAGE, "the tree is full"));
+        }
+        let deposit = Deposit {
+            id_commitment: request.id_commitment,
+            limit: request.limit,
+            index: index as u32,
+            double_spend_stake: request.double_spend_stake,
+            policy_stake: request.policy_stake,
+            policy_burned: false,
+            owner_key: request.owner_key.clone(),
+            state: DepositState::Active,
+            deposited_at: unix_s(),
+        };
+        inner.commit(&deposit, None, None, Some(index + 1))?;
+        tracing::info!(index, limit = request.limit, "ledger: deposit");
+        Ok(ok(&Deposited {
+            index: index as u32,
+            root: inner.tree.root(),
+        }))
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn get_deposit(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let id = match Scalar::from_hex(&id) {
+        Ok(id) => id,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    lock(&state).known(&id).map_or_else(|e| e, |d| ok(&d))
+}
+
+async fn get_path(State(state): State<Shared>, Path(index): Path<u32>) -> Answer {
+    let inner = lock(&state);
+    match inner.tree.path(index) {
+        Ok(path) => ok(&PathAnswer {
+            root: inner.tree.root(),
+            path,
+        }),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn get_roots(State(state): State<Shared>) -> Answer {
+    lock(&state)
+        .roots()
+        .map_or_else(|e| e, |roots| ok(&Roots { roots }))
+}
+
+async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
+    let request: SlashRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut inner = lock(&state);
+    let result = (|| {
+        let id =
+            commitment_of_secret(&request.secret.0).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+        let mut deposit = inner.known(&id)?;
+        match deposit.state {
+            DepositState::Slashed { .. } => {
+                return Err(bad(StatusCode::CONFLICT, "already slashed"))
+            }
+            DepositState::Withdrawn => return Err(bad(StatusCode::CONFLICT, "already withdrawn")),
+            _ => {}
+        }
+        if request.claimant.is_empty() {
+            return Err(bad(StatusCode::BAD_REQUEST, "name a claimant"));
+        }
+        let paid = deposit.double_spend_stake;
+        deposit.state = DepositState::Slashed {
+            claimant: request.claimant.clone(),
+        };
+        inner.commit(&deposit, Some((&request.claimant, paid)), None, None)?;
+        tracing::warn!(index = deposit.index, claimant = %request.claimant, "ledger: slashed a double spender");
+        Ok(ok(&Slashed {
+            id_commitment: id,
+            paid,
+        }))
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn post_burn(State(state): State<Shared>, body: String) -> Answer {
+    let request: BurnRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut inner = lock(&state);
+    let result = (|| {
+        let message = [
+            BURN_LABEL,
+            &request.id_commitment.0,
+            request.evidence_hash.as_bytes(),
+        ]
+        .concat();
+        check_signature(&inner.config.policy_key, &message, &request.signature)?;
+        if request.evidence_hash.is_empty() {
+            return Err(bad(StatusCode::BAD_REQUEST, "an evidence hash is required"));
+        }
+        let mut deposit = inner.known(&request.id_commitment)?;
+        if deposit.policy_burned {
+            return Err(bad(
+                StatusCode::CONFLICT,
+                "the policy stake is already burned",
+            ));
+        }
+        if deposit.state == DepositState::Withdrawn {
+            return Err(bad(StatusCode::CONFLICT, "already withdrawn"));
+        }
+        deposit.policy_burned = true;
+        let burn = Burn {
+            id_commitment: request.id_commitment,
+            evidence_hash: request.evidence_hash.clone(),
+            amount: deposit.policy_stake,
+            at: unix_s(),
+        };
+        inner.commit(&deposit, None, Some(&burn), None)?;
+        Ok(ok(&burn))
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn get_burns(State(state): State<Shared>) -> Answer {
+    let inner = lock(&state);
+    let result = (|| {
+        let read = inner.db.begin_read().map_err(internal)?;
+        let table = read.open_table(BURNS).map_err(internal)?;
+        let mut burns: Vec<Burn> = Vec::new();
+        for row in table.iter().map_err(internal)? {
+            let (_, v) = row.map_err(internal)?;
+            burns.push(serde_json::from_slice(v.value()).map_err(internal)?);
+        }
+        Ok(ok(&burns))
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn post_withdraw(State(state): State<Shared>, body: String) -> Answer {
+    withdraw(state, body, false)
+}
+
+async fn post_claim(State(state): State<Shared>, body: String) -> Answer {
+    withdraw(state, body, true)
+}
+
+fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
+    let request: WithdrawRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut inner = lock(&state);
+    let result = (|| {
+        let mut deposit = inner.known(&request.id_commitment)?;
+        let message = [WITHDRAW_LABEL, &request.id_commitment.0].concat();
+        check_signature(&deposit.owner_key, &message, &request.signature)?;
+        let now = unix_s();
+        match (&deposit.state, claim) {
+            (DepositState::Active, false) => {
+                deposit.state = DepositState::Withdrawing {
+                    claimable_at: now + inner.config.withdraw_delay_s,
+                };
+                inner.commit(&deposit, None, None, None)?;
+                Ok(ok(&deposit))
+            }
+            (DepositState::Withdrawing { claimable_at }, true) => {
+                if now < *claimable_at {
+                    return Err(bad(
+                        StatusCode::CONFLICT,
+                        format!("the stakes can be claimed in {} s", claimable_at - now),
+                    ));
+                }
+                let account = format!("owner:{}", deposit.owner_key);
+                let amount = deposit.double_spend_stake
+                    + if deposit.policy_burned {
+                        0
+                    } else {
+                        deposit.policy_stake
+                    };
+                deposit.state = DepositState::Withdrawn;
+                inner.commit(&deposit, Some((&account, amount)), None, None)?;
+                Ok(ok(&deposit))
+            }
+            (state, _) => Err(bad(
+                StatusCode::CONFLICT,
+                format!("the deposit is {state:?}"),
+            )),
+        }
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+async fn get_balance(State(state): State<Shared>, Path(account): Path<String>) -> Answer {
+    let inner = lock(&state);
+    let result = (|| {
+        let read = inner.db.begin_read().map_err(internal)?;
+        let table = read.open_table(BALANCES).map_err(internal)?;
+        let balance = table
+            .get(account.as_str())
+            .map_err(internal)?
+            .map_or(0, |v| v.value());
+        Ok(ok(&balance))
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+/// A ledger's HTTP client.
+#[derive(Clone)]
+pub struct LedgerClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl LedgerClient {
+    /// A client for the ledger at `url` (`http://host:port`).
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        if url.is_empty() {
+            anyhow::bail!("the network document names no ledger");
+        }
+        Ok(LedgerClient {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn answer<T: for<'de> Deserialize<'de>>(
+        response: reqwest::Result<reqwest::Response>,
+    ) -> anyhow::Result<T> {
+        let response = response.map_err(|e| anyhow::anyhow!("ledger unreachable: {e}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            anyhow::bail!("ledger: {text} ({status})");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
+        Self::answer(self.http.get(format!("{}{path}", self.url)).send().await).await
+    }
+
+    async fn post<B: Serialize, T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_string(body)?;
+        Self::answer(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    /// Makes a deposit.
+    pub async fn deposit(&self, request: &DepositRequest) -> anyhow::Result<Deposited> {
+        self.post("/deposit", request).await
+    }
+
+    /// A deposit's record.
+    pub async fn status(&self, id: &Scalar) -> anyhow::Result<Deposit> {
+        self.get(&format!("/deposit/{}", id.to_hex())).await
+    }
+
+    /// Leaf `index`'s path and the current root.
+    pub async fn path(&self, index: u32) -> anyhow::Result<PathAnswer> {
+        self.get(&format!("/path/{index}")).await
+    }
+
+    /// The recent roots, oldest first.
+    pub async fn roots(&self) -> anyhow::Result<Vec<Scalar>> {
+        Ok(self.get::<Roots>("/roots").await?.roots)
+    }
+
+    /// Reveals a double spender's secret; the stake goes to `claimant`.
+    pub async fn slash(&self, secret: [u8; 32], claimant: &str) -> anyhow::Result<Slashed> {
+        self.post(
+            "/slash",
+            &SlashRequest {
+                secret: Scalar(secret),
+                claimant: claimant.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Burns a deposit's policy stake (signed by the policy key).
+    pub async fn burn(&self, request: &BurnRequest) -> anyhow::Result<Burn> {
+        self.post("/burn", request).await
+    }
+
+    /// The public burn log.
+    pub async fn burns(&self) -> anyhow::Result<Vec<Burn>> {
+        self.get("/burns").await
+    }
+
+    /// Starts (`claim = false`) or completes a withdrawal.
+    pub async fn withdraw(
+        &self,
+        request: &WithdrawRequest,
+        claim: bool,
+    ) -> anyhow::Result<Deposit> {
+        let path = if claim {
+            "/withdraw/claim"
+        } else {
+            "/withdraw"
+        };
+        self.post(path, request).await
+    }
+
+    /// What slashing and withdrawals paid `account`.
+    pub async fn balance(&self, account: &str) -> anyhow::Result<u64> {
+        self.get(&format!("/balance/{account}")).await
+    }
+}

@@ -1,0 +1,352 @@
+//! The client's credits: its RLN identity, its deposit, and its ticket
+//! books, in one redb file. A message id is reserved (committed) before
+//! its ticket is proved, and a ticket leaves the book (committed) before
+//! it is sent, so no crash can make the client prove or spend one message
+//! id twice, which would reveal its secret.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ed25519_dalek::{Signer, SigningKey};
+use funion_tickets::{Identity, Prover, Scope, Ticket, TicketRequest};
+use rand_core::{OsRng, RngCore};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{DepositRequest, LedgerClient, WithdrawRequest, WITHDRAW_LABEL};
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("numbers");
+const BOOK: TableDefinition<u64, &[u8]> = TableDefinition::new("book");
+
+/// One ticket in the book.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    provider: String,
+    period: u64,
+    ticket: Vec<u8>,
+}
+
+/// The wallet's deposit, as recorded when the ledger took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepositInfo {
+    /// Leaf index.
+    pub index: u32,
+    /// Tickets per period.
+    pub limit: u32,
+}
+
+/// The client's credits file.
+pub struct Wallet {
+    db: Database,
+}
+
+fn next_id_key(provider: &str, period: u64) -> String {
+    format!("next_id/{period}/{provider}")
+}
+
+impl Wallet {
+    /// Opens (or creates) the wallet at `path`, with a fresh identity and
+    /// owner key the first time.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| anyhow::anyhow!("wallet {}: {e}", path.display()))?;
+        let txn = db.begin_write()?;
+        {
+            let mut keys = txn.open_table(KEYS)?;
+            if keys.get("identity")?.is_none() {
+                let identity = Identity::generate(&mut OsRng);
+                keys.insert("identity", identity.to_bytes().as_slice())?;
+                let mut seed = [0u8; 32];
+                OsRng.fill_bytes(&mut seed);
+                keys.insert("owner", seed.as_slice())?;
+            }
+            txn.open_table(NUMBERS)?;
+            txn.open_table(BOOK)?;
+        }
+        txn.commit()?;
+        Ok(Wallet { db })
+    }
+
+    fn key(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(KEYS)?;
+        let value = table
+            .get(name)?
+            .ok_or_else(|| anyhow::anyhow!("the wallet has no {name}"))?;
+        Ok(value.value().to_vec())
+    }
+
+    fn number(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(NUMBERS)?;
+        let value = table.get(name)?.map(|v| v.value());
+        Ok(value)
+    }
+
+    /// The RLN identity.
+    pub fn identity(&self) -> anyhow::Result<Identity> {
+        Ok(Identity::from_bytes(&self.key("identity")?)?)
+    }
+
+    /// The key that signs this deposit's withdrawal.
+    pub fn owner_key(&self) -> anyhow::Result<SigningKey> {
+        let seed: [u8; 32] = self
+            .key("owner")?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the wallet's owner key is damaged"))?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// The deposit, once the ledger took it.
+    pub fn deposit_info(&self) -> anyhow::Result<Option<DepositInfo>> {
+        match (self.number("index")?, self.number("limit")?) {
+            (Some(index), Some(limit)) => Ok(Some(DepositInfo {
+                index: index as u32,
+                limit: limit as u32,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Deposits stakes D and S for `limit` tickets per period at `ledger`.
+    pub async fn deposit(
+        &self,
+        ledger: &LedgerClient,
+        limit: u32,
+        double_spend_stake: u64,
+        policy_stake: u64,
+    ) -> anyhow::Result<DepositInfo> {
+        if let Some(info) = self.deposit_info()? {
+            anyhow::bail!("this wallet already deposited (leaf {})", info.index);
+        }
+        let answer = ledger
+            .deposit(&DepositRequest {
+                id_commitment: self.identity()?.commitment(),
+                limit,
+                double_spend_stake,
+                policy_stake,
+                owner_key: hex::encode(self.owner_key()?.verifying_key().to_bytes()),
+            })
+            .await?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut numbers = txn.open_table(NUMBERS)?;
+            numbers.insert("index", u64::from(answer.index))?;
+            numbers.insert("limit", u64::from(limit))?;
+        }
+        txn.commit()?;
+        Ok(DepositInfo {
+            index: answer.index,
+            limit,
+        })
+    }
+
+    /// A signed withdrawal request (or claim) for this wallet's deposit.
+    pub fn withdraw_request(&self) -> anyhow::Result<WithdrawRequest> {
+        let id = self.identity()?.commitment();
+        let signature = self
+            .owner_key()?
+            .sign(&[WITHDRAW_LABEL, &id.0].concat())
+            .to_bytes();
+        Ok(WithdrawRequest {
+            id_commitment: id,
+            signature: hex::encode(signature),
+        })
+    }
+
+    /// Reserves `count` message ids of `period` at `provider`, durably,
+    /// before anything is proved with them.
+    pub fn reserve(&self, provider: &str, period: u64, count: u32) -> anyhow::Result<Range<u32>> {
+        let info = self
+            .deposit_info()?
+            .ok_or_else(|| anyhow::anyhow!("no deposit yet: run `funion credits deposit`"))?;
+        let key = next_id_key(provider, period);
+        let txn = self.db.begin_write()?;
+        let range = {
+            let mut numbers = txn.open_table(NUMBERS)?;
+            let next = numbers.get(key.as_str())?.map_or(0, |v| v.value()) as u32;
+            let end = next.saturating_add(count);
+            if end > info.limit {
+                anyhow::bail!(
+                    "only {} of this period's {} tickets are left at {provider}",
+                    info.limit - next.min(info.limit),
+                    info.limit
+                );
+            }
+            numbers.insert(key.as_str(), u64::from(end))?;
+            next..end
+        };
+        txn.commit()?;
+        Ok(range)
+    }
+
+    /// Puts proved tickets in the book.
+    pub fn add(&self, provider: &str, tickets: &[Ticket]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut book = txn.open_table(BOOK)?;
+            let mut seq = book.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for ticket in tickets {
+                let entry = Entry {
+                    provider: provider.to_string(),
+                    period: ticket.period,
+                    ticket: ticket.encode(),
+                };
+                book.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
+                seq += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Takes `count` tickets for `provider` of one of `periods` out of the
+    /// book, durably, and hands them over: whatever happens next, they are
+    /// never handed over again.
+    pub fn take(
+        &self,
+        provider: &str,
+        periods: &[u64],
+        count: usize,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_write()?;
+        let taken = {
+            let mut book = txn.open_table(BOOK)?;
+            let mut chosen = Vec::new();
+            for row in book.iter()? {
+                let (k, v) = row?;
+                let entry: Entry = serde_json::from_slice(v.value())?;
+                if entry.provider == provider && periods.contains(&entry.period) {
+                    chosen.push((k.value(), entry.ticket));
+                    if chosen.len() == count {
+                        break;
+                    }
+                }
+            }
+            if chosen.len() < count {
+                anyhow::bail!(
+                    "the ticket book holds {} usable tickets for {provider}, the job needs {count}: \
+                     run `funion credits tickets`",
+                    chosen.len()
+                );
+            }
+            for (k, _) in &chosen {
+                book.remove(*k)?;
+            }
+            chosen.into_iter().map(|(_, t)| t).collect()
+        };
+        txn.commit()?;
+        Ok(taken)
+    }
+
+    /// Tickets in the book: (provider, period, count).
+    pub fn book(&self) -> anyhow::Result<Vec<(String, u64, usize)>> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(BOOK)?;
+        let mut counts: std::collections::BTreeMap<(String, u64), usize> = Default::default();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            let entry: Entry = serde_json::from_slice(v.value())?;
+            *counts.entry((entry.provider, entry.period)).or_default() += 1;
+        }
+        Ok(counts.into_iter().map(|((p, n), c)| (p, n, c)).collect())
+    }
+}
+
+/// Proves `count` tickets for `scope` into `wallet`'s book: one partial
+/// proof for the deposit's current path, then the tickets finished on
+/// `threads` threads; `progress` counts finished tickets. Each ticket is in
+/// the book as soon as it is proved.
+pub fn prove_book(
+    wallet: &Wallet,
+    path: &funion_tickets::MerklePath,
+    scope: &Scope,
+    count: u32,
+    threads: usize,
+    progress: &AtomicU64,
+) -> anyhow::Result<Vec<Ticket>> {
+    let info = wallet
+        .deposit_info()?
+        .ok_or_else(|| anyhow::anyhow!("no deposit yet: run `funion credits deposit`"))?;
+    let identity = wallet.identity()?;
+    let ids = wallet.reserve(&scope.provider, scope.period, count)?;
+    let prover = Prover::default();
+    let partial = prover.partial(&identity, info.limit, path)?;
+    let ids: Vec<u32> = ids.collect();
+    let threads = threads.clamp(1, ids.len().max(1));
+    let chunks: Vec<&[u32]> = ids.chunks(ids.len().div_ceil(threads).max(1)).collect();
+    let results: Vec<anyhow::Result<Vec<Ticket>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                let (identity, partial, prover) = (&identity, &partial, &prover);
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for &message_id in *chunk {
+                        let mut nonce = [0u8; 32];
+                        OsRng.fill_bytes(&mut nonce);
+                        let ticket = prover.finish(
+                            partial,
+                            &TicketRequest {
+                                identity,
+                                limit: info.limit,
+                                path,
+                                scope,
+                                message_id,
+                                nonce,
+                            },
+                        )?;
+                        wallet.add(&scope.provider, std::slice::from_ref(&ticket))?;
+                        progress.fetch_add(1, Ordering::Relaxed);
+                        out.push(ticket);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a prover thread panicked")))
+            })
+            .collect()
+    });
+    let mut tickets = Vec::with_capacity(ids.len());
+    for r in results {
+        tickets.extend(r?);
+    }
+    Ok(tickets)
+}
+
+/// Proves `count` more tickets for the current credit period at the
+/// document's provider: fetches the deposit's path from the ledger, then
+/// proves off the async runtime. `progress` counts finished tickets.
+pub async fn top_up(
+    wallet: Arc<Wallet>,
+    credits: &funion_pki::Credits,
+    count: u32,
+    threads: usize,
+    progress: Arc<AtomicU64>,
+) -> anyhow::Result<usize> {
+    let info = wallet
+        .deposit_info()?
+        .ok_or_else(|| anyhow::anyhow!("no deposit yet: run `funion credits deposit`"))?;
+    let ledger = LedgerClient::new(&credits.ledger_url)?;
+    let answer = ledger.path(info.index).await?;
+    let scope = Scope {
+        period: credits.period_at(crate::unix_ms() / 1000),
+        provider: credits.provider.clone(),
+    };
+    let tickets = tokio::task::spawn_blocking(move || {
+        prove_book(&wallet, &answer.path, &scope, count, threads, &progress)
+    })
+    .await??;
+    Ok(tickets.len())
+}
