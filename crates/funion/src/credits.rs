@@ -182,23 +182,28 @@ pub async fn prove_with_bar(
     result
 }
 
-/// Pays for `specs` out of the wallet beside `config` (or `wallet`),
-/// proving tickets first if the book runs short.
-pub async fn pay_all(
+/// Pays for `specs` out of the wallet beside `config` (or `wallet`).
+pub async fn pay_from_file(
     config: &Path,
     wallet: Option<&Path>,
     specs: &mut [JobSpec],
 ) -> anyhow::Result<()> {
     let credits = credits_of(config).await?;
     let w = Arc::new(Wallet::open(&default_wallet(config, wallet))?);
+    pay_all(&credits, &w, specs).await
+}
+
+/// Pays for `specs` out of `w`, proving tickets first if the book runs
+/// short.
+pub async fn pay_all(credits: &Credits, w: &Arc<Wallet>, specs: &mut [JobSpec]) -> anyhow::Result<()> {
     for spec in specs.iter_mut() {
-        if pay(spec, &credits, &w).is_err() {
+        if pay(spec, credits, w).is_err() {
             // Not enough in the book: prove this job's price now (off the
             // request path would be better: `funion credits tickets`).
             let input = funion_runtime::jobs::input_class_of(spec.tokens.len())?;
             let price = credits.tickets_for(input, spec.output_class).unwrap_or(1);
-            prove_with_bar(w.clone(), &credits, price, None).await?;
-            pay(spec, &credits, &w)?;
+            prove_with_bar(w.clone(), credits, price, None).await?;
+            pay(spec, credits, w)?;
         }
     }
     Ok(())

@@ -107,7 +107,7 @@ pub async fn ask(args: AskArgs) -> anyhow::Result<()> {
         courier: None,
     };
     let mut specs = vec![spec];
-    crate::credits::pay_all(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
+    crate::credits::pay_from_file(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
     let job = one(run_jobs(&client, specs).await?)?;
     match job.outcome {
         Outcome::Tokens(ids) => println!("{}", tokenizer.decode(&ids)?),
@@ -131,7 +131,7 @@ pub async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         courier: None,
     };
     let mut specs = vec![spec];
-    crate::credits::pay_all(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
+    crate::credits::pay_from_file(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
     let job = one(run_jobs(&client, specs).await?)?;
     match job.outcome {
         Outcome::Embedding(v) => println!("{}", serde_json::to_string(&v)?),
@@ -246,7 +246,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("network up in {:.1} s\n", started.elapsed().as_secs_f64());
 
     // Pay like any client: one deposit, then a ticket book proved ahead.
-    let client_config = dir.join("client.toml");
     let wallet = std::sync::Arc::new(funion_runtime::wallet::Wallet::open(
         &dir.join("wallet.redb"),
     )?);
@@ -289,7 +288,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let echoes_before = compute_echoes(&net);
     let mut specs = vec![embed];
-    crate::credits::pay_all(&client_config, None, &mut specs).await?;
+    crate::credits::pay_all(credits, &wallet, &mut specs).await?;
     println!("   paid with {} tickets", specs[0].tickets.len());
     let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
@@ -329,7 +328,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let echoes_before = compute_echoes(&net);
     let mut specs = vec![ask];
-    crate::credits::pay_all(&client_config, None, &mut specs).await?;
+    crate::credits::pay_all(credits, &wallet, &mut specs).await?;
     println!("   paid with {} tickets", specs[0].tickets.len());
     let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
