@@ -195,7 +195,11 @@ pub async fn pay_from_file(
 
 /// Pays for `specs` out of `w`, proving tickets first if the book runs
 /// short.
-pub async fn pay_all(credits: &Credits, w: &Arc<Wallet>, specs: &mut [JobSpec]) -> anyhow::Result<()> {
+pub async fn pay_all(
+    credits: &Credits,
+    w: &Arc<Wallet>,
+    specs: &mut [JobSpec],
+) -> anyhow::Result<()> {
     for spec in specs.iter_mut() {
         if pay(spec, credits, w).is_err() {
             // Not enough in the book: prove this job's price now (off the

@@ -4,7 +4,10 @@
 //! the backends give directly; every output leaves on its bucket edge, never
 //! before; an overrun gives OVERFLOW at the edge; the output boxes are the
 //! same number and size whatever the outcome; twenty jobs of one bucket run
-//! as one batch.
+//! as one batch. Every job pays with real RLN tickets from a wallet; a
+//! ticket sent again is refused as a replay, and two tickets for one message
+//! id sent to the two different compute couriers are caught as a double
+//! spend, which slashes the deposit at the ledger.
 
 use std::path::PathBuf;
 
@@ -16,7 +19,12 @@ use funion_pki::Parameters;
 use funion_runtime::compute::journal_entry;
 use funion_runtime::config::{ComputeFile, ModelFile};
 use funion_runtime::devnet::{self, DevnetOptions};
-use funion_runtime::jobs::{run_jobs, JobSpec};
+use funion_runtime::jobs::{pay, run_jobs, JobSpec};
+use funion_runtime::ledger::{DepositState, LedgerClient};
+use funion_runtime::wallet::{top_up, Wallet};
+use funion_tickets::{Prover, Scope, TicketRequest};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 const TINY: &str = "tiny-llama";
 
@@ -38,14 +46,31 @@ async fn inference_on_a_devnet() {
             // A batch runs when twenty jobs are in, or halfway to its edge.
             batch_window_ms: 60_000,
             max_batch: 20,
+            ..ComputeFile::default()
         }),
         ..DevnetOptions::default()
     };
-    let parameters = Parameters::fast();
+    let mut parameters = Parameters::fast();
+    // One ticket a job keeps the proving in this test short; the price
+    // table itself is checked in the runtime's credits tests.
+    parameters.credits.prices = funion_pki::Credits::flat_prices(1);
     let delta = parameters.bucket_spacing_us;
-    let net = devnet::start_with(&dir, parameters, &options)
+    let net = devnet::start_with(&dir, parameters.clone(), &options)
         .await
         .unwrap();
+    let mut credits = parameters.credits.clone();
+    credits.ledger_url = net.ledger_url.clone();
+    let ledger = LedgerClient::new(&net.ledger_url).unwrap();
+    let wallet = Arc::new(Wallet::open(&dir.join("wallet.redb")).unwrap());
+    wallet.deposit(&ledger, 100, 1_000, 100).await.unwrap();
+    let proved = top_up(wallet.clone(), &credits, 23, 2, Arc::new(AtomicU64::new(0)))
+        .await
+        .unwrap();
+    assert_eq!(proved, 23);
+    let paid = |mut spec: JobSpec| {
+        pay(&mut spec, &credits, &wallet).unwrap();
+        spec
+    };
 
     let llama_tokens = TextTokenizer::load(&tiny_dir)
         .unwrap()
@@ -68,6 +93,8 @@ async fn inference_on_a_devnet() {
         output_class: 256,
         sampling,
         bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
     let embed = |tokens: Vec<u32>, bucket| JobSpec {
         model: MINILM.into(),
@@ -76,6 +103,8 @@ async fn inference_on_a_devnet() {
         output_class: 512,
         sampling: Sampling::default(),
         bucket,
+        tickets: Vec::new(),
+        courier: None,
     };
 
     // One generation, one embedding (edge 6 s after the courier takes
@@ -83,7 +112,11 @@ async fn inference_on_a_devnet() {
     // generation with a 5 ms bucket that the fetch alone overruns.
     let report = run_jobs(
         &net.client,
-        vec![generate(1200), embed(sentence.clone(), 1200), generate(1)],
+        vec![
+            paid(generate(1200)),
+            paid(embed(sentence.clone(), 1200)),
+            paid(generate(1)),
+        ],
     )
     .await
     .unwrap();
@@ -155,7 +188,7 @@ async fn inference_on_a_devnet() {
         .collect();
     let specs: Vec<JobSpec> = texts
         .iter()
-        .map(|t| embed(bert_tokenizer.encode(t).unwrap(), 6000))
+        .map(|t| paid(embed(bert_tokenizer.encode(t).unwrap(), 6000)))
         .collect();
     let report = run_jobs(&net.client, specs.clone()).await.unwrap();
     let embedder = BertEmbedder::load(&minilm).unwrap();
@@ -196,6 +229,76 @@ async fn inference_on_a_devnet() {
         .max()
         .unwrap();
     assert_eq!(largest, 20);
+    let accepted: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.metrics.compute("tickets_accepted"))
+        .sum();
+    assert_eq!(accepted, 23, "every job paid one ticket");
+
+    // A ticket already spent, sent again in a new job: a replay.
+    let spent = specs[0].tickets.clone();
+    let replay = JobSpec {
+        tickets: spent,
+        courier: Some(1),
+        ..embed(sentence.clone(), 1200)
+    };
+    let report = run_jobs(&net.client, vec![replay]).await.unwrap();
+    let refused = report.jobs[0].as_ref().unwrap_err().to_string();
+    assert!(refused.contains("replay"), "{refused}");
+
+    // Two tickets for one message id (a client that cheats), one to each
+    // compute courier: the second is caught and the deposit slashed.
+    let identity = wallet.identity().unwrap();
+    let info = wallet.deposit_info().unwrap().unwrap();
+    let path = ledger.path(info.index).await.unwrap().path;
+    let scope = Scope {
+        period: credits.period_at(funion_runtime::unix_ms() / 1000),
+        provider: credits.provider.clone(),
+    };
+    let message_id = wallet
+        .reserve(&scope.provider, scope.period, 1)
+        .unwrap()
+        .start;
+    let prover = Prover::default();
+    let cheat = |nonce: u8| {
+        prover
+            .prove(&TicketRequest {
+                identity: &identity,
+                limit: info.limit,
+                path: &path,
+                scope: &scope,
+                message_id,
+                nonce: [nonce; 32],
+            })
+            .unwrap()
+            .encode()
+    };
+    let (first, second) = (cheat(1), cheat(2));
+    let at = |courier, ticket| JobSpec {
+        tickets: vec![ticket],
+        courier: Some(courier),
+        ..embed(sentence.clone(), 1200)
+    };
+    let report = run_jobs(&net.client, vec![at(0, first)]).await.unwrap();
+    assert!(report.jobs[0].is_ok(), "the first use is fine");
+    let report = run_jobs(&net.client, vec![at(1, second)]).await.unwrap();
+    let refused = report.jobs[0].as_ref().unwrap_err().to_string();
+    assert!(refused.contains("double-spends"), "{refused}");
+    let deposit = ledger.status(&identity.commitment()).await.unwrap();
+    assert_eq!(
+        deposit.state,
+        DepositState::Slashed {
+            claimant: format!("provider:{}", credits.provider)
+        }
+    );
+    assert_eq!(
+        ledger
+            .balance(&format!("provider:{}", credits.provider))
+            .await
+            .unwrap(),
+        1_000
+    );
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

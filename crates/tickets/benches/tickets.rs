@@ -14,8 +14,8 @@ use funion_tickets::{
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rln::prelude::{
-    hash_to_field_le, Fr, Hasher, IdentityKeys, PoseidonHash, RLNBuilder,
-    RLNPartialWitnessInput, RLNWitnessInput,
+    hash_to_field_le, Fr, Hasher, IdentityKeys, PoseidonHash, RLNBuilder, RLNPartialWitnessInput,
+    RLNWitnessInput,
 };
 use zerokit_utils::merkle_tree::{OptimalMerkleTree, ZerokitMerkleTree};
 
