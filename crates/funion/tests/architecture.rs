@@ -12,6 +12,7 @@ const SANS_IO: &[&str] = &[
     "mixnet",
     "pigeonhole",
     "compute",
+    "tickets",
     "sim",
 ];
 

@@ -214,8 +214,12 @@ impl TicketGate {
                 Store::Local(db)
             }
         };
+        // The first verifier in a process loads the circuit's keys: seconds
+        // of CPU, kept off the async workers.
+        let provider = credits.provider.clone();
+        let verifier = tokio::task::spawn_blocking(move || Verifier::new(&provider)).await?;
         Ok(TicketGate {
-            verifier: Arc::new(Verifier::new(&credits.provider)),
+            verifier: Arc::new(verifier),
             ledger: LedgerClient::new(&credits.ledger_url)?,
             credits,
             store,
