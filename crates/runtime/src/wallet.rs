@@ -191,15 +191,14 @@ impl Wallet {
         let txn = self.db.begin_write()?;
         {
             let mut book = txn.open_table(BOOK)?;
-            let mut seq = book.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for ticket in tickets {
+            let first = book.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (seq, ticket) in (first..).zip(tickets) {
                 let entry = Entry {
                     provider: provider.to_string(),
                     period: ticket.period,
                     ticket: ticket.encode(),
                 };
                 book.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
-                seq += 1;
             }
         }
         txn.commit()?;
