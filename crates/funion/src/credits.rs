@@ -37,6 +37,15 @@ pub enum CreditsCommand {
         #[command(flatten)]
         wallet: WalletArgs,
     },
+    /// Starts the withdrawal of the deposit (its tickets stop working at
+    /// once), or with --claim collects the stakes once the delay is over.
+    Withdraw {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// Collect the stakes (after the ledger's withdrawal delay).
+        #[arg(long)]
+        claim: bool,
+    },
     /// Proves tickets ahead of time into the book.
     Tickets {
         #[command(flatten)]
@@ -124,6 +133,13 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                 println!("book: {count} tickets for {provider}, period {p}{note}");
             }
         }
+        CreditsCommand::Withdraw { wallet, claim } => {
+            let credits = credits_of(&wallet.config).await?;
+            let w = Wallet::open(&wallet.path())?;
+            let ledger = LedgerClient::new(&credits.ledger_url)?;
+            let deposit = ledger.withdraw(&w.withdraw_request()?, claim).await?;
+            println!("{}", serde_json::to_string_pretty(&deposit)?);
+        }
         CreditsCommand::Tickets {
             wallet,
             count,
@@ -189,26 +205,15 @@ pub async fn pay_from_file(
     specs: &mut [JobSpec],
 ) -> anyhow::Result<()> {
     let credits = credits_of(config).await?;
-    let w = Arc::new(Wallet::open(&default_wallet(config, wallet))?);
-    pay_all(&credits, &w, specs).await
+    let w = Wallet::open(&default_wallet(config, wallet))?;
+    pay_all(&credits, &w, specs)
 }
 
-/// Pays for `specs` out of `w`, proving tickets first if the book runs
-/// short.
-pub async fn pay_all(
-    credits: &Credits,
-    w: &Arc<Wallet>,
-    specs: &mut [JobSpec],
-) -> anyhow::Result<()> {
+/// Pays for `specs` out of `w`'s book. Nothing is proved here: tickets
+/// come from `funion credits tickets`, ahead of time.
+pub fn pay_all(credits: &Credits, w: &Wallet, specs: &mut [JobSpec]) -> anyhow::Result<()> {
     for spec in specs.iter_mut() {
-        if pay(spec, credits, w).is_err() {
-            // Not enough in the book: prove this job's price now (off the
-            // request path would be better: `funion credits tickets`).
-            let input = funion_runtime::jobs::input_class_of(spec.tokens.len())?;
-            let price = credits.tickets_for(input, spec.output_class).unwrap_or(1);
-            prove_with_bar(w.clone(), credits, price, None).await?;
-            pay(spec, credits, w)?;
-        }
+        pay(spec, credits, w)?;
     }
     Ok(())
 }

@@ -288,7 +288,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let echoes_before = compute_echoes(&net);
     let mut specs = vec![embed];
-    crate::credits::pay_all(credits, &wallet, &mut specs).await?;
+    crate::credits::pay_all(credits, &wallet, &mut specs)?;
     println!("   paid with {} tickets", specs[0].tickets.len());
     let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;
@@ -328,7 +328,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let echoes_before = compute_echoes(&net);
     let mut specs = vec![ask];
-    crate::credits::pay_all(credits, &wallet, &mut specs).await?;
+    crate::credits::pay_all(credits, &wallet, &mut specs)?;
     println!("   paid with {} tickets", specs[0].tickets.len());
     let report = run_jobs(&net.client, specs).await?;
     let courier_echoes = compute_echoes(&net) - echoes_before;

@@ -171,7 +171,10 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     };
     let net = devnet::start_with(&args.dir, parameters, &options).await?;
     println!("compute couriers serve: {}", served.join(", "));
-    println!("devnet running: authority {}", net.client.authority_url);
+    println!(
+        "devnet running: authority {}, ledger {}",
+        net.client.authority_url, net.ledger_url
+    );
     for node in &net.nodes {
         println!(
             "  {:<10} {:<22} metrics http://{}/metrics",
@@ -183,7 +186,9 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     println!(
         "configs in {dir}; try: funion client ping --config {dir}/client.toml\n\
          or: funion client put --config {dir}/client.toml FILE\n\
-         or: funion client ask --config {dir}/client.toml --model tiny-llama --tokenizer {dir}/models/tiny-llama \"a prompt\"",
+         jobs are paid: funion credits deposit --config {dir}/client.toml, then\n\
+         funion credits tickets --config {dir}/client.toml --count 32, then\n\
+         funion client ask --config {dir}/client.toml --model tiny-llama --tokenizer {dir}/models/tiny-llama \"a prompt\"",
         dir = net.dir.display()
     );
     println!("Ctrl-C stops it.");

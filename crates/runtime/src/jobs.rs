@@ -66,8 +66,10 @@ pub fn pay(
                 spec.output_class
             )
         })?;
+    // Couriers still take the period just ended: spend its leftovers first.
     let period = credits.period_at(unix_us() / 1_000_000);
-    spec.tickets = wallet.take(&credits.provider, &[period], price as usize)?;
+    let periods = [period.saturating_sub(1), period];
+    spec.tickets = wallet.take(&credits.provider, &periods, price as usize)?;
     Ok(())
 }
 

@@ -137,5 +137,33 @@ fn verifying(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, proving, verifying);
+/// A ticket book of 8 from one partial proof, on 1 thread and on every
+/// core (each thread finishes its share; rln also parallelises inside a
+/// proof, so this shows whether outer threads still help).
+fn book(_: &mut Criterion) {
+    let s = setup();
+    let prover = Prover::default();
+    let partial = prover.partial(&s.identity, 100, &s.path).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (s, prover, partial) = (&s, &prover, &partial);
+                scope.spawn(move || {
+                    for id in (t as u32..8).step_by(threads) {
+                        prover.finish(partial, &request(s, id)).unwrap();
+                    }
+                });
+            }
+        });
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "book of 8 from one partial proof on {threads} thread(s): {took:.2} s ({:.0} ms a ticket)",
+            took * 1000.0 / 8.0
+        );
+    }
+}
+
+criterion_group!(benches, proving, verifying, book);
 criterion_main!(benches);
