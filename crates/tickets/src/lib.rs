@@ -13,7 +13,7 @@
 //! [`recover_secret`] gives `k` back for slashing.
 //!
 //! Nothing here touches sockets, clocks or files. The proof's blinding
-//! randomness is drawn inside `rln` (its own `thread_rng`); everything the
+//! randomness is drawn inside `rln` itself; everything the
 //! courier checks is deterministic.
 
 mod field;
