@@ -438,72 +438,82 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Parses a JSON request body and runs `handle` on it under the lock.
+fn with_request<T: for<'de> Deserialize<'de>>(
+    state: &Shared,
+    body: &str,
+    handle: impl FnOnce(&mut Inner, T) -> Result<Answer, Answer>,
+) -> Answer {
+    match parse(body) {
+        Ok(request) => handle(&mut lock(state), request).unwrap_or_else(|e| e),
+        Err(e) => e,
+    }
+}
+
 async fn post_deposit(State(state): State<Shared>, body: String) -> Answer {
-    let request: DepositRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let mut inner = lock(&state);
-    let result = (|| {
-        if request.limit == 0 {
-            return Err(bad(StatusCode::BAD_REQUEST, "the limit must be positive"));
-        }
-        let want = u64::from(request.limit).saturating_mul(inner.config.stake_per_ticket);
-        if request.double_spend_stake < want {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "a limit of {} needs a double-spend stake of at least {want}",
-                    request.limit
-                ),
-            ));
-        }
-        if request.policy_stake < inner.config.min_policy_stake {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the policy stake must be at least {}",
-                    inner.config.min_policy_stake
-                ),
-            ));
-        }
-        rate_commitment(&request.id_commitment, request.limit)
-            .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-        let owner: Option<[u8; 32]> = hex::decode(&request.owner_key)
-            .ok()
-            .and_then(|k| k.try_into().ok());
-        if owner.is_none_or(|k| VerifyingKey::from_bytes(&k).is_err()) {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
-                "owner_key must be an Ed25519 public key (32 bytes of hex)",
-            ));
-        }
-        if inner.deposit(&request.id_commitment)?.is_some() {
-            return Err(bad(StatusCode::CONFLICT, "this identity already deposited"));
-        }
-        let index = inner.next_index()?;
-        if index >= 1 << funion_tickets::TREE_DEPTH {
-            return Err(bad(StatusCode::INSUFFICIENT_STORAGE, "the tree is full"));
-        }
-        let deposit = Deposit {
-            id_commitment: request.id_commitment,
-            limit: request.limit,
-            index: index as u32,
-            double_spend_stake: request.double_spend_stake,
-            policy_stake: request.policy_stake,
-            policy_burned: false,
-            owner_key: request.owner_key.clone(),
-            state: DepositState::Active,
-            deposited_at: unix_s(),
-        };
-        inner.commit(&deposit, None, None, Some(index + 1))?;
-        tracing::info!(index, limit = request.limit, "ledger: deposit");
-        Ok(ok(&Deposited {
-            index: index as u32,
-            root: inner.tree.root(),
-        }))
-    })();
-    result.unwrap_or_else(|e| e)
+    with_request(
+        &state,
+        &body,
+        |inner: &mut Inner, request: DepositRequest| {
+            if request.limit == 0 {
+                return Err(bad(StatusCode::BAD_REQUEST, "the limit must be positive"));
+            }
+            let want = u64::from(request.limit).saturating_mul(inner.config.stake_per_ticket);
+            if request.double_spend_stake < want {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "a limit of {} needs a double-spend stake of at least {want}",
+                        request.limit
+                    ),
+                ));
+            }
+            if request.policy_stake < inner.config.min_policy_stake {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the policy stake must be at least {}",
+                        inner.config.min_policy_stake
+                    ),
+                ));
+            }
+            rate_commitment(&request.id_commitment, request.limit)
+                .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+            let owner: Option<[u8; 32]> = hex::decode(&request.owner_key)
+                .ok()
+                .and_then(|k| k.try_into().ok());
+            if owner.is_none_or(|k| VerifyingKey::from_bytes(&k).is_err()) {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    "owner_key must be an Ed25519 public key (32 bytes of hex)",
+                ));
+            }
+            if inner.deposit(&request.id_commitment)?.is_some() {
+                return Err(bad(StatusCode::CONFLICT, "this identity already deposited"));
+            }
+            let index = inner.next_index()?;
+            if index >= 1 << funion_tickets::TREE_DEPTH {
+                return Err(bad(StatusCode::INSUFFICIENT_STORAGE, "the tree is full"));
+            }
+            let deposit = Deposit {
+                id_commitment: request.id_commitment,
+                limit: request.limit,
+                index: index as u32,
+                double_spend_stake: request.double_spend_stake,
+                policy_stake: request.policy_stake,
+                policy_burned: false,
+                owner_key: request.owner_key.clone(),
+                state: DepositState::Active,
+                deposited_at: unix_s(),
+            };
+            inner.commit(&deposit, None, None, Some(index + 1))?;
+            tracing::info!(index, limit = request.limit, "ledger: deposit");
+            Ok(ok(&Deposited {
+                index: index as u32,
+                root: inner.tree.root(),
+            }))
+        },
+    )
 }
 
 async fn get_deposit(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
@@ -532,12 +542,7 @@ async fn get_roots(State(state): State<Shared>) -> Answer {
 }
 
 async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
-    let request: SlashRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let mut inner = lock(&state);
-    let result = (|| {
+    with_request(&state, &body, |inner: &mut Inner, request: SlashRequest| {
         let id =
             commitment_of_secret(&request.secret.0).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
         let mut deposit = inner.known(&id)?;
@@ -561,17 +566,11 @@ async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
             id_commitment: id,
             paid,
         }))
-    })();
-    result.unwrap_or_else(|e| e)
+    })
 }
 
 async fn post_burn(State(state): State<Shared>, body: String) -> Answer {
-    let request: BurnRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let mut inner = lock(&state);
-    let result = (|| {
+    with_request(&state, &body, |inner: &mut Inner, request: BurnRequest| {
         let message = [
             BURN_LABEL,
             &request.id_commitment.0,
@@ -601,8 +600,7 @@ async fn post_burn(State(state): State<Shared>, body: String) -> Answer {
         };
         inner.commit(&deposit, None, Some(&burn), None)?;
         Ok(ok(&burn))
-    })();
-    result.unwrap_or_else(|e| e)
+    })
 }
 
 async fn get_burns(State(state): State<Shared>) -> Answer {
@@ -629,49 +627,47 @@ async fn post_claim(State(state): State<Shared>, body: String) -> Answer {
 }
 
 fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
-    let request: WithdrawRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let mut inner = lock(&state);
-    let result = (|| {
-        let mut deposit = inner.known(&request.id_commitment)?;
-        let message = [WITHDRAW_LABEL, &request.id_commitment.0].concat();
-        check_signature(&deposit.owner_key, &message, &request.signature)?;
-        let now = unix_s();
-        match (&deposit.state, claim) {
-            (DepositState::Active, false) => {
-                deposit.state = DepositState::Withdrawing {
-                    claimable_at: now + inner.config.withdraw_delay_s,
-                };
-                inner.commit(&deposit, None, None, None)?;
-                Ok(ok(&deposit))
-            }
-            (DepositState::Withdrawing { claimable_at }, true) => {
-                if now < *claimable_at {
-                    return Err(bad(
-                        StatusCode::CONFLICT,
-                        format!("the stakes can be claimed in {} s", claimable_at - now),
-                    ));
-                }
-                let account = format!("owner:{}", deposit.owner_key);
-                let amount = deposit.double_spend_stake
-                    + if deposit.policy_burned {
-                        0
-                    } else {
-                        deposit.policy_stake
+    with_request(
+        &state,
+        &body,
+        |inner: &mut Inner, request: WithdrawRequest| {
+            let mut deposit = inner.known(&request.id_commitment)?;
+            let message = [WITHDRAW_LABEL, &request.id_commitment.0].concat();
+            check_signature(&deposit.owner_key, &message, &request.signature)?;
+            let now = unix_s();
+            match (&deposit.state, claim) {
+                (DepositState::Active, false) => {
+                    deposit.state = DepositState::Withdrawing {
+                        claimable_at: now + inner.config.withdraw_delay_s,
                     };
-                deposit.state = DepositState::Withdrawn;
-                inner.commit(&deposit, Some((&account, amount)), None, None)?;
-                Ok(ok(&deposit))
+                    inner.commit(&deposit, None, None, None)?;
+                    Ok(ok(&deposit))
+                }
+                (DepositState::Withdrawing { claimable_at }, true) => {
+                    if now < *claimable_at {
+                        return Err(bad(
+                            StatusCode::CONFLICT,
+                            format!("the stakes can be claimed in {} s", claimable_at - now),
+                        ));
+                    }
+                    let account = format!("owner:{}", deposit.owner_key);
+                    let amount = deposit.double_spend_stake
+                        + if deposit.policy_burned {
+                            0
+                        } else {
+                            deposit.policy_stake
+                        };
+                    deposit.state = DepositState::Withdrawn;
+                    inner.commit(&deposit, Some((&account, amount)), None, None)?;
+                    Ok(ok(&deposit))
+                }
+                (state, _) => Err(bad(
+                    StatusCode::CONFLICT,
+                    format!("the deposit is {state:?}"),
+                )),
             }
-            (state, _) => Err(bad(
-                StatusCode::CONFLICT,
-                format!("the deposit is {state:?}"),
-            )),
-        }
-    })();
-    result.unwrap_or_else(|e| e)
+        },
+    )
 }
 
 async fn get_balance(State(state): State<Shared>, Path(account): Path<String>) -> Answer {

@@ -298,15 +298,44 @@ async fn depositor(ledger: &LedgerClient, seed: u64) -> Book {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_couriers_share_one_nullifier_set() {
-    let dir = temp("gate");
+/// A ledger, one deposit, and credits at `price` tickets a job.
+struct Priced {
+    dir: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+    ledger: LedgerClient,
+    credits: Credits,
+    period: u64,
+    book: Book,
+}
+
+async fn priced(name: &str, price: u32, seed: u64) -> Priced {
+    let dir = temp(name);
     let (url, task) = start_ledger(&dir, 3600).await;
     let ledger = LedgerClient::new(&url).unwrap();
     let mut credits = credits(&url);
-    credits.prices = Credits::flat_prices(2);
+    credits.prices = Credits::flat_prices(price);
     let period = credits.period_at(now_s());
-    let book = depositor(&ledger, 13).await;
+    let book = depositor(&ledger, seed).await;
+    Priced {
+        dir,
+        task,
+        ledger,
+        credits,
+        period,
+        book,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_couriers_share_one_nullifier_set() {
+    let Priced {
+        dir,
+        task,
+        ledger,
+        credits,
+        period,
+        book,
+    } = priced("gate", 2, 13).await;
 
     // Courier A keeps the set and serves it; courier B records through it.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -414,13 +443,14 @@ async fn two_couriers_share_one_nullifier_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_courier_that_crashes_after_recording_never_accepts_a_ticket_twice() {
-    let dir = temp("crash");
-    let (url, task) = start_ledger(&dir, 3600).await;
-    let ledger = LedgerClient::new(&url).unwrap();
-    let mut credits = credits(&url);
-    credits.prices = Credits::flat_prices(1);
-    let period = credits.period_at(now_s());
-    let book = depositor(&ledger, 14).await;
+    let Priced {
+        dir,
+        task,
+        credits,
+        period,
+        book,
+        ..
+    } = priced("crash", 1, 14).await;
     let ticket = book.ticket(0, 1, period);
     let store = NullifierFile::default();
 
