@@ -127,7 +127,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&deposit)?);
                 }
             }
-            let period = credits.period_at(unix_s());
+            let period = credits.period_at(funion_runtime::unix_ms() / 1000);
             for (provider, p, count) in w.book()? {
                 let note = if p == period { " (this period)" } else { "" };
                 println!("book: {count} tickets for {provider}, period {p}{note}");
@@ -157,12 +157,6 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn unix_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Proves `count` tickets with a progress bar.
