@@ -264,6 +264,7 @@ pub async fn start_with(
         stake_per_ticket: 10,
         min_policy_stake: 100,
         root_history: 256,
+        root_validity_s: 3600,
     };
     config::write(&dir.join("ledger.toml"), &ledger_config)?;
     let ledger = tokio::spawn(ledger::serve(ledger_config, ledger_listener));
@@ -384,6 +385,7 @@ pub fn genconfig(
             stake_per_ticket: 10,
             min_policy_stake: 100,
             root_history: 256,
+            root_validity_s: 3600,
         },
     )?;
     std::fs::write(dir.join("policy.seed"), &policy_seed)?;

@@ -6,7 +6,8 @@
 //!   policy_stake, owner_key}`: a new leaf; answers `{index, root}`.
 //! - `GET /deposit/{id_commitment}`: the deposit's record.
 //! - `GET /path/{index}`: `{root, path}` for proving tickets.
-//! - `GET /roots`: the recent roots, newest last (couriers accept these).
+//! - `GET /roots`: the recent roots, newest last (couriers accept these): the
+//!   current one and those replaced less than `root_validity_s` ago.
 //! - `POST /slash` `{secret, claimant}`: a revealed identity secret; the
 //!   double-spend stake goes to `claimant`, the leaf is emptied.
 //! - `POST /burn` `{id_commitment, evidence_hash, signature}`: signed by
@@ -66,6 +67,10 @@ pub struct LedgerFile {
     /// Roots a courier may still accept (the newest this many).
     #[serde(default = "default_root_history")]
     pub root_history: usize,
+    /// Seconds a replaced root stays acceptable (books proved against it
+    /// keep working that long; keep it below the withdrawal delay).
+    #[serde(default = "default_root_validity_s")]
+    pub root_validity_s: u64,
 }
 
 fn default_withdraw_delay_s() -> u64 {
@@ -76,6 +81,9 @@ fn default_stake_per_ticket() -> u64 {
 }
 fn default_min_policy_stake() -> u64 {
     100
+}
+fn default_root_validity_s() -> u64 {
+    3600
 }
 fn default_root_history() -> usize {
     256
@@ -368,9 +376,11 @@ impl Inner {
         {
             let mut roots = txn.open_table(ROOTS)?;
             let last = roots.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
-            if last.as_ref().map(|(_, v)| v.as_slice()) != Some(&root.0[..]) {
+            if last.as_ref().map(|(_, v)| &v[..32]) != Some(&root.0[..]) {
                 let seq = last.map_or(0, |(k, _)| k + 1);
-                roots.insert(seq, &root.0[..])?;
+                // The root, then when it became current (Unix s).
+                let entry = [&root.0[..], &unix_s().to_le_bytes()].concat();
+                roots.insert(seq, entry.as_slice())?;
                 let keep = self.config.root_history.max(1) as u64;
                 if seq >= keep {
                     let old: Vec<u64> = roots
@@ -387,15 +397,36 @@ impl Inner {
         Ok(())
     }
 
+    /// The roots a courier may accept now: the current one, and each older
+    /// one until `root_validity_s` after it was replaced, so a slashed or
+    /// withdrawn leaf's tickets die within that time.
     fn roots(&self) -> Result<Vec<Scalar>, Answer> {
         let read = self.db.begin_read().map_err(internal)?;
         let table = read.open_table(ROOTS).map_err(internal)?;
-        let mut out = Vec::new();
+        let mut all: Vec<(Scalar, u64)> = Vec::new();
         for row in table.iter().map_err(internal)? {
             let (_, v) = row.map_err(internal)?;
-            out.push(Scalar(v.value().try_into().map_err(internal)?));
+            let v = v.value();
+            if v.len() != 40 {
+                return Err(internal("a root entry is damaged"));
+            }
+            let root = Scalar(v[..32].try_into().expect("32 bytes"));
+            all.push((
+                root,
+                u64::from_le_bytes(v[32..].try_into().expect("8 bytes")),
+            ));
         }
-        Ok(out)
+        let now = unix_s();
+        let validity = self.config.root_validity_s;
+        Ok(all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                all.get(i + 1)
+                    .is_none_or(|(_, replaced)| now < replaced.saturating_add(validity))
+            })
+            .map(|(_, (root, _))| *root)
+            .collect())
     }
 
     fn next_index(&self) -> Result<u64, Answer> {

@@ -35,6 +35,14 @@ const POLICY_SEED: [u8; 32] = [7; 32];
 
 /// Starts a ledger on loopback over the store in `dir`.
 async fn start_ledger(dir: &Path, withdraw_delay_s: u64) -> (String, tokio::task::JoinHandle<()>) {
+    start_ledger_with(dir, withdraw_delay_s, 3600).await
+}
+
+async fn start_ledger_with(
+    dir: &Path,
+    withdraw_delay_s: u64,
+    root_validity_s: u64,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let config = LedgerFile {
@@ -49,6 +57,7 @@ async fn start_ledger(dir: &Path, withdraw_delay_s: u64) -> (String, tokio::task
         stake_per_ticket: 10,
         min_policy_stake: 100,
         root_history: 8,
+        root_validity_s,
     };
     let task = tokio::spawn(async move {
         ledger::serve(config, listener).await.unwrap();
@@ -537,5 +546,49 @@ async fn the_wallet_never_reuses_a_message_id_or_a_ticket_across_a_crash() {
     nullifiers.sort();
     nullifiers.dedup();
     assert_eq!(nullifiers.len(), 3);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slashed_deposit_stops_paying_once_its_roots_expire() {
+    let dir = temp("expiry");
+    // Replaced roots expire at once here (an hour by default).
+    let (url, task) = start_ledger_with(&dir, 3600, 0).await;
+    let ledger = LedgerClient::new(&url).unwrap();
+    let mut credits = credits(&url);
+    credits.prices = Credits::flat_prices(1);
+    let period = credits.period_at(now_s());
+    let book = depositor(&ledger, 15).await;
+    let (first, second) = (book.ticket(0, 1, period), book.ticket(1, 2, period));
+    let gate = TicketGate::new(
+        credits.clone(),
+        &NullifierFile::default(),
+        &dir.join("courier"),
+    )
+    .await
+    .unwrap();
+    gate.admit(&dispatch(1, vec![first]), now_s())
+        .await
+        .unwrap();
+    ledger
+        .slash(book.identity.to_bytes(), "carol")
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.roots().await.unwrap().len(),
+        1,
+        "only the current root"
+    );
+    // A courier that fetches the roots after the slash (a gate keeps them
+    // for up to 2 s; a fresh one has none yet).
+    drop(gate);
+    let gate = TicketGate::new(credits, &NullifierFile::default(), &dir.join("courier"))
+        .await
+        .unwrap();
+    let refused = gate
+        .admit(&dispatch(2, vec![second]), now_s())
+        .await
+        .unwrap_err();
+    assert!(refused.contains("not a recent ledger root"), "{refused}");
     task.abort();
 }
