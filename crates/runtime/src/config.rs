@@ -63,7 +63,9 @@ pub struct ComputeFile {
 /// it), the provider's others name it by `url`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NullifierFile {
-    /// Serve this courier's set to the provider's others, `host:port`.
+    /// Serve this courier's set to the provider's others, `host:port`. The
+    /// keeper trusts whoever reaches it: bind it to an address only the
+    /// provider's own couriers can reach.
     #[serde(default)]
     pub listen: Option<String>,
     /// Record through the keeper at this base URL instead.

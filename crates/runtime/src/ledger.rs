@@ -447,7 +447,9 @@ pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<
         .ok()
         .filter(|k| k.len() == 32)
         .ok_or_else(|| anyhow::anyhow!("policy_key must be 32 bytes of hex"))?;
-    let inner = tokio::task::block_in_place(|| Inner::open(config))?;
+    // Opening fsyncs and rebuilds the tree: off the async workers, and safe
+    // on any runtime flavour.
+    let inner = tokio::task::spawn_blocking(move || Inner::open(config)).await??;
     let state: Shared = Arc::new(Mutex::new(inner));
     let app = Router::new()
         .route("/deposit", post(post_deposit))
