@@ -195,26 +195,45 @@ impl Devnet {
     }
 }
 
-/// Waits until the authority's document lists every node.
+/// Waits until the authority's document lists every node, or says which
+/// node stopped and why.
 async fn wait_for_all(
     client: &ClientFile,
     parameters: &Parameters,
-    count: usize,
+    nodes: &mut [DevnetNode],
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let key = config::hex32(&client.authority_key)?;
+    let mut listed = 0;
     for _ in 0..600 {
+        for node in nodes.iter_mut() {
+            if node.task.is_finished() {
+                let why = match (&mut node.task).await {
+                    Ok(Ok(())) => "it returned".to_string(),
+                    Ok(Err(error)) => format!("{error:#}"),
+                    Err(error) => error.to_string(),
+                };
+                anyhow::bail!(
+                    "node {} stopped while the network came up: {why}",
+                    node.config.name
+                );
+            }
+        }
         let epoch = funion_pki::epoch_at(crate::unix_ms(), parameters.epoch_ms);
         if let Ok(document) =
             crate::fetch_document(&http, &client.authority_url, &key, epoch, false).await
         {
-            if document.nodes.len() >= count {
+            listed = document.nodes.len();
+            if listed >= nodes.len() {
                 return Ok(());
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    anyhow::bail!("the network did not come up within a minute")
+    anyhow::bail!(
+        "the network did not come up within 30 s: {listed} of {} nodes in the document",
+        nodes.len()
+    )
 }
 
 async fn bind_retrying(address: &str) -> anyhow::Result<TcpListener> {
@@ -341,7 +360,7 @@ pub async fn start_with(
         authority_key,
     };
     config::write(&dir.join("client.toml"), &client)?;
-    wait_for_all(&client, &parameters, nodes.len()).await?;
+    wait_for_all(&client, &parameters, &mut nodes).await?;
     let count = nodes.len();
     let net = Devnet {
         dir: dir.to_path_buf(),

@@ -128,6 +128,31 @@ pub(crate) async fn publish<K: Kem>(
     Ok(())
 }
 
+/// Publishes this node's descriptors for the current epoch and the next,
+/// and returns the current epoch. When an epoch ends while its descriptor
+/// is on the way (the authority then refuses it as past), the node starts
+/// over in the new epoch instead of stopping.
+pub(crate) async fn publish_at_start<K: Kem>(
+    http: &reqwest::Client,
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch_ms: u64,
+) -> anyhow::Result<u64> {
+    let mut tries = 0;
+    loop {
+        let epoch = epoch_at(unix_ms(), epoch_ms);
+        let published = match publish::<K>(http, config, keys, epoch).await {
+            Ok(()) => publish::<K>(http, config, keys, epoch + 1).await,
+            Err(error) => Err(error),
+        };
+        match published {
+            Ok(()) => return Ok(epoch),
+            Err(_) if tries < 3 && epoch_at(unix_ms(), epoch_ms) != epoch => tries += 1,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Replay tags on disk: one append-only file of 32-byte records per key
 /// epoch. Tags are written as packets are accepted; a background task syncs
 /// them in groups (every [`SYNC_WINDOW`] while any are unsynced), and a
@@ -557,9 +582,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         )
     });
 
-    let mut epoch = epoch_at(unix_ms(), parameters.epoch_ms);
-    publish::<K>(&http, &config, &keys, epoch).await?;
-    publish::<K>(&http, &config, &keys, epoch + 1).await?;
+    let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms).await?;
     let mut document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 

@@ -22,7 +22,7 @@ use funion_pigeonhole::envelope::{ReplicaReply, ReplyKey, Request, Sizes};
 use funion_pigeonhole::shard;
 use funion_pigeonhole::wire::{ReplicaEnvelope, StorageMessage, WireBox};
 use funion_pigeonhole::ErrorCode;
-use funion_pki::{epoch_at, NetworkDocument, Parameters, Role};
+use funion_pki::{NetworkDocument, Parameters, Role};
 use funion_sphinx::kem::Kem;
 use funion_sphinx::NodeId;
 use tokio::net::TcpListener;
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::{hex32, NodeFile, NodeKeys};
 use crate::link::Frame;
 use crate::metrics::Metrics;
-use crate::node::{publish, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
+use crate::node::{publish, publish_at_start, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use crate::store::{BoxStore, WriteOp, Written};
 use crate::{fetch_document, unix_ms};
 
@@ -71,9 +71,7 @@ pub(crate) async fn run<K: Kem>(
         config.box_lifetime_s.saturating_mul(1000),
     )?);
 
-    let mut epoch = epoch_at(unix_ms(), parameters.epoch_ms);
-    publish::<K>(&http, &config, &keys, epoch).await?;
-    publish::<K>(&http, &config, &keys, epoch + 1).await?;
+    let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms).await?;
     let document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
