@@ -12,7 +12,7 @@ use funion_runtime::client::Network;
 use funion_runtime::config::{self, ClientFile};
 use funion_runtime::jobs::{pay, JobSpec};
 use funion_runtime::ledger::LedgerClient;
-use funion_runtime::wallet::{top_up, Wallet};
+use funion_runtime::wallet::{drop_stale_tickets, top_up, Wallet};
 
 /// `funion credits ...`.
 #[derive(Subcommand)]
@@ -127,6 +127,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&deposit)?);
                 }
             }
+            drop_stale(&w, &credits).await?;
             let period = credits.period_at(funion_runtime::unix_ms() / 1000);
             for (provider, p, count) in w.book()? {
                 let note = if p == period { " (this period)" } else { "" };
@@ -147,6 +148,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         } => {
             let credits = credits_of(&wallet.config).await?;
             let w = Arc::new(Wallet::open(&wallet.path())?);
+            drop_stale(&w, &credits).await?;
             let started = std::time::Instant::now();
             prove_with_bar(w, &credits, count, threads).await?;
             let took = started.elapsed().as_secs_f64();
@@ -155,6 +157,15 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                 took * 1000.0 / f64::from(count.max(1))
             );
         }
+    }
+    Ok(())
+}
+
+/// Drops the book's tickets that couriers would refuse, and says so.
+async fn drop_stale(w: &Wallet, credits: &Credits) -> anyhow::Result<()> {
+    let dropped = drop_stale_tickets(w, credits).await?;
+    if dropped > 0 {
+        println!("dropped {dropped} tickets the couriers no longer take (expired root or period)");
     }
     Ok(())
 }
@@ -200,6 +211,15 @@ pub async fn pay_from_file(
 ) -> anyhow::Result<()> {
     let credits = credits_of(config).await?;
     let w = Wallet::open(&default_wallet(config, wallet))?;
+    // Tickets whose root expired would only be refused: drop them first.
+    // Without the ledger the book is used as it is; couriers judge.
+    match drop_stale_tickets(&w, &credits).await {
+        Ok(0) => {}
+        Ok(n) => {
+            eprintln!("dropped {n} tickets the couriers no longer take (expired root or period)")
+        }
+        Err(error) => eprintln!("could not check the book against the ledger's roots: {error:#}"),
+    }
     pay_all(&credits, &w, specs)
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey};
-use funion_tickets::{Identity, Prover, Scope, Ticket, TicketRequest};
+use funion_tickets::{Identity, Prover, Scalar, Scope, Ticket, TicketRequest};
 use rand_core::{OsRng, RngCore};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -217,17 +217,9 @@ impl Wallet {
         let txn = self.db.begin_write()?;
         let taken = {
             let mut book = txn.open_table(BOOK)?;
-            let mut chosen = Vec::new();
-            for row in book.iter()? {
-                let (k, v) = row?;
-                let entry: Entry = serde_json::from_slice(v.value())?;
-                if entry.provider == provider && periods.contains(&entry.period) {
-                    chosen.push((k.value(), entry.ticket));
-                    if chosen.len() == count {
-                        break;
-                    }
-                }
-            }
+            let chosen = select(&book, count, |entry| {
+                entry.provider == provider && periods.contains(&entry.period)
+            })?;
             if chosen.len() < count {
                 anyhow::bail!(
                     "the ticket book holds {} usable tickets for {provider}, the job needs {count}: \
@@ -244,6 +236,35 @@ impl Wallet {
         Ok(taken)
     }
 
+    /// Removes from the book the tickets for `provider` that no courier
+    /// takes any more: proved for a period before `oldest_period`, or
+    /// against a root not in `live_roots` (the ledger's recent roots), or
+    /// unreadable. Their message ids stay used, so no new ticket ever
+    /// shares a nullifier with one of them. Returns how many went.
+    pub fn drop_stale(
+        &self,
+        provider: &str,
+        oldest_period: u64,
+        live_roots: &[Scalar],
+    ) -> anyhow::Result<usize> {
+        let txn = self.db.begin_write()?;
+        let dropped = {
+            let mut book = txn.open_table(BOOK)?;
+            let stale = select(&book, usize::MAX, |entry| {
+                entry.provider == provider
+                    && !(entry.period >= oldest_period
+                        && Ticket::decode(&entry.ticket)
+                            .is_ok_and(|t| live_roots.contains(&t.root)))
+            })?;
+            for (k, _) in &stale {
+                book.remove(*k)?;
+            }
+            stale.len()
+        };
+        txn.commit()?;
+        Ok(dropped)
+    }
+
     /// Tickets in the book: (provider, period, count).
     pub fn book(&self) -> anyhow::Result<Vec<(String, u64, usize)>> {
         let read = self.db.begin_read()?;
@@ -256,6 +277,27 @@ impl Wallet {
         }
         Ok(counts.into_iter().map(|((p, n), c)| (p, n, c)).collect())
     }
+}
+
+/// The first `most` entries of the book that `pick` chooses, in book
+/// order: (key, ticket bytes).
+fn select(
+    book: &impl ReadableTable<u64, &'static [u8]>,
+    most: usize,
+    mut pick: impl FnMut(&Entry) -> bool,
+) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+    let mut chosen = Vec::new();
+    for row in book.iter()? {
+        if chosen.len() == most {
+            break;
+        }
+        let (k, v) = row?;
+        let entry: Entry = serde_json::from_slice(v.value())?;
+        if pick(&entry) {
+            chosen.push((k.value(), entry.ticket));
+        }
+    }
+    Ok(chosen)
 }
 
 /// Proves `count` tickets for `scope` into `wallet`'s book: one partial
@@ -322,6 +364,19 @@ pub fn prove_book(
         tickets.extend(r?);
     }
     Ok(tickets)
+}
+
+/// Asks the ledger which roots couriers take now and drops the book's
+/// tickets for the document's provider that they would refuse (see
+/// [`Wallet::drop_stale`]). Returns how many went.
+pub async fn drop_stale_tickets(
+    wallet: &Wallet,
+    credits: &funion_pki::Credits,
+) -> anyhow::Result<usize> {
+    let roots = LedgerClient::new(&credits.ledger_url)?.roots().await?;
+    // Couriers take the current period and the one just ended.
+    let period = credits.period_at(crate::unix_ms() / 1000);
+    wallet.drop_stale(&credits.provider, period.saturating_sub(1), &roots)
 }
 
 /// Proves `count` more tickets for the current credit period at the

@@ -17,7 +17,7 @@ use funion_runtime::credits::TicketGate;
 use funion_runtime::ledger::{
     self, BurnRequest, DepositRequest, DepositState, LedgerClient, LedgerFile, BURN_LABEL,
 };
-use funion_runtime::wallet::{top_up, Wallet};
+use funion_runtime::wallet::{drop_stale_tickets, top_up, Wallet};
 use funion_tickets::{Identity, Prover, Scalar, Scope, Ticket, TicketRequest};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -570,6 +570,13 @@ async fn a_slashed_deposit_stops_paying_once_its_roots_expire() {
     gate.admit(&dispatch(1, vec![first]), now_s())
         .await
         .unwrap();
+    // A wallet proves a book against the root of the moment.
+    let wallet = Arc::new(Wallet::open(&dir.join("wallet.redb")).unwrap());
+    wallet.deposit(&ledger, 4, 40, 100).await.unwrap();
+    let zero = || Arc::new(AtomicU64::new(0));
+    top_up(wallet.clone(), &credits, 2, 1, zero())
+        .await
+        .unwrap();
     ledger
         .slash(book.identity.to_bytes(), "carol")
         .await
@@ -582,13 +589,52 @@ async fn a_slashed_deposit_stops_paying_once_its_roots_expire() {
     // A courier that fetches the roots after the slash (a gate keeps them
     // for up to 2 s; a fresh one has none yet).
     drop(gate);
-    let gate = TicketGate::new(credits, &NullifierFile::default(), &dir.join("courier"))
-        .await
-        .unwrap();
+    let gate = TicketGate::new(
+        credits.clone(),
+        &NullifierFile::default(),
+        &dir.join("courier"),
+    )
+    .await
+    .unwrap();
     let refused = gate
         .admit(&dispatch(2, vec![second]), now_s())
         .await
         .unwrap_err();
     assert!(refused.contains("not a recent ledger root"), "{refused}");
+
+    // The wallet drops the book the couriers would now refuse, and proves
+    // afresh with new message ids (never the dropped ones: that would
+    // reveal its secret).
+    assert_eq!(drop_stale_tickets(&wallet, &credits).await.unwrap(), 2);
+    assert!(wallet.take("acme", &[period], 1).is_err(), "nothing left");
+    top_up(wallet.clone(), &credits, 1, 1, zero())
+        .await
+        .unwrap();
+    assert_eq!(drop_stale_tickets(&wallet, &credits).await.unwrap(), 0);
+    let fresh = wallet.take("acme", &[period], 1).unwrap();
+    gate.admit(&dispatch(3, fresh), now_s()).await.unwrap();
+    // A ticket of a period couriers no longer take goes too.
+    top_up(wallet.clone(), &credits, 1, 1, zero())
+        .await
+        .unwrap();
+    assert_eq!(
+        wallet
+            .drop_stale("acme", period, &ledger.roots().await.unwrap())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        wallet
+            .drop_stale("acme", period + 1, &ledger.roots().await.unwrap())
+            .unwrap(),
+        1
+    );
+    assert!(wallet.book().unwrap().is_empty());
+    assert!(
+        top_up(wallet.clone(), &credits, 1, 1, zero())
+            .await
+            .is_err(),
+        "2 dropped + 2 proved: the limit of 4 counts the dropped ids"
+    );
     task.abort();
 }
