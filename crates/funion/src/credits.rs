@@ -211,15 +211,9 @@ pub async fn pay_from_file(
 ) -> anyhow::Result<()> {
     let credits = credits_of(config).await?;
     let w = Wallet::open(&default_wallet(config, wallet))?;
-    // Tickets whose root expired would only be refused: drop them first.
-    // Without the ledger the book is used as it is; couriers judge.
-    match drop_stale_tickets(&w, &credits).await {
-        Ok(0) => {}
-        Ok(n) => {
-            eprintln!("dropped {n} tickets the couriers no longer take (expired root or period)")
-        }
-        Err(error) => eprintln!("could not check the book against the ledger's roots: {error:#}"),
-    }
+    // The book is not checked against the ledger's roots here: asking the
+    // ledger just before each job would tell it when this client sends
+    // one. `credits status` and `credits tickets` drop stale tickets.
     pay_all(&credits, &w, specs)
 }
 
