@@ -2,6 +2,7 @@
 //! `funion demo`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use funion_compute::{class_for, Outcome, Sampling, Task, OUTPUT_CLASSES};
@@ -204,7 +205,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let prompt = args
         .prompt
         .unwrap_or_else(|| "What does a mix network hide?".to_string());
-    let parameters = if args.paper_params {
+    let mut parameters = if args.paper_params {
         Parameters::paper()
     } else {
         Parameters::fast()
@@ -228,13 +229,66 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         TINY_LLAMA
     };
     compute.batch_window_ms = (parameters.bucket_spacing_us / 1000).max(10);
-    let mu_s = parameters.mean_delay_us as f64 / 1e6;
+
+    // Fit the network to this machine as it is now: what one loop of cover
+    // costs here, and how long the models take, both measured under
+    // whatever else the machine is running.
+    let cost = funion_runtime::calibrate::measure(&parameters, Duration::from_millis(400)).await?;
+    let fast_rate = parameters.send_rate();
+    if !args.paper_params {
+        let rate = cost
+            .rate_within(DEMO_CLIENTS, COVER_SHARE)
+            .clamp(MIN_DEMO_RATE, fast_rate);
+        parameters.send_rate_millihertz = (rate * 1000.0) as u64;
+    }
+    let minilm_tokens = TextTokenizer::load(&minilm)?.encode(&prompt)?;
+    let llama_tokens = TextTokenizer::load(&llama_dir)?.encode(&prompt)?;
+    let models = compute.load()?;
+    let embed_s = time_model(&models, MINILM, Task::Embed, &minilm_tokens, 512, Sampling::default())?;
+    let ask_s = time_model(&models, llama_name, Task::Generate, &llama_tokens, 256, ask_sampling())?;
+    drop(models);
+    let plan = BucketPlan::new(&parameters, &cost, embed_s.max(ask_s), compute.batch_window_ms);
     println!(
         "funion demo: a whole network on loopback (authority, gateway, 3 mix layers, 2 service nodes \
-         with couriers and compute couriers, 4 replicas); μ = {} ms, λ_s = {}/s, Δ = {} ms",
+         with couriers and compute couriers, 4 replicas); μ = {} ms, λ_s = {:.1}/s, Δ = {} ms",
         parameters.mean_delay_us / 1000,
         parameters.send_rate(),
         parameters.bucket_spacing_us / 1000
+    );
+    println!(
+        "   measured here, now: a loop packet costs {:.2} ms of CPU (build {:.0} µs, {} hops × (unwrap {:.0} µs + Noise link {:.0} µs), × {:.1} for the runtime); {} core(s)",
+        cost.per_loop_us() / 1e3,
+        cost.build_us,
+        cost.hops,
+        cost.unwrap_us,
+        cost.link_us,
+        funion_runtime::calibrate::RUNTIME_OVERHEAD,
+        cost.cores,
+    );
+    if args.paper_params {
+        println!(
+            "   the paper's λ_s: {DEMO_CLIENTS} clients' cover costs {:.3} cores",
+            cost.cores_for(DEMO_CLIENTS, parameters.send_rate())
+        );
+    } else {
+        println!(
+            "   λ_s = {:.1}/s so that {DEMO_CLIENTS} clients' cover (this one and the two compute couriers) costs {:.2} of {} core(s), at most {:.0} %; at the --fast rate ({fast_rate}/s) it would cost {:.2}",
+            parameters.send_rate(),
+            cost.cores_for(DEMO_CLIENTS, parameters.send_rate()),
+            cost.cores,
+            COVER_SHARE * 100.0,
+            cost.cores_for(DEMO_CLIENTS, fast_rate),
+        );
+    }
+    println!(
+        "   models measured here: {MINILM} {:.3} s, {llama_name} {:.3} s; bucket j = {} (t_j = {:.2} s: fetch ≤ {:.2} s, batch wait ≤ {:.2} s, compute {:.2} s with a {COMPUTE_MARGIN}× margin)",
+        embed_s,
+        ask_s,
+        plan.bucket,
+        plan.edge_s,
+        plan.fetch_s,
+        plan.batch_s,
+        plan.compute_s,
     );
     let options = DevnetOptions {
         metrics: false,
@@ -265,17 +319,12 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         funion_tickets::TICKET_LEN
     );
 
-    // The bucket: room for the fetch (one echo, its slow tail), the batch
-    // window and the compute, rounded up to the grid.
-    let echo_q99 = erlang_quantile(9, mu_s, 0.99) + 2.0 / parameters.send_rate();
+    let bucket = plan.bucket;
     let spacing = parameters.bucket_spacing_us as f64 / 1e6;
-    let bucket = ((echo_q99 + 1.0 + spacing) / spacing).ceil() as u32;
-
-    let bert = TextTokenizer::load(&minilm)?;
     let embed = JobSpec {
         model: MINILM.into(),
         task: Task::Embed,
-        tokens: bert.encode(&prompt)?,
+        tokens: minilm_tokens,
         output_class: 512,
         sampling: Sampling::default(),
         bucket,
@@ -306,14 +355,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let ask = JobSpec {
         model: llama_name.into(),
         task: Task::Generate,
-        tokens: llama.encode(&prompt)?,
+        tokens: llama_tokens,
         output_class: 256,
-        sampling: Sampling {
-            seed: 7,
-            temperature: 0.7,
-            top_p: Some(0.95),
-            max_tokens: 32,
-        },
+        sampling: ask_sampling(),
         bucket,
         tickets: Vec::new(),
         courier: None,
@@ -340,9 +384,120 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ),
         other => describe(other),
     })?;
+    let shed: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.metrics.compute("loops_shed"))
+        .sum();
+    let overloaded: u64 = net
+        .nodes
+        .iter()
+        .map(|n| {
+            n.metrics
+                .counters()
+                .dropped
+                .get(&funion_mixnet::DropReason::Overloaded)
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    println!(
+        "\nload: the compute couriers shed {shed} cover loops while behind; nodes dropped {overloaded} packets as overloaded"
+    );
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Clients sending cover in the demo: its own and the two compute couriers'.
+const DEMO_CLIENTS: usize = 3;
+/// The most of the machine's cores the demo's idle cover may take.
+const COVER_SHARE: f64 = 0.2;
+/// The demo never sends slower than this (a slot every 200 ms on average).
+const MIN_DEMO_RATE: f64 = 5.0;
+/// How much slower than measured a model may run in the network before its
+/// job overflows.
+const COMPUTE_MARGIN: f64 = 3.0;
+
+fn ask_sampling() -> Sampling {
+    Sampling {
+        seed: 7,
+        temperature: 0.7,
+        top_p: Some(0.95),
+        max_tokens: 32,
+    }
+}
+
+/// Runs `model` once on the prompt, as a compute courier would, and returns
+/// the seconds it took (the second of two runs: the first warms it up).
+fn time_model(
+    models: &funion_inference::Models,
+    model: &str,
+    task: Task,
+    tokens: &[u32],
+    output_class: u32,
+    sampling: Sampling,
+) -> anyhow::Result<f64> {
+    let backend = models
+        .get(model)
+        .ok_or_else(|| anyhow::anyhow!("no model {model}"))?;
+    let item = funion_compute::WorkItem {
+        job: 0,
+        model: model.to_string(),
+        task,
+        tokens: tokens.to_vec(),
+        sampling,
+        output_class,
+    };
+    let mut took = 0.0;
+    for _ in 0..2 {
+        let clock = std::time::Instant::now();
+        if let Some(Err(error)) = backend.run(std::slice::from_ref(&item)).pop() {
+            anyhow::bail!("{model} failed on the prompt: {error}");
+        }
+        took = clock.elapsed().as_secs_f64();
+    }
+    Ok(took)
+}
+
+/// The latency bucket for the demo's jobs: t_j must cover the compute
+/// courier's fetch (one echo, its slow tail, slot waits and the work at each
+/// hop), the batch wait and the model with a margin.
+struct BucketPlan {
+    fetch_s: f64,
+    batch_s: f64,
+    compute_s: f64,
+    edge_s: f64,
+    bucket: u32,
+}
+
+impl BucketPlan {
+    fn new(
+        parameters: &Parameters,
+        cost: &funion_runtime::calibrate::CoverCost,
+        model_s: f64,
+        batch_window_ms: u64,
+    ) -> Self {
+        let mu_s = parameters.mean_delay_us as f64 / 1e6;
+        // Nine hops of Exp(μ) (99th percentile), three slot gaps, the work
+        // at each of the nine hops four times over (queues), and 50 ms for
+        // the replicas.
+        let fetch_s = erlang_quantile(9, mu_s, 0.99)
+            + 3.0 / parameters.send_rate()
+            + 9.0 * 4.0 * cost.per_loop_us() / cost.hops.max(1) as f64 / 1e6
+            + 0.05;
+        let batch_s = batch_window_ms as f64 / 1e3;
+        let compute_s = model_s * COMPUTE_MARGIN + 0.05;
+        let spacing = parameters.bucket_spacing_us as f64 / 1e6;
+        let bucket = ((fetch_s + batch_s + compute_s) / spacing).ceil().max(1.0) as u32;
+        BucketPlan {
+            fetch_s,
+            batch_s,
+            compute_s,
+            edge_s: f64::from(bucket) * spacing,
+            bucket,
+        }
+    }
 }
 
 fn compute_echoes(net: &devnet::Devnet) -> u64 {

@@ -25,6 +25,12 @@ pub struct NetworkOptions {
     /// Mean per-hop delay μ in microseconds (overrides the preset).
     #[arg(long)]
     mean_delay_us: Option<u64>,
+    /// Send slots per second λ_s of every client (overrides the preset).
+    /// Each slot is a packet, cover when there is nothing to send: on a
+    /// small machine, a lower rate leaves CPU for the work (see
+    /// docs/overload.md for what cover costs).
+    #[arg(long)]
+    send_rate: Option<f64>,
 }
 
 impl NetworkOptions {
@@ -39,9 +45,15 @@ impl NetworkOptions {
         } else {
             Parameters::paper()
         };
+        let send_rate_millihertz = match self.send_rate {
+            Some(rate) if rate.is_finite() && rate >= 0.001 => (rate * 1000.0) as u64,
+            Some(rate) => anyhow::bail!("--send-rate {rate}: use a positive number of packets a second"),
+            None => base.send_rate_millihertz,
+        };
         Ok(Parameters {
             kem,
             mean_delay_us: self.mean_delay_us.unwrap_or(base.mean_delay_us),
+            send_rate_millihertz,
             ..base
         })
     }
@@ -162,6 +174,9 @@ fn storage_line(stats: &storage::StorageStats) -> String {
 
 pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let parameters = args.network.parameters()?;
+    // What the compute couriers' cover will cost here, before it starts.
+    let cost =
+        funion_runtime::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
     let compute = crate::inference::devnet_models(&args.dir, &args.models)?;
     let served: Vec<String> = compute.models.iter().map(|m| m.name.clone()).collect();
     let options = devnet::DevnetOptions {
@@ -169,8 +184,30 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         compute: Some(compute),
         ..devnet::DevnetOptions::default()
     };
-    let net = devnet::start_with(&args.dir, parameters, &options).await?;
+    let net = devnet::start_with(&args.dir, parameters.clone(), &options).await?;
     println!("compute couriers serve: {}", served.join(", "));
+    let couriers = net
+        .nodes
+        .iter()
+        .filter(|n| n.config.compute.is_some())
+        .count();
+    println!(
+        "cover: λ_s = {}/s; a loop costs {:.2} ms of CPU here, so the {couriers} compute couriers' cover takes {:.2} of {} core(s) and each client adds {:.2}{}",
+        parameters.send_rate(),
+        cost.per_loop_us() / 1e3,
+        cost.cores_for(couriers, parameters.send_rate()),
+        cost.cores,
+        cost.cores_for(1, parameters.send_rate()),
+        if cost.cores_for(couriers + 1, parameters.send_rate()) > 0.5 * cost.cores as f64 {
+            format!(
+                "; --send-rate {:.0} would keep {} clients under a fifth of the CPU",
+                cost.rate_within(couriers + 1, 0.2).floor().max(1.0),
+                couriers + 1
+            )
+        } else {
+            String::new()
+        }
+    );
     println!(
         "devnet running: authority {}, ledger {}",
         net.client.authority_url, net.ledger_url

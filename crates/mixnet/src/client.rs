@@ -7,6 +7,14 @@
 //! per layer is chosen uniformly. Replies arrive as SURB payloads through the
 //! gateway; a request unanswered after a timeout is sent again with a fresh
 //! SURB.
+//!
+//! Overload: a send slot that comes more than [`ClientConfig::max_lag_us`]
+//! late (the driver fell behind) carries a queued request if there is one and
+//! is otherwise shed, not caught up, so a client that falls behind sends less
+//! cover, never a burst of it. The retransmission timeout follows the measured
+//! round trip (RFC 6298's estimator, Karn's rule), doubles with every attempt,
+//! and a reply through an earlier attempt's SURB still answers the request, so
+//! resending never multiplies the load of a slow network.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -28,8 +36,13 @@ pub struct ClientConfig {
     pub mean_delay_us: f64,
     /// Send slots per second, λ_s.
     pub send_rate: f64,
-    /// Send a request again when no reply came within this long.
+    /// Send a request again when no reply came within this long: the
+    /// least timeout; the measured round trip raises it, and it doubles with
+    /// each attempt.
     pub retransmit_after_us: Micros,
+    /// A send slot later than this (the driver fell behind) is missed: it
+    /// carries a queued request if there is one, and its loop is shed.
+    pub max_lag_us: Micros,
     /// Give a request up after this many sends.
     pub max_attempts: u32,
     /// Fill slots that carry no request with loop (cover) packets. Only
@@ -78,6 +91,11 @@ pub struct ClientStats {
     pub replies: u64,
     /// Replies that did not open or answered nothing pending.
     pub bad_replies: u64,
+    /// Loops not sent because their slot came too late (the client was
+    /// behind): cover is the first thing shed.
+    pub loops_shed: u64,
+    /// Requests answered through the SURB of an attempt already sent again.
+    pub late_replies: u64,
 }
 
 /// A request to a service: which service, at which service node (index
@@ -98,8 +116,53 @@ enum Purpose {
 struct Pending {
     keys: SurbKeys,
     sent_at: Micros,
+    /// When a request is sent again (unused for loops).
+    timeout_at: Micros,
     purpose: Purpose,
 }
+
+/// The SURB of an attempt that was sent again: a reply through it still
+/// answers the request.
+struct Superseded {
+    keys: SurbKeys,
+    seq: u64,
+    sent_at: Micros,
+    forget_at: Micros,
+}
+
+/// The retransmission timeout estimator (RFC 6298): smoothed round trip and
+/// its variation, from first attempts only (Karn's rule).
+#[derive(Clone, Copy, Debug, Default)]
+struct RttEstimate {
+    srtt_us: f64,
+    rttvar_us: f64,
+    samples: u64,
+}
+
+impl RttEstimate {
+    fn sample(&mut self, rtt_us: Micros) {
+        let r = rtt_us as f64;
+        if self.samples == 0 {
+            self.srtt_us = r;
+            self.rttvar_us = r / 2.0;
+        } else {
+            self.rttvar_us = 0.75 * self.rttvar_us + 0.25 * (self.srtt_us - r).abs();
+            self.srtt_us = 0.875 * self.srtt_us + 0.125 * r;
+        }
+        self.samples += 1;
+    }
+
+    /// The timeout for a first attempt, never below `floor`.
+    fn timeout(&self, floor: Micros) -> Micros {
+        if self.samples == 0 {
+            return floor;
+        }
+        ((self.srtt_us + 4.0 * self.rttvar_us) as Micros).max(floor)
+    }
+}
+
+/// Longest a retransmission timeout grows to, as a multiple of the least.
+const MAX_BACKOFF: Micros = 16;
 
 /// A client's mix network state.
 pub struct Client<K: Kem> {
@@ -110,6 +173,8 @@ pub struct Client<K: Kem> {
     next_slot: Option<Micros>,
     outbox: VecDeque<Outgoing>,
     pending: HashMap<[u8; SURB_ID_LEN], Pending>,
+    superseded: HashMap<[u8; SURB_ID_LEN], Superseded>,
+    rtt: RttEstimate,
     stats: ClientStats,
 }
 
@@ -130,6 +195,8 @@ impl<K: Kem> Client<K> {
             next_slot: None,
             outbox: VecDeque::new(),
             pending: HashMap::new(),
+            superseded: HashMap::new(),
+            rtt: RttEstimate::default(),
             stats: ClientStats::default(),
         }
     }
@@ -197,13 +264,19 @@ impl<K: Kem> Client<K> {
         &self.topology
     }
 
+    /// The timeout a first attempt gets now: the measured round trip's
+    /// (smoothed, plus four deviations), never below the configured least.
+    pub fn retransmit_timeout(&self) -> Micros {
+        self.rtt.timeout(self.config.retransmit_after_us)
+    }
+
     /// When [`Client::poll`] next has something to do.
     pub fn next_deadline(&self) -> Option<Micros> {
         let timeouts = self
             .pending
             .values()
             .filter(|p| matches!(p.purpose, Purpose::Request(_)))
-            .map(|p| p.sent_at + self.config.retransmit_after_us)
+            .map(|p| p.timeout_at)
             .min();
         match (self.next_slot, timeouts) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -227,7 +300,13 @@ impl<K: Kem> Client<K> {
             None => now + exponential_us(rng, mean_gap),
         };
         while slot <= now {
-            if let Some(packet) = self.fill_slot(slot, rng) {
+            let missed = now - slot > self.config.max_lag_us;
+            if missed && self.outbox.is_empty() {
+                // Behind: a loop for a slot long gone would only add load.
+                if self.config.cover {
+                    self.stats.loops_shed += 1;
+                }
+            } else if let Some(packet) = self.fill_slot(now, rng) {
                 packets.push(packet);
             }
             slot += exponential_us(rng, mean_gap).max(1);
@@ -237,32 +316,63 @@ impl<K: Kem> Client<K> {
     }
 
     fn expire(&mut self, now: Micros, events: &mut Vec<ClientEvent>) {
-        let timeout = self.config.retransmit_after_us;
         let expired: Vec<[u8; SURB_ID_LEN]> = self
             .pending
             .iter()
-            .filter(|(_, p)| matches!(p.purpose, Purpose::Request(_)) && p.sent_at + timeout <= now)
+            .filter(|(_, p)| matches!(p.purpose, Purpose::Request(_)) && p.timeout_at <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             let Some(Pending {
+                keys,
+                sent_at,
+                timeout_at,
                 purpose: Purpose::Request(mut request),
-                ..
             }) = self.pending.remove(&id)
             else {
                 continue;
             };
             if request.attempt >= self.config.max_attempts {
+                self.superseded.retain(|_, s| s.seq != request.seq);
                 events.push(ClientEvent::GaveUp { seq: request.seq });
             } else {
                 self.stats.retransmissions += 1;
                 request.attempt += 1;
+                // The old SURB stays good for as long again: a slow reply
+                // through it answers the request.
+                let waited = timeout_at.saturating_sub(sent_at);
+                self.superseded.insert(
+                    id,
+                    Superseded {
+                        keys,
+                        seq: request.seq,
+                        sent_at,
+                        forget_at: now + waited.saturating_mul(2),
+                    },
+                );
                 self.outbox.push_front(request);
             }
         }
-        // Loops that never came back are forgotten after the same timeout.
-        self.pending
-            .retain(|_, p| matches!(p.purpose, Purpose::Request(_)) || p.sent_at + timeout > now);
+        // Loops that never came back are forgotten after the least timeout
+        // and the longest backoff.
+        let loop_life = self.config.retransmit_after_us.saturating_mul(MAX_BACKOFF);
+        self.pending.retain(|_, p| {
+            matches!(p.purpose, Purpose::Request(_)) || p.sent_at.saturating_add(loop_life) > now
+        });
+        self.superseded.retain(|_, s| s.forget_at > now);
+    }
+
+    /// When an attempt sent at `now` times out: the estimated timeout,
+    /// doubled for every earlier attempt, within [`MAX_BACKOFF`] times the
+    /// least.
+    fn timeout_for(&self, now: Micros, attempt: u32) -> Micros {
+        let floor = self.config.retransmit_after_us;
+        let base = self.rtt.timeout(floor);
+        let backoff = 1u64 << attempt.saturating_sub(1).min(16);
+        let timeout = base
+            .saturating_mul(backoff)
+            .min(floor.saturating_mul(MAX_BACKOFF).max(base));
+        now.saturating_add(timeout)
     }
 
     fn delay<R: RngCore>(&self, rng: &mut R) -> u32 {
@@ -328,11 +438,13 @@ impl<K: Kem> Client<K> {
                 let packet = create_packet(&self.geometry, &path, &delivery, &message, rng)
                     .expect("an echo request always fits");
                 self.stats.requests_sent += 1;
+                let timeout_at = self.timeout_for(at, request.attempt);
                 self.pending.insert(
                     surb_id,
                     Pending {
                         keys,
                         sent_at: at,
+                        timeout_at,
                         purpose: Purpose::Request(request),
                     },
                 );
@@ -353,6 +465,7 @@ impl<K: Kem> Client<K> {
                     Pending {
                         keys,
                         sent_at: at,
+                        timeout_at: at,
                         purpose: Purpose::Loop,
                     },
                 );
@@ -368,6 +481,9 @@ impl<K: Kem> Client<K> {
         surb_id: [u8; SURB_ID_LEN],
         payload: &[u8],
     ) -> Option<ClientEvent> {
+        if let Some(old) = self.superseded.remove(&surb_id) {
+            return self.handle_late_reply(now, old, payload);
+        }
         let Some(pending) = self.pending.remove(&surb_id) else {
             self.stats.bad_replies += 1;
             return None;
@@ -379,13 +495,60 @@ impl<K: Kem> Client<K> {
         self.stats.replies += 1;
         let rtt_us = now.saturating_sub(pending.sent_at);
         Some(match pending.purpose {
-            Purpose::Request(request) => ClientEvent::Pong {
-                seq: request.seq,
-                rtt_us,
-                attempts: request.attempt,
-                body: opened,
-            },
+            Purpose::Request(request) => {
+                if request.attempt == 1 {
+                    self.rtt.sample(rtt_us);
+                }
+                self.superseded.retain(|_, s| s.seq != request.seq);
+                ClientEvent::Pong {
+                    seq: request.seq,
+                    rtt_us,
+                    attempts: request.attempt,
+                    body: opened,
+                }
+            }
             Purpose::Loop => ClientEvent::LoopReturned { rtt_us },
+        })
+    }
+
+    /// A reply through the SURB of an attempt already sent again: it answers
+    /// the request if the request is still open (queued or in flight).
+    fn handle_late_reply(
+        &mut self,
+        now: Micros,
+        old: Superseded,
+        payload: &[u8],
+    ) -> Option<ClientEvent> {
+        let Ok(opened) = old.keys.open_reply(payload) else {
+            self.stats.bad_replies += 1;
+            return None;
+        };
+        let seq = old.seq;
+        let request = if let Some(at) = self.outbox.iter().position(|r| r.seq == seq) {
+            self.outbox.remove(at)
+        } else {
+            let id = self.pending.iter().find_map(|(id, p)| match &p.purpose {
+                Purpose::Request(r) if r.seq == seq => Some(*id),
+                _ => None,
+            });
+            id.and_then(|id| self.pending.remove(&id))
+                .and_then(|p| match p.purpose {
+                    Purpose::Request(r) => Some(r),
+                    Purpose::Loop => None,
+                })
+        };
+        let Some(request) = request else {
+            self.stats.bad_replies += 1;
+            return None;
+        };
+        self.superseded.retain(|_, s| s.seq != seq);
+        self.stats.replies += 1;
+        self.stats.late_replies += 1;
+        Some(ClientEvent::Pong {
+            seq,
+            rtt_us: now.saturating_sub(old.sent_at),
+            attempts: request.attempt,
+            body: opened,
         })
     }
 }

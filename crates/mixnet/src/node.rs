@@ -99,6 +99,10 @@ pub enum DropReason {
     WrongRole,
     /// A client's reply queue is full.
     ReplyQueueFull,
+    /// Waited longer than [`NodeConfig::max_wait_us`] before the node could
+    /// open it: the node is behind, and shedding the oldest work, cheaply,
+    /// before any cryptography, is how it catches up.
+    Overloaded,
 }
 
 impl DropReason {
@@ -118,6 +122,7 @@ impl DropReason {
             DropReason::BadServiceMessage => "bad_service_message",
             DropReason::WrongRole => "wrong_role",
             DropReason::ReplyQueueFull => "reply_queue_full",
+            DropReason::Overloaded => "overloaded",
         }
     }
 
@@ -156,8 +161,16 @@ pub struct NodeConfig {
     pub role: Role,
     /// Most packets held in the delay queue at once.
     pub max_queue: usize,
+    /// Most bytes of packets held in the delay queue at once (with
+    /// `max_queue`, whichever binds first).
+    pub max_queue_bytes: usize,
     /// Most replies kept for one client.
     pub max_replies_per_client: usize,
+    /// Most replies kept for all clients together.
+    pub max_replies: usize,
+    /// A packet that waited longer than this between arriving and being
+    /// handed to the node is dropped unopened ([`DropReason::Overloaded`]).
+    pub max_wait_us: Micros,
     /// Packets per second each client may send (gateway).
     pub client_rate: f64,
     /// Burst a client may send at once (gateway).
@@ -173,7 +186,10 @@ impl NodeConfig {
         NodeConfig {
             role,
             max_queue: 100_000,
-            max_replies_per_client: 10_000,
+            max_queue_bytes: 256 << 20,
+            max_replies_per_client: 1_024,
+            max_replies: 8_192,
+            max_wait_us: Micros::MAX,
             client_rate: send_rate * 2.0,
             client_burst: (send_rate * 2.0).max(20.0),
             external_services: Vec::new(),
@@ -214,6 +230,8 @@ pub struct Node<K: Kem> {
     current_epoch: u64,
     queue: TimerQueue<Due>,
     replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<Reply>>,
+    replies_held: usize,
+    queue_limit: usize,
     buckets: HashMap<u64, Bucket>,
     counters: Counters,
 }
@@ -221,6 +239,10 @@ pub struct Node<K: Kem> {
 impl<K: Kem> Node<K> {
     /// A node with no keys yet.
     pub fn new(config: NodeConfig, geometry: Geometry) -> Self {
+        let queue_limit = config
+            .max_queue
+            .min(config.max_queue_bytes / geometry.packet_len().max(1))
+            .max(1);
         Node {
             config,
             geometry,
@@ -228,6 +250,8 @@ impl<K: Kem> Node<K> {
             current_epoch: 0,
             queue: TimerQueue::default(),
             replies: HashMap::new(),
+            replies_held: 0,
+            queue_limit,
             buckets: HashMap::new(),
             counters: Counters::default(),
         }
@@ -283,6 +307,17 @@ impl<K: Kem> Node<K> {
         self.queue.len()
     }
 
+    /// Most packets the delay queue holds (from `max_queue` and
+    /// `max_queue_bytes`).
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+
+    /// Replies waiting for their clients, all clients together.
+    pub fn replies_held(&self) -> usize {
+        self.replies_held
+    }
+
     /// The earliest time [`Node::poll`] has something to do.
     pub fn next_deadline(&self) -> Option<Micros> {
         self.queue.next_time()
@@ -290,10 +325,26 @@ impl<K: Kem> Node<K> {
 
     /// Removes and returns the replies waiting for a client.
     pub fn take_replies(&mut self, recipient: &[u8; RECIPIENT_LEN]) -> Vec<Reply> {
-        self.replies
+        let taken: Vec<Reply> = self
+            .replies
             .remove(recipient)
             .map(Vec::from)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.replies_held -= taken.len();
+        taken
+    }
+
+    /// Drops the replies waiting for a queue nobody is subscribed to (its
+    /// client went away), counting each as [`DropReason::ReplyQueueFull`].
+    pub fn drop_replies(&mut self, recipient: &[u8; RECIPIENT_LEN]) {
+        let dropped = self.take_replies(recipient).len() as u64;
+        if dropped > 0 {
+            *self
+                .counters
+                .dropped
+                .entry(DropReason::ReplyQueueFull)
+                .or_default() += dropped;
+        }
     }
 
     fn drop_packet(&mut self, reason: DropReason) {
@@ -301,7 +352,7 @@ impl<K: Kem> Node<K> {
     }
 
     fn schedule(&mut self, due: Micros, what: Due) -> bool {
-        if self.queue.len() >= self.config.max_queue {
+        if self.queue.len() >= self.queue_limit {
             self.drop_packet(DropReason::QueueFull);
             return false;
         }
@@ -331,14 +382,28 @@ impl<K: Kem> Node<K> {
         self.buckets.remove(&client);
     }
 
-    /// Takes in one packet: checks, unwraps and schedules it.
-    pub fn handle_packet(
+    /// Takes in one packet as it arrives: checks, unwraps and schedules it.
+    pub fn handle_packet(&mut self, now: Micros, source: Source, packet: Vec<u8>) -> Vec<Output> {
+        self.handle_packet_received(now, now, source, packet)
+    }
+
+    /// Takes in one packet that arrived at `received` and waited until `now`
+    /// to be handled (in the driver's queues). One that waited longer than
+    /// [`NodeConfig::max_wait_us`] is dropped before any cryptography: under
+    /// overload the node sheds its oldest work first, and its queue stays
+    /// short instead of growing without bound.
+    pub fn handle_packet_received(
         &mut self,
         now: Micros,
+        received: Micros,
         source: Source,
         mut packet: Vec<u8>,
     ) -> Vec<Output> {
         self.counters.received += 1;
+        if now.saturating_sub(received) > self.config.max_wait_us {
+            self.drop_packet(DropReason::Overloaded);
+            return Vec::new();
+        }
         if let Source::Client(client) = source {
             if self.config.role != Role::Gateway {
                 self.drop_packet(DropReason::WrongRole);
@@ -432,12 +497,17 @@ impl<K: Kem> Node<K> {
                     self.deliver(recipient, message, &mut outputs)
                 }
                 Due::Reply { recipient, reply } => {
+                    let full = self.replies_held >= self.config.max_replies;
                     let queue = self.replies.entry(recipient).or_default();
-                    if queue.len() >= self.config.max_replies_per_client {
+                    if full || queue.len() >= self.config.max_replies_per_client {
+                        if queue.is_empty() {
+                            self.replies.remove(&recipient);
+                        }
                         self.drop_packet(DropReason::ReplyQueueFull);
                         continue;
                     }
                     queue.push_back(reply);
+                    self.replies_held += 1;
                     self.counters.replies_queued += 1;
                     outputs.push(Output::ReplyQueued { recipient });
                 }

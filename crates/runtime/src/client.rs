@@ -67,6 +67,12 @@ impl Network {
     }
 }
 
+/// How late a send slot may come before its loop is shed: two mean slot
+/// gaps, and at least 10 ms (a scheduler's hiccup is not overload).
+pub(crate) fn max_lag_us(send_rate: f64) -> u64 {
+    ((2e6 / send_rate) as u64).max(10_000)
+}
+
 /// A client connected to its gateway: the mixnet core, the link, the clock.
 pub struct Session<K: Kem> {
     /// The mixnet client core.
@@ -97,6 +103,7 @@ impl<K: Kem> Session<K> {
             mean_delay_us: parameters.mean_delay_us as f64,
             send_rate: parameters.send_rate(),
             retransmit_after_us: retransmit_after.as_micros() as u64,
+            max_lag_us: max_lag_us(parameters.send_rate()),
             max_attempts: 3,
             cover: true,
         };

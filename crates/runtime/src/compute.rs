@@ -458,6 +458,7 @@ fn export(
         ("polls", storage.polls),
         ("resends", storage.resends),
         ("fresh_envelopes", storage.fresh_envelopes),
+        ("loops_shed", storage.loops_shed),
     ] {
         metrics.set_compute(name, value);
     }

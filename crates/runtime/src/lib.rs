@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod authority;
+pub mod calibrate;
 pub mod client;
 pub mod compute;
 pub mod config;

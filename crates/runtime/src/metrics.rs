@@ -19,6 +19,9 @@ pub struct Metrics {
     bad_links: AtomicU64,
     link_failures: AtomicU64,
     send_drops: AtomicU64,
+    shed: Gauges,
+    queue_peak: AtomicU64,
+    replay_sync_failures: AtomicU64,
     document_nodes: AtomicU64,
     storage: Gauges,
     compute: Gauges,
@@ -33,6 +36,9 @@ impl Metrics {
             bad_links: AtomicU64::new(0),
             link_failures: AtomicU64::new(0),
             send_drops: AtomicU64::new(0),
+            shed: Mutex::new(std::collections::BTreeMap::new()),
+            queue_peak: AtomicU64::new(0),
+            replay_sync_failures: AtomicU64::new(0),
             document_nodes: AtomicU64::new(0),
             storage: Mutex::new(std::collections::BTreeMap::new()),
             compute: Mutex::new(std::collections::BTreeMap::new()),
@@ -41,6 +47,8 @@ impl Metrics {
 
     /// Copies the state machine's counters.
     pub fn update(&self, counters: &Counters, queue_depth: usize) {
+        self.queue_peak
+            .fetch_max(queue_depth as u64, Ordering::Relaxed);
         let mut guard = self.counters.lock().expect("metrics");
         if guard.0 != *counters || guard.1 != queue_depth {
             *guard = (counters.clone(), queue_depth);
@@ -112,6 +120,33 @@ impl Metrics {
         self.send_drops.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A packet the runtime dropped to stay within its bounds (`reason` is
+    /// exported as a label of `funion_packets_dropped_total`).
+    pub fn count_shed(&self, reason: &'static str) {
+        *self.shed.lock().expect("metrics").entry(reason).or_default() += 1;
+    }
+
+    /// Packets the runtime dropped for `reason` so far.
+    pub fn shed(&self, reason: &str) -> u64 {
+        gauge(&self.shed, reason)
+    }
+
+    /// A sync of the replay log failed.
+    pub fn count_replay_sync_failure(&self) {
+        self.replay_sync_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Packets this node holds now (delay queue and replay log together).
+    pub fn queue_depth(&self) -> usize {
+        self.counters.lock().expect("metrics").1
+    }
+
+    /// The most packets this node has held at once (delay queue and replay
+    /// log together).
+    pub fn queue_peak(&self) -> u64 {
+        self.queue_peak.load(Ordering::Relaxed)
+    }
+
     /// The state machine's counters now.
     pub fn counters(&self) -> Counters {
         self.counters.lock().expect("metrics").0.clone()
@@ -170,6 +205,13 @@ impl Metrics {
                     ",reason=\"link_queue_full\"".to_string(),
                     self.send_drops.load(Ordering::Relaxed),
                 )])
+                .chain(
+                    self.shed
+                        .lock()
+                        .expect("metrics")
+                        .iter()
+                        .map(|(reason, n)| (format!(",reason=\"{reason}\""), *n)),
+                )
                 .collect(),
         );
         metric(
@@ -177,6 +219,21 @@ impl Metrics {
             "gauge",
             "Packets held for their delay.",
             vec![(String::new(), depth as u64)],
+        );
+        metric(
+            "queue_peak",
+            "gauge",
+            "Most packets held at once since the node started.",
+            vec![(String::new(), self.queue_peak.load(Ordering::Relaxed))],
+        );
+        metric(
+            "replay_sync_failures_total",
+            "counter",
+            "Syncs of the replay log that failed (each retried after a backoff).",
+            vec![(
+                String::new(),
+                self.replay_sync_failures.load(Ordering::Relaxed),
+            )],
         );
         metric(
             "links_closed_bad_input_total",

@@ -26,8 +26,15 @@ use crate::link::{self, Frame, FrameReceiver, FrameSender, Link};
 use crate::metrics::{self, Metrics};
 use crate::{fetch_document, fetch_parameters, unix_ms};
 
-/// Frames waiting for one outgoing link.
-const PEER_QUEUE: usize = 4096;
+/// Frames waiting for one outgoing link (or for one client at a gateway):
+/// about 9.5 MB of 37 kB packets, a tenth of a second at the fast rates.
+const PEER_QUEUE: usize = 256;
+/// Frames read off all links and not yet handled by the node's loop: about
+/// 38 MB at 37 kB; the links' readers wait (TCP pushes back) when it is full.
+const INBOUND_QUEUE: usize = 1024;
+/// Most packets held for the replay log's sync at once; past it, new
+/// packets are dropped (counted as `replay_log_stalled`) until the log syncs.
+const MAX_HELD: usize = 2048;
 /// How often a node fetches the current document again (nodes that join
 /// after it started appear in it).
 const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
@@ -39,6 +46,8 @@ pub(crate) enum Inbound {
     Frame {
         source: Source,
         frame: Frame,
+        /// When its link's reader handed it over.
+        received: Instant,
     },
     Document(Box<NetworkDocument>),
     ClientConnected {
@@ -159,12 +168,29 @@ pub(crate) async fn publish_at_start<K: Kem>(
 /// packet leaves only once the tags written before it are durable, so a
 /// restarted node refuses everything it forwarded. Packets wait out their
 /// mixing delay anyway; only a packet due sooner than a sync waits at all.
+///
+/// A sync that fails is logged with its cause and tried again after a
+/// backoff (10 ms doubling to a second); meanwhile packets wait, at most
+/// [`MAX_HELD`] of them, and the node drops the rest rather than grow.
 struct ReplayLog {
     dir: PathBuf,
     files: Arc<std::sync::Mutex<HashMap<u64, Arc<File>>>>,
     written: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
     wake_syncer: Arc<tokio::sync::Notify>,
+}
+
+/// Syncs every open replay file; the first error names the file.
+fn sync_all(open: &[(u64, Arc<File>)]) -> std::io::Result<()> {
+    for (epoch, file) in open {
+        file.sync_data().map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("replay-{epoch}.tags: {error}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// How long tags gather before one sync covers them all.
@@ -176,6 +202,7 @@ impl ReplayLog {
     fn start(
         dir: PathBuf,
         synced: Arc<tokio::sync::Notify>,
+        metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let log = ReplayLog {
             dir,
@@ -191,27 +218,47 @@ impl ReplayLog {
             log.wake_syncer.clone(),
         );
         let syncer = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(10);
+            let mut failing_since: Option<Instant> = None;
             loop {
                 wake.notified().await;
                 tokio::time::sleep(SYNC_WINDOW).await;
                 let target = written.load(Ordering::Acquire);
-                let open: Vec<Arc<File>> = files
+                let open: Vec<(u64, Arc<File>)> = files
                     .lock()
                     .expect("replay files")
-                    .values()
-                    .cloned()
+                    .iter()
+                    .map(|(e, f)| (*e, f.clone()))
                     .collect();
-                let ok =
-                    tokio::task::spawn_blocking(move || open.iter().all(|f| f.sync_data().is_ok()))
-                        .await
-                        .unwrap_or(false);
-                if ok {
-                    durable.fetch_max(target, Ordering::AcqRel);
-                    synced.notify_one();
-                } else {
-                    tracing::error!("cannot sync the replay log; holding packets");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    wake.notify_one();
+                let result = tokio::task::spawn_blocking(move || sync_all(&open))
+                    .await
+                    .unwrap_or_else(|error| Err(std::io::Error::other(error.to_string())));
+                match result {
+                    Ok(()) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::warn!(
+                                after_s = since.elapsed().as_secs_f64(),
+                                "the replay log syncs again; held packets go out"
+                            );
+                        }
+                        backoff = Duration::from_millis(10);
+                        durable.fetch_max(target, Ordering::AcqRel);
+                        synced.notify_one();
+                    }
+                    Err(error) => {
+                        metrics.count_replay_sync_failure();
+                        if failing_since.is_none() {
+                            failing_since = Some(Instant::now());
+                        }
+                        tracing::error!(
+                            %error,
+                            retry_ms = backoff.as_millis() as u64,
+                            "cannot sync the replay log; packets wait (at most {MAX_HELD}, the rest are dropped)"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        wake.notify_one();
+                    }
                 }
             }
         });
@@ -419,7 +466,11 @@ async fn read_link(
         match receiver.recv().await {
             Ok(frame) => {
                 if inbound
-                    .send(Inbound::Frame { source, frame })
+                    .send(Inbound::Frame {
+                        source,
+                        frame,
+                        received: Instant::now(),
+                    })
                     .await
                     .is_err()
                 {
@@ -587,11 +638,13 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
     let synced = Arc::new(tokio::sync::Notify::new());
-    let (mut log, syncer) = ReplayLog::start(config.data_dir.clone(), synced.clone());
+    let (mut log, syncer) =
+        ReplayLog::start(config.data_dir.clone(), synced.clone(), metrics.clone());
     // Packets whose replay tags are not on disk yet: (tags needed, next hop, packet).
     let mut held: std::collections::VecDeque<(u64, NodeId, Vec<u8>)> =
         std::collections::VecDeque::new();
     let mut node_config = NodeConfig::for_role(config.role, parameters.send_rate());
+    node_config.max_wait_us = max_wait_us(&parameters);
     if courier.is_some() {
         node_config
             .external_services
@@ -736,10 +789,20 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                         Inbound::Frame {
                             source,
                             frame: Frame::Packet(packet),
-                        } => outputs.extend(node.handle_packet(now(), source, packet)),
+                            received,
+                        } => {
+                            let received = received.saturating_duration_since(start).as_micros();
+                            outputs.extend(node.handle_packet_received(
+                                now(),
+                                received as u64,
+                                source,
+                                packet,
+                            ))
+                        }
                         Inbound::Frame {
                             source: Source::Client(conn),
                             frame: Frame::Subscribe(recipient),
+                            ..
                         } => {
                             subscriptions.insert(recipient, conn);
                             outputs.push(Output::ReplyQueued { recipient });
@@ -747,6 +810,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                         Inbound::Frame {
                             source: Source::Peer(from),
                             frame: Frame::Storage(message),
+                            ..
                         } => {
                             if let Some(courier) = courier.as_mut() {
                                 courier_outputs.extend(courier.handle_replica_message(
@@ -895,6 +959,10 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 Output::PersistReplayTag { .. } | Output::Deliver { .. } => {}
                 Output::Send { to, packet } => {
                     if needed > durable || !held.is_empty() {
+                        if held.len() >= MAX_HELD {
+                            metrics.count_shed("replay_log_stalled");
+                            continue;
+                        }
                         held.push_back((needed, to, packet));
                         continue;
                     }
@@ -903,6 +971,8 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 Output::ReplyQueued { recipient } => {
                     let Some(sender) = subscriptions.get(&recipient).and_then(|c| clients.get(c))
                     else {
+                        // Its client went away: nobody will ever take these.
+                        node.drop_replies(&recipient);
                         continue;
                     };
                     for reply in node.take_replies(&recipient) {
@@ -923,6 +993,13 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         metrics.update(node.counters(), node.queue_depth() + held.len());
     }
     Ok(())
+}
+
+/// How long a packet may wait in a node's own queues (after its link's
+/// reader, before the node opens it): 100 ms, or five mean hop delays if
+/// that is longer. Past it the node is behind and drops it unopened.
+pub(crate) fn max_wait_us(parameters: &Parameters) -> u64 {
+    (parameters.mean_delay_us * 5).max(100_000)
 }
 
 /// What [`start_tasks`] needs.
@@ -953,7 +1030,7 @@ pub(crate) fn start_tasks(
         )));
     }
     let peers_by_link_key = Arc::new(RwLock::new(link_keys(setup.document)));
-    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(PEER_QUEUE);
+    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     tasks.0.push(tokio::spawn(accept_loop(
         setup.listener,
         Arc::new(AcceptContext {

@@ -265,6 +265,7 @@ impl<K: Kem> Replica<K> {
                 Inbound::Frame {
                     source: funion_mixnet::Source::Peer(from),
                     frame: Frame::Storage(bytes),
+                    ..
                 } => match StorageMessage::decode(&bytes) {
                     Ok(message) => self.handle(from, message, &mut out, &mut writes),
                     Err(_) => self.count("malformed"),

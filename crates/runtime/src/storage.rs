@@ -55,6 +55,8 @@ pub struct StorageStats {
     pub fresh_envelopes: u64,
     /// Echoes the session sent again after no reply came in time.
     pub resends: u64,
+    /// Cover loops the session shed because it was behind.
+    pub loops_shed: u64,
 }
 
 /// A group of box operations started together; see [`StorageClient::start`].
@@ -281,6 +283,7 @@ impl<K: Kem> StorageClient<K> {
         }
         self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
         self.stats.resends += self.session.client.stats().retransmissions - resent_before;
+        self.stats.loops_shed = self.session.client.stats().loops_shed;
         let finished: Vec<BatchId> = self
             .batches
             .iter()
