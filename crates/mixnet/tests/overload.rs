@@ -29,7 +29,7 @@ fn net(rng: &mut ChaCha20Rng) -> Net {
 /// [`net`], with the gateway's config changed by `gateway`.
 fn net_with(rng: &mut ChaCha20Rng, gateway: impl FnOnce(&mut NodeConfig)) -> Net {
     let mut gateway = Some(gateway);
-    let geometry = Geometry::new::<X25519>(512, 5).unwrap();
+    let geometry = Geometry::new::<X25519>(2048, 5).unwrap();
     let roles = [Role::Gateway, Role::Mix, Role::Mix, Role::Mix, Role::Service];
     let mut nodes = Vec::new();
     let mut hops = Vec::new();
