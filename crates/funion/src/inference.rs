@@ -244,10 +244,29 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let minilm_tokens = TextTokenizer::load(&minilm)?.encode(&prompt)?;
     let llama_tokens = TextTokenizer::load(&llama_dir)?.encode(&prompt)?;
     let models = compute.load()?;
-    let embed_s = time_model(&models, MINILM, Task::Embed, &minilm_tokens, 512, Sampling::default())?;
-    let ask_s = time_model(&models, llama_name, Task::Generate, &llama_tokens, 256, ask_sampling())?;
+    let embed_s = time_model(
+        &models,
+        MINILM,
+        Task::Embed,
+        &minilm_tokens,
+        512,
+        Sampling::default(),
+    )?;
+    let ask_s = time_model(
+        &models,
+        llama_name,
+        Task::Generate,
+        &llama_tokens,
+        256,
+        ask_sampling(),
+    )?;
     drop(models);
-    let plan = BucketPlan::new(&parameters, &cost, embed_s.max(ask_s), compute.batch_window_ms);
+    let plan = BucketPlan::new(
+        &parameters,
+        &cost,
+        embed_s.max(ask_s),
+        compute.batch_window_ms,
+    );
     println!(
         "funion demo: a whole network on loopback (authority, gateway, 3 mix layers, 2 service nodes \
          with couriers and compute couriers, 4 replicas); μ = {} ms, λ_s = {:.1}/s, Δ = {} ms",

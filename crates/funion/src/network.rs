@@ -47,7 +47,9 @@ impl NetworkOptions {
         };
         let send_rate_millihertz = match self.send_rate {
             Some(rate) if rate.is_finite() && rate >= 0.001 => (rate * 1000.0) as u64,
-            Some(rate) => anyhow::bail!("--send-rate {rate}: use a positive number of packets a second"),
+            Some(rate) => {
+                anyhow::bail!("--send-rate {rate}: use a positive number of packets a second")
+            }
             None => base.send_rate_millihertz,
         };
         Ok(Parameters {
@@ -175,8 +177,7 @@ fn storage_line(stats: &storage::StorageStats) -> String {
 pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let parameters = args.network.parameters()?;
     // What the compute couriers' cover will cost here, before it starts.
-    let cost =
-        funion_runtime::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
+    let cost = funion_runtime::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
     let compute = crate::inference::devnet_models(&args.dir, &args.models)?;
     let served: Vec<String> = compute.models.iter().map(|m| m.name.clone()).collect();
     let options = devnet::DevnetOptions {

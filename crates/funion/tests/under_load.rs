@@ -30,7 +30,9 @@ use funion_sphinx::kem::XWing;
 static TURNS: Mutex<()> = Mutex::new(());
 
 fn my_turn() -> MutexGuard<'static, ()> {
-    TURNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One CPU-bound process per core (a shell's empty loop), killed on drop.
@@ -63,9 +65,21 @@ impl Drop for Busy {
     }
 }
 
+/// Runs `test` in this file's turn on a runtime like the nodes' (two
+/// workers).
+fn in_turn(test: impl std::future::Future<Output = ()>) {
+    let _turn = my_turn();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
+}
+
 fn test_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -109,9 +123,12 @@ fn the_demo_finishes_beside_a_busy_process_on_every_core() {
     eprintln!("{stdout}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_devnet_serves_beside_a_busy_process_on_every_core() {
-    let _turn = my_turn();
+#[test]
+fn a_devnet_serves_beside_a_busy_process_on_every_core() {
+    in_turn(devnet_beside_busy_cores());
+}
+
+async fn devnet_beside_busy_cores() {
     let dir = test_dir("busy-devnet");
     let tiny_dir = dir.join("tiny-llama");
     tiny::write_tiny_llama(&tiny_dir, tiny::SEED, tiny::TinyShape::default()).unwrap();
@@ -129,15 +146,7 @@ async fn a_devnet_serves_beside_a_busy_process_on_every_core() {
         .await
         .unwrap();
     let _busy = Busy::every_core();
-    let report = client::ping(&net.client, 20, Duration::from_secs(600), |_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(
-        report.rtts_us.len(),
-        20,
-        "every ping is answered (retransmissions: {})",
-        report.retransmissions
-    );
+    let report = twenty_pings_all_answered(&net, "beside busy cores").await;
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + 3) as u8).collect();
     let put = storage::put(&net.client, &data, |_, _| {}).await.unwrap();
     let (copy, _) = storage::get(&net.client, &put.read_cap, |_, _| {})
@@ -154,6 +163,21 @@ async fn a_devnet_serves_beside_a_busy_process_on_every_core() {
             .sum::<u64>()
     );
     net.stop();
+}
+
+/// Sends twenty pings through `net` and checks that every one came back.
+async fn twenty_pings_all_answered(net: &Devnet, when: &str) -> client::PingReport {
+    let report = client::ping(&net.client, 20, Duration::from_secs(600), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report.rtts_us.len(),
+        20,
+        "{when}: every ping is answered (lost {}, resends {})",
+        report.lost,
+        report.retransmissions
+    );
+    report
 }
 
 fn median_ms(rtts_us: &[u64]) -> f64 {
@@ -180,9 +204,12 @@ fn overloaded(net: &Devnet) -> u64 {
 /// the --fast rate (200 slots a second, every one a 37 kB X-Wing loop).
 const OVERLOAD_CLIENTS: usize = 24;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overloaded_devnet_sheds_stays_bounded_and_recovers() {
-    let _turn = my_turn();
+#[test]
+fn an_overloaded_devnet_sheds_stays_bounded_and_recovers() {
+    in_turn(overload_and_recovery());
+}
+
+async fn overload_and_recovery() {
     let dir = test_dir("overload");
     let options = DevnetOptions {
         metrics: true,
@@ -272,16 +299,7 @@ async fn an_overloaded_devnet_sheds_stays_bounded_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let report = client::ping(&net.client, 20, Duration::from_secs(600), |_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(
-        report.rtts_us.len(),
-        20,
-        "after the overload every ping is answered (lost {}, resends {})",
-        report.lost,
-        report.retransmissions
-    );
+    let report = twenty_pings_all_answered(&net, "after the overload").await;
     eprintln!(
         "recovered: 20 pings answered, median RTT {:.1} ms, {} resends",
         median_ms(&report.rtts_us),

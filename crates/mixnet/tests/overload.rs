@@ -4,8 +4,7 @@
 //! long before it opened them, and reply queues stay bounded.
 
 use funion_mixnet::{
-    Client, ClientConfig, ClientEvent, DropReason, Hop, Node, NodeConfig, Output, Source,
-    Topology,
+    Client, ClientConfig, ClientEvent, DropReason, Hop, Node, NodeConfig, Output, Source, Topology,
 };
 use funion_pki::Role;
 use funion_sphinx::kem::{Kem, X25519};
@@ -30,7 +29,13 @@ fn net(rng: &mut ChaCha20Rng) -> Net {
 fn net_with(rng: &mut ChaCha20Rng, gateway: impl FnOnce(&mut NodeConfig)) -> Net {
     let mut gateway = Some(gateway);
     let geometry = Geometry::new::<X25519>(2048, 5).unwrap();
-    let roles = [Role::Gateway, Role::Mix, Role::Mix, Role::Mix, Role::Service];
+    let roles = [
+        Role::Gateway,
+        Role::Mix,
+        Role::Mix,
+        Role::Mix,
+        Role::Service,
+    ];
     let mut nodes = Vec::new();
     let mut hops = Vec::new();
     for (i, role) in roles.into_iter().enumerate() {
@@ -77,8 +82,9 @@ fn client(net: &Net, rng: &mut ChaCha20Rng) -> Client<X25519> {
 }
 
 /// Carries `packet` from the gateway along its path, every hop's delay
-/// passed at once; returns the replies that reached the client's queue.
-fn carry(net: &mut Net, now: u64, packet: Vec<u8>) -> Vec<([u8; 16], Vec<u8>)> {
+/// passed at once; returns the replies that reached the client's queue
+/// (taking them from the gateway only if `take`).
+fn carry(net: &mut Net, now: u64, packet: Vec<u8>, take: bool) -> Vec<([u8; 16], Vec<u8>)> {
     let mut in_flight = vec![(0usize, Source::Client(1), packet)];
     let mut replies = Vec::new();
     while let Some((at, source, packet)) = in_flight.pop() {
@@ -91,7 +97,7 @@ fn carry(net: &mut Net, now: u64, packet: Vec<u8>) -> Vec<([u8; 16], Vec<u8>)> {
                     let next = net.nodes.iter().position(|(id, _)| *id == to).unwrap();
                     in_flight.push((next, Source::Peer(from), packet));
                 }
-                Output::ReplyQueued { recipient } => {
+                Output::ReplyQueued { recipient } if take => {
                     for reply in net.nodes[at].1.take_replies(&recipient) {
                         replies.push((reply.surb_id, reply.payload));
                     }
@@ -167,7 +173,7 @@ fn retransmission_backs_off_and_a_late_reply_still_answers() {
     assert_eq!(client.stats().requests_sent, 2);
     assert_eq!(client.stats().retransmissions, 1);
     // The first attempt's reply arrives late: it answers the request.
-    let replies = carry(&mut net, now, first);
+    let replies = carry(&mut net, now, first, true);
     assert_eq!(replies.len(), 1);
     let (surb_id, payload) = &replies[0];
     match client.handle_reply(now + 10, *surb_id, payload) {
@@ -208,7 +214,7 @@ fn the_rtt_estimate_raises_the_timeout_of_a_slow_network() {
         };
         // Every echo takes 90 ms, just under the least timeout.
         now += 90_000;
-        for (surb_id, payload) in carry(&mut net, now, packet) {
+        for (surb_id, payload) in carry(&mut net, now, packet, true) {
             client.handle_reply(now, surb_id, &payload);
         }
     }
@@ -263,18 +269,7 @@ fn reply_queues_are_bounded_and_dropped_when_nobody_reads_them() {
     // The replies are never taken: the gateway keeps three, drops the rest.
     let gateway_id = net.nodes[0].0;
     for packet in loops {
-        let mut in_flight = vec![(0usize, Source::Client(1), packet)];
-        while let Some((at, source, packet)) = in_flight.pop() {
-            let mut outputs = net.nodes[at].1.handle_packet(now, source, packet);
-            outputs.extend(net.nodes[at].1.poll(now + 1_000_000_000));
-            let from = net.nodes[at].0;
-            for output in outputs {
-                if let Output::Send { to, packet } = output {
-                    let next = net.nodes.iter().position(|(id, _)| *id == to).unwrap();
-                    in_flight.push((next, Source::Peer(from), packet));
-                }
-            }
-        }
+        carry(&mut net, now, packet, false);
     }
     let gateway = &mut net.nodes[0].1;
     assert_eq!(gateway_id, NodeId([1; 32]));

@@ -123,7 +123,12 @@ impl Metrics {
     /// A packet the runtime dropped to stay within its bounds (`reason` is
     /// exported as a label of `funion_packets_dropped_total`).
     pub fn count_shed(&self, reason: &'static str) {
-        *self.shed.lock().expect("metrics").entry(reason).or_default() += 1;
+        *self
+            .shed
+            .lock()
+            .expect("metrics")
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// Packets the runtime dropped for `reason` so far.

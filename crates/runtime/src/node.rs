@@ -184,10 +184,7 @@ struct ReplayLog {
 fn sync_all(open: &[(u64, Arc<File>)]) -> std::io::Result<()> {
     for (epoch, file) in open {
         file.sync_data().map_err(|error| {
-            std::io::Error::new(
-                error.kind(),
-                format!("replay-{epoch}.tags: {error}"),
-            )
+            std::io::Error::new(error.kind(), format!("replay-{epoch}.tags: {error}"))
         })?;
     }
     Ok(())
