@@ -13,7 +13,8 @@
 //!   it for a bounded time, else an ACK the client polls on), caches replies.
 //! - [`wire`]: messages between couriers and replicas and between replicas.
 //! - [`stream`]: a byte stream cut into equal BACAP box payloads.
-//! - [`replica`]: the storage rules every replica applies.
+//! - [`replica`]: the storage rules every replica applies, and the replica
+//!   (intermediate, holder, replicator) with its store as effects.
 //!
 //! Sans-I/O: bytes, time (microseconds) and a caller's RNG in; bytes out.
 #![forbid(unsafe_code)]

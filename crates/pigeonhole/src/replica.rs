@@ -1,7 +1,14 @@
 //! The rules every replica applies before it stores anything: the
 //! signature must verify under the box ID; boxes are write-once (a
 //! byte-identical rewrite succeeds); a tombstone signed by the same key
-//! replaces a box, and nothing replaces a tombstone.
+//! replaces a box, and nothing replaces a tombstone. [`Replica`] is the
+//! replica itself, a state machine whose storage is effects
+//! ([`storage`]).
+
+mod machine;
+pub mod storage;
+
+pub use machine::{Replica, ReplicaConfig, ReplicaEffect};
 
 use funion_bacap::{verify_box, SealedBox};
 

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use funion_bacap::{BoxId, BoxSignature, SealedBox, SIGNATURE_SIZE};
+use funion_pigeonhole::replica::storage::BoxStorage;
+pub use funion_pigeonhole::replica::storage::{WriteOp, Written};
 use funion_pigeonhole::replica::{decide_write, WriteDecision};
-use funion_pigeonhole::ErrorCode;
 use funion_sphinx::NodeId;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -24,37 +25,6 @@ pub struct StoreError(String);
 
 fn fail(error: impl std::fmt::Display) -> StoreError {
     StoreError(error.to_string())
-}
-
-/// One write in a batch: the box, and the holders to copy it to once it
-/// is stored.
-#[derive(Clone, Debug)]
-pub struct WriteOp {
-    /// The box.
-    pub item: SealedBox,
-    /// Other holders that must get a copy (empty for copies and repairs).
-    pub replicate_to: Vec<NodeId>,
-}
-
-/// What a write did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Written {
-    /// Stored (a new box, or a tombstone over one).
-    Stored,
-    /// The same bytes were there already; nothing changed.
-    Unchanged,
-    /// Refused; nothing changed.
-    Refused(ErrorCode),
-}
-
-impl Written {
-    /// The outcome as the protocol reports it.
-    pub fn code(self) -> ErrorCode {
-        match self {
-            Written::Stored | Written::Unchanged => ErrorCode::Ok,
-            Written::Refused(code) => code,
-        }
-    }
 }
 
 /// The boxes one replica holds.
@@ -260,5 +230,39 @@ impl BoxStore {
     /// Whether no box is stored.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+}
+
+/// The state machine's view of the store: the same calls, through a
+/// shared reference (redb serialises writers itself).
+impl BoxStorage for &BoxStore {
+    type Error = StoreError;
+
+    fn write_batch(&mut self, ops: &[WriteOp], now_ms: u64) -> Result<Vec<Written>, StoreError> {
+        BoxStore::write_batch(self, ops, now_ms)
+    }
+
+    fn get(&mut self, id: &BoxId, now_ms: u64) -> Result<Option<SealedBox>, StoreError> {
+        BoxStore::get(self, id, now_ms)
+    }
+
+    fn replication_backlog(
+        &mut self,
+        limit: usize,
+        before_ms: u64,
+    ) -> Result<Vec<(SealedBox, NodeId)>, StoreError> {
+        BoxStore::replication_backlog(self, limit, before_ms)
+    }
+
+    fn replication_owed(&mut self) -> Result<u64, StoreError> {
+        BoxStore::replication_owed(self)
+    }
+
+    fn replicated(&mut self, done: &[(BoxId, NodeId)]) -> Result<(), StoreError> {
+        BoxStore::replicated(self, done)
+    }
+
+    fn expire(&mut self, now_ms: u64) -> Result<usize, StoreError> {
+        BoxStore::expire(self, now_ms)
     }
 }
