@@ -4,7 +4,13 @@
 //! if it is ready, else OVERFLOW. Nothing leaves before its edge, and what
 //! leaves depends only on the output class.
 //!
-//! Sans-I/O: the driver calls [`ComputeCourier::take`], reports fetches,
+//! Admission is an effect: [`ComputeCourier::receive`] checks what it can
+//! itself, then asks for the payment check ([`Action::Admit`]) and goes on
+//! releasing outputs; the verdict comes back through
+//! [`ComputeCourier::admitted`], and the client's answer leaves as
+//! [`Action::Reply`]. No check ever holds up a bucket edge.
+//!
+//! Sans-I/O: the driver calls [`ComputeCourier::receive`], reports fetches,
 //! finished batches and stores, and carries out what [`ComputeCourier::poll`]
 //! returns at the times [`ComputeCourier::next_deadline`] names.
 
@@ -85,6 +91,21 @@ pub struct JobTimes {
 /// What the driver must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Check that `dispatch` is paid for (its tickets), then call
+    /// [`ComputeCourier::admitted`] with `admission` and the verdict.
+    Admit {
+        /// Names the check in the verdict.
+        admission: u64,
+        /// The job.
+        dispatch: Box<Dispatch>,
+    },
+    /// Answer the client whose dispatch came in under `token`.
+    Reply {
+        /// The driver's name for the dispatch's way back (its SURB).
+        token: u64,
+        /// The answer.
+        reply: DispatchReply,
+    },
     /// Read the input stream with this read cap and context.
     Fetch {
         /// The job.
@@ -167,7 +188,17 @@ pub struct ComputeCourier {
     next_batch: u64,
     running: Option<u64>,
     by_write_cap: BTreeMap<Vec<u8>, JobId>,
+    admissions: BTreeMap<u64, Admission>,
+    next_admission: u64,
     counters: Counters,
+}
+
+/// A dispatch whose payment is being checked, and every copy of it that
+/// arrived meanwhile.
+struct Admission {
+    dispatch: Dispatch,
+    bytes: Vec<u8>,
+    tokens: Vec<u64>,
 }
 
 impl ComputeCourier {
@@ -181,6 +212,8 @@ impl ComputeCourier {
             next_batch: 1,
             running: None,
             by_write_cap: BTreeMap::new(),
+            admissions: BTreeMap::new(),
+            next_admission: 1,
             counters: Counters::default(),
         }
     }
@@ -242,6 +275,96 @@ impl ComputeCourier {
                 (None, DispatchReply::Refused { reason })
             }
         }
+    }
+
+    /// A dispatch from the client whose way back the driver calls `token`.
+    /// A job held already is answered at once (a resend); a new one is
+    /// checked ([`ComputeCourier::check`]) and then handed to the payment
+    /// check as [`Action::Admit`]; a copy arriving while that check runs
+    /// waits for the same verdict.
+    pub fn receive(&mut self, now: Micros, token: u64, bytes: &[u8]) {
+        let dispatch = match Dispatch::decode(bytes) {
+            Ok(dispatch) => dispatch,
+            Err(e) => {
+                self.counters.refused += 1;
+                let reply = DispatchReply::Refused {
+                    reason: e.to_string(),
+                };
+                self.pending.push_back(Action::Reply { token, reply });
+                return;
+            }
+        };
+        if self.holds(&dispatch) {
+            let (_, reply) = self.take(now, bytes);
+            self.pending.push_back(Action::Reply { token, reply });
+            return;
+        }
+        if let Some(waiting) = self
+            .admissions
+            .values_mut()
+            .find(|a| a.dispatch.write_cap_out == dispatch.write_cap_out)
+        {
+            if waiting.dispatch == dispatch {
+                waiting.tokens.push(token);
+            } else {
+                let reply = DispatchReply::Refused {
+                    reason: "the output write cap belongs to another job".into(),
+                };
+                self.pending.push_back(Action::Reply { token, reply });
+            }
+            return;
+        }
+        let busy = self.jobs.len() + self.admissions.len() >= self.config.max_jobs;
+        if let Err(reason) = self.check(&dispatch).and_then(|()| {
+            if busy {
+                Err("busy: too many jobs held".to_string())
+            } else {
+                Ok(())
+            }
+        }) {
+            self.counters.refused += 1;
+            let reply = DispatchReply::Refused { reason };
+            self.pending.push_back(Action::Reply { token, reply });
+            return;
+        }
+        let admission = self.next_admission;
+        self.next_admission += 1;
+        self.pending.push_back(Action::Admit {
+            admission,
+            dispatch: Box::new(dispatch.clone()),
+        });
+        self.admissions.insert(
+            admission,
+            Admission {
+                dispatch,
+                bytes: bytes.to_vec(),
+                tokens: vec![token],
+            },
+        );
+    }
+
+    /// The payment check's verdict on `admission`: taken at `now` (its
+    /// edge counts from here) or refused, and every copy answered.
+    pub fn admitted(&mut self, now: Micros, admission: u64, verdict: Result<(), String>) {
+        let Some(waiting) = self.admissions.remove(&admission) else {
+            return;
+        };
+        let reply = match verdict {
+            Ok(()) => self.take(now, &waiting.bytes).1,
+            Err(reason) => {
+                self.counters.refused += 1;
+                DispatchReply::Refused { reason }
+            }
+        };
+        for token in waiting.tokens {
+            let reply = reply.clone();
+            self.pending.push_back(Action::Reply { token, reply });
+        }
+    }
+
+    /// Payment checks under way.
+    pub fn admitting(&self) -> usize {
+        self.admissions.len()
     }
 
     /// Whether `dispatch` is a job this courier already holds (sent again).

@@ -10,14 +10,17 @@
 //! bucket together), waits for the bucket edge `t_j = taken + j·Δ` and
 //! stores the output padded to its class, or an OVERFLOW marker at `t_j`
 //! when the work overran. Nothing here touches a socket, a clock or a
-//! thread: callers pass the time in microseconds.
+//! thread: callers pass the time in microseconds. [`JobClient`] is the
+//! client's side of a job, over the storage client.
 
 pub mod classes;
+pub mod client;
 pub mod courier;
 pub mod job;
 pub mod payload;
 
 pub use classes::{class_for, INPUT_CLASSES, OUTPUT_CLASSES};
+pub use client::{JobClient, JobFailure, JobResult, JobSpec, Timeline, COMPUTE_SERVICE};
 pub use courier::{Action, ComputeCourier, Counters, CourierConfig, JobId, WorkItem};
 pub use job::{Dispatch, DispatchReply, Sampling, Task};
 pub use payload::{Input, Outcome};

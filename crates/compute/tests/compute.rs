@@ -366,3 +366,79 @@ fn refusals_and_resent_dispatches() {
         Outcome::Failed(_)
     ));
 }
+
+fn replies(actions: &[Action]) -> Vec<(u64, DispatchReply)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { token, reply } => Some((*token, reply.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn admission_is_an_effect_and_edges_keep_their_time_while_a_check_runs() {
+    let mut c = courier();
+    // Job 1 is taken and paid for at t = 0; its edge is 1·Δ later.
+    c.receive(0, 1, &dispatch(1, 1, Task::Generate).encode());
+    let actions = c.poll(0);
+    let Some(Action::Admit { admission, .. }) = actions.first().cloned() else {
+        panic!("a new job asks for its payment check first: {actions:?}");
+    };
+    c.admitted(0, admission, Ok(()));
+    let actions = c.poll(0);
+    assert_eq!(
+        replies(&actions),
+        vec![(1, DispatchReply::Accepted { edge_after_us: DELTA })]
+    );
+    let job1 = fetches(&actions)[0];
+    c.fetched(10, job1, Ok(input(&[1, 2, 3])));
+    // Job 2's check is slow: it starts at t = 20 and takes past job 1's edge.
+    let d2 = dispatch(2, 3, Task::Generate);
+    c.receive(20, 2, &d2.encode());
+    let admit2 = match c.poll(20).as_slice() {
+        [Action::Admit { admission, .. }, ..] => *admission,
+        other => panic!("expected a payment check: {other:?}"),
+    };
+    // Its resend while the check runs waits for the same verdict, and no
+    // second check starts.
+    c.receive(30, 3, &d2.encode());
+    assert!(c.poll(30).iter().all(|a| !matches!(a, Action::Admit { .. })));
+    assert_eq!(c.admitting(), 1);
+    // Job 1's edge comes while job 2 is still being checked: it is
+    // released on time (OVERFLOW, since it never ran).
+    let at_edge = c.poll(DELTA);
+    assert_eq!(stores(&at_edge).len(), 1, "job 1 leaves at its edge");
+    // The verdict for job 2 comes late; its edge counts from the verdict.
+    c.admitted(DELTA + 5, admit2, Ok(()));
+    let answers = replies(&c.poll(DELTA + 5));
+    let expected = DispatchReply::Accepted {
+        edge_after_us: 3 * DELTA,
+    };
+    assert_eq!(answers, vec![(2, expected.clone()), (3, expected)]);
+    // A refused check answers every copy, and the job is not held.
+    let d4 = dispatch(4, 1, Task::Generate);
+    c.receive(DELTA + 10, 4, &d4.encode());
+    let admit4 = match c.poll(DELTA + 10).as_slice() {
+        [Action::Admit { admission, .. }, ..] => *admission,
+        other => panic!("expected a payment check: {other:?}"),
+    };
+    c.admitted(DELTA + 11, admit4, Err("ticket replayed".into()));
+    assert_eq!(
+        replies(&c.poll(DELTA + 11)),
+        vec![(
+            4,
+            DispatchReply::Refused {
+                reason: "ticket replayed".into()
+            }
+        )]
+    );
+    assert!(!c.holds(&d4));
+    // Bytes that do not parse are refused without a check.
+    c.receive(DELTA + 12, 5, b"junk");
+    assert!(matches!(
+        replies(&c.poll(DELTA + 12)).as_slice(),
+        [(5, DispatchReply::Refused { .. })]
+    ));
+}

@@ -8,6 +8,8 @@
 //!   too. The courier sees only which replicas to forward to.
 //! - [`shard`]: which replicas hold a box (rendezvous hashing) and how a
 //!   client picks intermediates disjoint from them.
+//! - [`client`]: the storage client: envelopes per box operation, polls,
+//!   the other slot after NotFound, fresh envelopes, retries.
 //! - [`courier`]: the courier service: de-duplicates envelopes, forwards
 //!   them to the intermediates, answers through the client's SURB (holding
 //!   it for a bounded time, else an ACK the client polls on), caches replies.
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod courier;
 pub mod envelope;
 pub mod replica;

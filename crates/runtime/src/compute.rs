@@ -10,9 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
-use funion_compute::{
-    Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, Input, JobId, Outcome,
-};
+use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId, Outcome};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
 use funion_pigeonhole::stream;
@@ -23,10 +21,10 @@ use tokio::sync::{mpsc, Notify};
 use crate::client::Network;
 use crate::config::ClientFile;
 use crate::metrics::Metrics;
-use crate::storage::{box_id, open_box, BatchId, StorageClient};
+use crate::storage::{BatchId, StorageClient};
+use funion_pigeonhole::client::{open_stream, read_requests};
 
-/// The service name compute couriers run under on service nodes.
-pub const COMPUTE_SERVICE: &str = "compute";
+pub use funion_compute::client::{boxes_for, COMPUTE_SERVICE};
 
 /// A dispatch as the node hands it over: the client's SURB and the body.
 pub type Delivery = (Vec<u8>, Vec<u8>);
@@ -116,12 +114,6 @@ fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Number of boxes a payload of `len` bytes takes as a stream of boxes
-/// holding `box_len` bytes each: fixed by the class, whatever the content.
-pub fn boxes_for(len: usize, box_len: usize) -> usize {
-    (stream::HEADER_LEN + len).div_ceil(box_len)
 }
 
 enum Pending {
@@ -239,39 +231,51 @@ async fn drive<K: Kem>(
     let now = move || start.elapsed().as_micros() as u64;
     let unix = move |t: u64| start_unix + t;
     let mut pending: HashMap<BatchId, Pending> = HashMap::new();
+    // The ways back of dispatches not answered yet, by the courier's token.
+    let mut surbs: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut next_token = 0u64;
+    // Payment checks run as tasks of their own; their verdicts come back
+    // here, so a slow ledger or keeper never holds up a bucket edge.
+    let (verdict_tx, mut verdicts) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
     tracing::info!(models = ?options.models.served(), "compute courier running");
     loop {
         loop {
             match deliveries.try_recv() {
                 Ok((surb, body)) => {
-                    let reply = match Dispatch::decode(&body) {
-                        // A new job pays before it is taken; one sent again
-                        // already paid.
-                        Ok(dispatch) if !courier.holds(&dispatch) => {
-                            match courier.check(&dispatch) {
-                                Err(reason) => DispatchReply::Refused { reason },
-                                Ok(()) => {
-                                    match options.gate.admit(&dispatch, unix_us() / 1_000_000).await
-                                    {
-                                        Ok(()) => courier.take(now(), &body).1,
-                                        Err(reason) => DispatchReply::Refused { reason },
-                                    }
-                                }
-                            }
-                        }
-                        _ => courier.take(now(), &body).1,
-                    };
-                    let _ = replies.try_send((surb, reply.encode()));
+                    next_token += 1;
+                    surbs.insert(next_token, surb);
+                    courier.receive(now(), next_token, &body);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
             }
+        }
+        while let Ok((admission, verdict)) = verdicts.try_recv() {
+            courier.admitted(now(), admission, verdict);
         }
         while let Ok((batch, outcomes)) = done_rx.try_recv() {
             courier.finished(now(), batch, outcomes);
         }
         for action in courier.poll(now()) {
             match action {
+                Action::Admit {
+                    admission,
+                    dispatch,
+                } => {
+                    let gate = options.gate.clone();
+                    let verdict_tx = verdict_tx.clone();
+                    let wake = wake.clone();
+                    tokio::spawn(async move {
+                        let verdict = gate.admit(&dispatch, unix_us() / 1_000_000).await;
+                        let _ = verdict_tx.send((admission, verdict));
+                        wake.notify_one();
+                    });
+                }
+                Action::Reply { token, reply } => {
+                    if let Some(surb) = surbs.remove(&token) {
+                        let _ = replies.try_send((surb, reply.encode()));
+                    }
+                }
                 Action::Fetch {
                     job,
                     read_cap,
@@ -280,11 +284,10 @@ async fn drive<K: Kem>(
                 } => {
                     let count = boxes_for(Input::padded_len(input_class), box_len);
                     let prepared = ReadCap::from_bytes(&read_cap)
-                        .map_err(|e| anyhow::anyhow!("read cap: {e}"))
+                        .map_err(|e| format!("read cap: {e}"))
                         .and_then(|cap| {
-                            let ids = (0..count as u64)
-                                .map(|i| box_id(&cap, &ctx, i).map(Request::Read))
-                                .collect::<anyhow::Result<Vec<_>>>()?;
+                            let ids =
+                                read_requests(&cap, &ctx, count).map_err(|e| e.to_string())?;
                             Ok((cap, ids))
                         });
                     match prepared {
@@ -292,7 +295,7 @@ async fn drive<K: Kem>(
                             let batch = storage.start(requests)?;
                             pending.insert(batch, Pending::Fetch { job, cap, ctx });
                         }
-                        Err(e) => courier.fetched(now(), job, Err(e.to_string())),
+                        Err(e) => courier.fetched(now(), job, Err(e)),
                     }
                 }
                 Action::Run { batch, items } => {
@@ -344,25 +347,14 @@ async fn drive<K: Kem>(
                 }
             }
         }
-        export(&metrics, &courier, storage.stats(), &options.gate);
+        export(&metrics, &courier, &storage.stats(), &options.gate);
         let until = courier
             .next_deadline()
             .map(|d| tokio::time::Instant::from_std(start + Duration::from_micros(d)));
         for (batch, results) in storage.advance(Some(&wake), until).await? {
             match pending.remove(&batch) {
                 Some(Pending::Fetch { job, cap, ctx }) => {
-                    let input = results
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, r)| match r {
-                            Ok(Some(item)) => {
-                                open_box(&cap, &ctx, i as u64, &item).map_err(|e| e.to_string())
-                            }
-                            Ok(None) => Err("no box came back".to_string()),
-                            Err(code) => Err(format!("input box {i}: {code}")),
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .and_then(|boxes| stream::join(&boxes).map_err(|e| e.to_string()));
+                    let input = open_stream(&cap, &ctx, results).map_err(|e| format!("input {e}"));
                     courier.fetched(now(), job, input);
                 }
                 Some(Pending::Store {

@@ -36,6 +36,14 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch, on the wall clock.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// Fetches the network's parameters from the authority, retrying briefly
 /// while it starts.
 pub async fn fetch_parameters(http: &reqwest::Client, url: &str) -> anyhow::Result<Parameters> {

@@ -6,31 +6,26 @@
 //! is sent again by the session. `put` and `get` move a byte stream through
 //! a BACAP stream of equal-sized boxes.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use funion_bacap::{BoxContent, BoxId, ReadCap, SealedBox, WriteCap, Writer};
+use funion_bacap::{ReadCap, WriteCap, Writer};
 use funion_mixnet::{service_recipient, ClientEvent};
-use funion_pigeonhole::envelope::{self, CourierAnswer, Recipient, ReplyKeys, Request, Sizes};
-use funion_pigeonhole::{shard, stream, ErrorCode};
+pub use funion_pigeonhole::client::BatchId;
+use funion_pigeonhole::client::{self as core, BoxResult, ClientConfig};
+pub use funion_pigeonhole::client::{box_id, open_box, COURIER_SERVICE};
+use funion_pigeonhole::envelope::{Request, Sizes};
+use funion_pigeonhole::stream;
 use funion_pki::KemKind;
 use funion_sphinx::kem::{Kem, XWing, X25519};
 use funion_sphinx::{Geometry, NodeId};
-use rand_core::RngCore;
 
 use crate::client::{Network, Session};
 use crate::config::ClientFile;
 
-/// The service name couriers run under on service nodes.
-pub const COURIER_SERVICE: &str = "courier";
 /// The BACAP context of streams written by `funion client put`.
 pub const STREAM_CONTEXT: &[u8] = b"funion client stream v1";
 /// Largest stream `get` accepts.
 pub const MAX_STREAM: u64 = 1 << 32;
-/// Fresh envelopes tried for one box before giving up.
-const MAX_TRIES: u32 = 6;
-/// Wait before a fresh envelope after a transient failure.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Envelope sizes for a geometry: an envelope fills what one echo request
 /// carries beside its SURB.
@@ -59,38 +54,13 @@ pub struct StorageStats {
     pub loops_shed: u64,
 }
 
-/// A group of box operations started together; see [`StorageClient::start`].
-pub type BatchId = u64;
-
-struct BoxOp {
-    batch: BatchId,
-    slot: usize,
-    request: Request,
-    node: usize,
-    body: Vec<u8>,
-    keys: ReplyKeys,
-    asked_other_slot: bool,
-    tries: u32,
-}
-
-/// A client of the storage network over one mixnet session.
+/// A client of the storage network over one mixnet session: the
+/// sans-I/O [`funion_pigeonhole::client::StorageClient`] on the wall clock.
 pub struct StorageClient<K: Kem> {
     network: Network,
     session: Session<K>,
-    sizes: Sizes,
-    replicas: Vec<NodeId>,
-    next_seq: u64,
-    in_flight: HashMap<u64, BoxOp>,
-    retry: Vec<(Instant, BatchId, usize, Request, u32)>,
-    batches: HashMap<BatchId, Vec<Option<BoxResult>>>,
-    next_batch: BatchId,
-    service_requests: std::collections::HashSet<u64>,
-    service_replies: Vec<(u64, Option<Vec<u8>>)>,
-    stats: StorageStats,
+    core: core::StorageClient<K>,
 }
-
-/// What one box operation ended with.
-type BoxResult = Result<Option<SealedBox>, ErrorCode>;
 
 impl<K: Kem> StorageClient<K> {
     /// Connects to the network `config` names.
@@ -107,128 +77,60 @@ impl<K: Kem> StorageClient<K> {
         let retransmit =
             Duration::from_micros(network.parameters.mean_delay_us * 60) + Duration::from_secs(6);
         let session = Session::<K>::connect(&network, retransmit).await?;
-        let replicas: Vec<NodeId> = session
-            .client
-            .topology()
+        let topology = session.client.topology();
+        let replicas: Vec<(NodeId, K::PublicKey)> = topology
             .replicas
             .iter()
-            .map(|h| h.id)
+            .map(|h| (h.id, h.public_key.clone()))
             .collect();
-        anyhow::ensure!(
-            replicas.len() >= 2,
-            "the network lists fewer than 2 replicas"
-        );
+        let services = topology.services.len();
+        let config = ClientConfig::new(usize::from(network.parameters.replicas.max(1)));
+        let core = core::StorageClient::new(config, sizes, replicas, services)?;
         Ok(StorageClient {
             network,
             session,
-            sizes,
-            replicas,
-            next_seq: 0,
-            in_flight: HashMap::new(),
-            retry: Vec::new(),
-            batches: HashMap::new(),
-            next_batch: 1,
-            service_requests: Default::default(),
-            service_replies: Vec::new(),
-            stats: StorageStats::default(),
+            core,
         })
     }
 
     /// The envelope sizes (the box payload a stream can use).
     pub fn sizes(&self) -> &Sizes {
-        &self.sizes
+        self.core.sizes()
     }
 
     /// Counts so far.
-    pub fn stats(&self) -> &StorageStats {
-        &self.stats
-    }
-
-    fn courier(&self) -> [u8; 32] {
-        service_recipient(COURIER_SERVICE)
-    }
-
-    fn submit(
-        &mut self,
-        batch: BatchId,
-        slot: usize,
-        request: Request,
-        tries: u32,
-    ) -> anyhow::Result<()> {
-        let box_id = match &request {
-            Request::Read(id) => *id,
-            Request::Write(item) => item.id,
-        };
-        let k = usize::from(self.network.parameters.replicas.max(1));
-        let rng = &mut self.session.rng;
-        let [a, b] = shard::intermediates(&box_id, &self.replicas, k, rng)
-            .ok_or_else(|| anyhow::anyhow!("too few replicas"))?;
-        let topology = self.session.client.topology();
-        let key = |id: NodeId| {
-            topology
-                .replicas
-                .iter()
-                .find(|h| h.id == id)
-                .map(|h| h.public_key.clone())
-                .ok_or_else(|| anyhow::anyhow!("replica without a key"))
-        };
-        let (key_a, key_b) = (key(a)?, key(b)?);
-        let recipients = [
-            Recipient::<K> {
-                id: a,
-                public_key: &key_a,
-            },
-            Recipient::<K> {
-                id: b,
-                public_key: &key_b,
-            },
-        ];
-        let reply_index = (rng.next_u32() & 1) as u8;
-        let (body, keys) = envelope::seal(&self.sizes, recipients, reply_index, &request, rng)?;
-        let node = (rng.next_u64() % topology.services.len().max(1) as u64) as usize;
-        if tries > 1 {
-            self.stats.fresh_envelopes += 1;
-        }
-        let op = BoxOp {
-            batch,
-            slot,
-            request,
-            node,
-            body,
-            keys,
-            asked_other_slot: false,
-            tries,
-        };
-        self.send(op);
-        Ok(())
-    }
-
-    fn send(&mut self, op: BoxOp) {
-        self.next_seq += 1;
-        let courier = self.courier();
-        self.session
-            .client
-            .request(self.next_seq, courier, op.node, op.body.clone());
-        self.in_flight.insert(self.next_seq, op);
-    }
-
-    fn later(&mut self, op: BoxOp, last_error: ErrorCode) {
-        if op.tries >= MAX_TRIES {
-            self.finish(&op, Err(last_error));
-        } else {
-            let at = Instant::now() + RETRY_DELAY;
-            self.retry
-                .push((at, op.batch, op.slot, op.request, op.tries + 1));
+    pub fn stats(&self) -> StorageStats {
+        let core = self.core.stats();
+        let session = self.session.client.stats();
+        StorageStats {
+            operations: core.operations,
+            echoes: core.echoes + session.retransmissions,
+            polls: core.polls,
+            fresh_envelopes: core.fresh_envelopes,
+            resends: session.retransmissions,
+            loops_shed: session.loops_shed,
         }
     }
 
-    fn finish(&mut self, op: &BoxOp, result: BoxResult) {
-        if let Some(slot) = self
-            .batches
-            .get_mut(&op.batch)
-            .and_then(|results| results.get_mut(op.slot))
-        {
-            *slot = Some(result);
+    /// The clock the state machines run on: microseconds since the Unix
+    /// epoch.
+    pub fn now(&self) -> u64 {
+        crate::unix_us()
+    }
+
+    /// The state machine and the session's RNG, for a state machine above
+    /// it (the job client); call [`StorageClient::flush`] after using them.
+    pub fn parts(&mut self) -> (&mut core::StorageClient<K>, &mut rand_chacha::ChaCha20Rng) {
+        (&mut self.core, &mut self.session.rng)
+    }
+
+    /// Hands the state machine's echoes to the mixnet client.
+    pub fn flush(&mut self) {
+        for echo in self.core.take_echoes() {
+            let recipient = service_recipient(echo.service);
+            self.session
+                .client
+                .request(echo.seq, recipient, echo.node, echo.body);
         }
     }
 
@@ -236,12 +138,8 @@ impl<K: Kem> StorageClient<K> {
     /// number; [`StorageClient::advance`] reports it when every operation
     /// has ended.
     pub fn start(&mut self, requests: Vec<Request>) -> anyhow::Result<BatchId> {
-        let batch = self.next_batch;
-        self.next_batch += 1;
-        self.batches.insert(batch, vec![None; requests.len()]);
-        for (slot, request) in requests.into_iter().enumerate() {
-            self.submit(batch, slot, request, 1)?;
-        }
+        let batch = self.core.start(&mut self.session.rng, requests)?;
+        self.flush();
         Ok(batch)
     }
 
@@ -254,60 +152,39 @@ impl<K: Kem> StorageClient<K> {
         wake: Option<&tokio::sync::Notify>,
         until: Option<tokio::time::Instant>,
     ) -> anyhow::Result<Vec<(BatchId, Vec<BoxResult>)>> {
-        let now = Instant::now();
-        let (due, wait): (Vec<_>, Vec<_>) = self.retry.drain(..).partition(|(at, ..)| *at <= now);
-        self.retry = wait;
-        for (_, batch, slot, request, tries) in due {
-            self.submit(batch, slot, request, tries)?;
-        }
-        let sent_before = self.session.client.stats().requests_sent;
-        let resent_before = self.session.client.stats().retransmissions;
+        self.step(wake, until).await?;
+        Ok(self.core.take_finished())
+    }
+
+    /// [`StorageClient::advance`] without taking the finished batches: they
+    /// stay in the state machine for the one above it.
+    pub async fn step(
+        &mut self,
+        wake: Option<&tokio::sync::Notify>,
+        until: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<()> {
+        let now = self.now();
+        self.core.poll(now, &mut self.session.rng)?;
+        self.flush();
+        let retry = self.core.next_wakeup().map(|at| at_time(now, at));
+        let until = match (until, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for event in self.session.step_until(&self.network, wake, until).await? {
+            let now = self.now();
             match event {
                 ClientEvent::Pong { seq, body, .. } => {
-                    if let Some(op) = self.in_flight.remove(&seq) {
-                        self.answered(op, &body)?;
-                    } else if self.service_requests.remove(&seq) {
-                        self.service_replies.push((seq, Some(body)));
-                    }
+                    self.core.handle_reply(now, seq, &body);
                 }
                 ClientEvent::GaveUp { seq } => {
-                    if let Some(op) = self.in_flight.remove(&seq) {
-                        self.later(op, ErrorCode::Unavailable);
-                    } else if self.service_requests.remove(&seq) {
-                        self.service_replies.push((seq, None));
-                    }
+                    self.core.handle_lost(now, seq);
                 }
                 ClientEvent::LoopReturned { .. } => {}
             }
         }
-        self.stats.echoes += self.session.client.stats().requests_sent - sent_before;
-        self.stats.resends += self.session.client.stats().retransmissions - resent_before;
-        self.stats.loops_shed = self.session.client.stats().loops_shed;
-        let finished: Vec<BatchId> = self
-            .batches
-            .iter()
-            .filter(|(_, results)| results.iter().all(Option::is_some))
-            .map(|(id, _)| *id)
-            .collect();
-        Ok(finished
-            .into_iter()
-            .map(|id| {
-                let results = self.batches.remove(&id).expect("listed above");
-                self.stats.operations += results.len() as u64;
-                (
-                    id,
-                    results.into_iter().map(|r| r.expect("all done")).collect(),
-                )
-            })
-            .collect())
-    }
-
-    /// How many operations of `batch` have ended so far.
-    fn done(&self, batch: BatchId) -> usize {
-        self.batches
-            .get(&batch)
-            .map_or(0, |r| r.iter().filter(|r| r.is_some()).count())
+        self.flush();
+        Ok(())
     }
 
     /// Carries out `requests` (all in flight at once) and returns each one's
@@ -329,7 +206,7 @@ impl<K: Kem> StorageClient<K> {
                     return Ok(results);
                 }
             }
-            let now_done = self.done(batch);
+            let now_done = self.core.done(batch);
             if now_done != done {
                 done = now_done;
                 progress(done, total);
@@ -340,19 +217,12 @@ impl<K: Kem> StorageClient<K> {
     /// Sends `body` to a courier as it is and returns the courier's answer
     /// (for tests of what couriers do with bad envelopes).
     pub async fn send_raw(&mut self, body: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        let courier = self.courier();
-        self.session.client.request(seq, courier, 0, body);
+        let seq = self.send_to_service(COURIER_SERVICE, 0, body);
         loop {
-            for event in self.session.step(&self.network).await? {
-                match event {
-                    ClientEvent::Pong { seq: s, body, .. } if s == seq => return Ok(body),
-                    ClientEvent::GaveUp { seq: s } if s == seq => {
-                        anyhow::bail!("no answer from the courier")
-                    }
-                    _ => {}
-                }
+            self.advance(None, None).await?;
+            let replies = self.core.take_service_replies();
+            if let Some((_, reply)) = replies.into_iter().find(|(s, _)| *s == seq) {
+                return reply.ok_or_else(|| anyhow::anyhow!("no answer from the courier"));
             }
         }
     }
@@ -360,20 +230,16 @@ impl<K: Kem> StorageClient<K> {
     /// Sends `body` in one echo to the service `service` on the `node`th
     /// service node of the document; its answer comes from
     /// [`StorageClient::take_service_replies`] under the returned number.
-    pub fn send_to_service(&mut self, service: &str, node: usize, body: Vec<u8>) -> u64 {
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        self.session
-            .client
-            .request(seq, service_recipient(service), node, body);
-        self.service_requests.insert(seq);
+    pub fn send_to_service(&mut self, service: &'static str, node: usize, body: Vec<u8>) -> u64 {
+        let seq = self.core.send_to_service(service, node, body);
+        self.flush();
         seq
     }
 
     /// Answers to [`StorageClient::send_to_service`] so far: the body, or
     /// `None` when every resend went unanswered.
     pub fn take_service_replies(&mut self) -> Vec<(u64, Option<Vec<u8>>)> {
-        std::mem::take(&mut self.service_replies)
+        self.core.take_service_replies()
     }
 
     /// The session's RNG (for fresh caps and contexts).
@@ -383,7 +249,7 @@ impl<K: Kem> StorageClient<K> {
 
     /// Service nodes in the document.
     pub fn service_nodes(&self) -> usize {
-        self.session.client.topology().services.len()
+        self.core.service_nodes()
     }
 
     /// The network this client works in.
@@ -393,59 +259,18 @@ impl<K: Kem> StorageClient<K> {
 
     /// Box plaintext available to a stream in one box.
     pub fn box_payload(&self) -> usize {
-        self.sizes.max_plaintext()
+        self.core.box_payload()
     }
 
     /// The replicas the client addresses, as the document lists them.
     pub fn replicas(&self) -> &[NodeId] {
-        &self.replicas
+        self.core.replicas()
     }
+}
 
-    fn answered(&mut self, mut op: BoxOp, body: &[u8]) -> anyhow::Result<()> {
-        let answer = match op.keys.open(&self.sizes, body) {
-            Ok(answer) => answer,
-            Err(_) => match envelope::refusal(body) {
-                Some(code) => CourierAnswer::Refused(code),
-                None => {
-                    self.later(op, ErrorCode::Malformed);
-                    return Ok(());
-                }
-            },
-        };
-        match answer {
-            CourierAnswer::Pending => {
-                self.stats.polls += 1;
-                self.send(op);
-            }
-            // A courier whose document is older than ours may not know a
-            // replica yet: a fresh envelope picks intermediates again.
-            CourierAnswer::Refused(code)
-                if code.is_transient() || code == ErrorCode::UnknownReplica =>
-            {
-                self.later(op, code)
-            }
-            CourierAnswer::Refused(code) => self.finish(&op, Err(code)),
-            CourierAnswer::Reply { reply, slot } => match (reply.code, &op.request) {
-                (ErrorCode::Ok, Request::Write(_)) => self.finish(&op, Ok(None)),
-                (ErrorCode::Ok, Request::Read(id)) => match reply.found {
-                    Some(found) if found.id == *id => self.finish(&op, Ok(Some(found))),
-                    _ => self.later(op, ErrorCode::Malformed),
-                },
-                (ErrorCode::NotFound, _) if !op.asked_other_slot => {
-                    // The other intermediate may have found it: ask the
-                    // courier for its reply to the same envelope.
-                    op.asked_other_slot = true;
-                    let other = 1 - slot;
-                    envelope::set_reply_index(&mut op.body, other);
-                    self.stats.polls += 1;
-                    self.send(op);
-                }
-                (code, _) if code.is_transient() => self.later(op, code),
-                (code, _) => self.finish(&op, Err(code)),
-            },
-        }
-        Ok(())
-    }
+/// The tokio instant of `at` on the clock that reads `now` at present.
+pub fn at_time(now: u64, at: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_micros(at.saturating_sub(now))
 }
 
 /// What `put` did.
@@ -496,11 +321,11 @@ async fn put_kem<K: Kem>(
 ) -> anyhow::Result<PutReport> {
     let start = Instant::now();
     let mut client = StorageClient::<K>::over(network).await?;
-    let cap = WriteCap::generate(&mut client.session.rng);
+    let cap = WriteCap::generate(client.rng());
     let read_cap = hex::encode(cap.read_cap().to_bytes().as_slice());
     let write_cap = hex::encode(cap.to_bytes().as_slice());
     let mut writer = Writer::new(cap, STREAM_CONTEXT);
-    let requests = stream::split(data, client.sizes.max_plaintext())
+    let requests = stream::split(data, client.box_payload())
         .iter()
         .map(|plain| writer.seal_next(plain).map(Request::Write))
         .collect::<Result<Vec<_>, _>>()?;
@@ -521,7 +346,7 @@ async fn put_kem<K: Kem>(
         bytes: data.len(),
         boxes,
         elapsed: start.elapsed(),
-        stats: client.stats.clone(),
+        stats: client.stats(),
     })
 }
 
@@ -593,25 +418,6 @@ async fn first_box<K: Kem>(
     Ok((first, count))
 }
 
-pub(crate) fn open_box(
-    cap: &ReadCap,
-    ctx: &[u8],
-    position: u64,
-    item: &SealedBox,
-) -> anyhow::Result<Vec<u8>> {
-    let index = cap.index().advance_to(cap.index().idx64() + position)?;
-    let content = cap.open(&index, ctx, &item.id, &item.ciphertext, &item.signature)?;
-    match content {
-        BoxContent::Message(plain) => Ok(plain),
-        BoxContent::Tombstone => anyhow::bail!("box {position} was deleted"),
-    }
-}
-
-pub(crate) fn box_id(cap: &ReadCap, ctx: &[u8], position: u64) -> anyhow::Result<BoxId> {
-    let index = cap.index().advance_to(cap.index().idx64() + position)?;
-    Ok(cap.box_id(&index, ctx))
-}
-
 async fn get_kem<K: Kem>(
     network: Network,
     cap: ReadCap,
@@ -623,7 +429,7 @@ async fn get_kem<K: Kem>(
     progress(1, count);
     let requests = (1..count as u64)
         .map(|i| box_id(&cap, STREAM_CONTEXT, i).map(Request::Read))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let results = client
         .run(requests, |done, _| progress(done + 1, count))
         .await?;
@@ -641,7 +447,7 @@ async fn get_kem<K: Kem>(
         GetReport {
             boxes: count,
             elapsed: start.elapsed(),
-            stats: client.stats.clone(),
+            stats: client.stats(),
         },
     ))
 }

@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod jobs;
+
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;

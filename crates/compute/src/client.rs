@@ -1,0 +1,444 @@
+//! The job from the client's side (paper §3.3), as a state machine: upload
+//! the padded tokens under a fresh write cap, dispatch the job to a compute
+//! courier, read the output boxes once the bucket edge has passed. Every
+//! step is an echo of the storage client it drives
+//! ([`funion_pigeonhole::client::StorageClient`]), which the caller passes
+//! in with each call, so jobs and other storage traffic share one session.
+
+use std::collections::{BTreeMap, HashMap};
+
+use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
+use funion_pigeonhole::client::{
+    box_id, open_stream, read_requests, BatchId, BoxResult, ClientError, StorageClient,
+};
+use funion_pigeonhole::envelope::Request;
+use funion_pigeonhole::stream;
+use funion_sphinx::kem::Kem;
+use rand_core::{CryptoRng, RngCore};
+
+use crate::INPUT_CLASSES;
+use crate::{class_for, Dispatch, DispatchReply, Input, Micros, Outcome, Sampling, Task};
+
+/// The service name compute couriers run under on service nodes.
+pub const COMPUTE_SERVICE: &str = "compute";
+
+/// One job to run.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// Model name.
+    pub model: String,
+    /// Generation or embedding.
+    pub task: Task,
+    /// The prompt's token IDs (tokenized locally).
+    pub tokens: Vec<u32>,
+    /// Output class.
+    pub output_class: u32,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Latency bucket index `j`.
+    pub bucket: u32,
+    /// The credit tickets that pay for the job's cell.
+    pub tickets: Vec<Vec<u8>>,
+    /// Which service node's compute courier to use (an index into the
+    /// document's service nodes); `None` uses the client's default one.
+    pub courier: Option<usize>,
+}
+
+/// When each step of a job happened, on the driver's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// Upload started.
+    pub started: Micros,
+    /// Every input box stored.
+    pub uploaded: Micros,
+    /// Dispatch handed to the mixnet.
+    pub dispatched: Micros,
+    /// The compute courier's answer arrived.
+    pub accepted: Micros,
+    /// `j·Δ`, as the courier confirmed.
+    pub edge_after_us: Micros,
+    /// The read of the output was handed to the mixnet.
+    pub fetch_sent: Micros,
+    /// The output was read.
+    pub done: Micros,
+}
+
+/// What one job gave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobResult {
+    /// The outcome (tokens, an embedding, OVERFLOW, or the courier's error).
+    pub outcome: Outcome,
+    /// The input class the prompt was padded to.
+    pub input_class: u32,
+    /// The first output box (to find the compute courier's record in tests).
+    pub output_box: BoxId,
+    /// Output boxes read.
+    pub output_boxes: usize,
+    /// Echoes the job's own steps took (upload, dispatch, fetch; polls
+    /// and fresh envelopes included, the mixnet's resends not).
+    pub echoes: u64,
+    /// Steps.
+    pub timeline: Timeline,
+}
+
+/// Why a job failed; each names the step.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobFailure {
+    /// The spec cannot be a job (too many tokens, a bad class).
+    #[error("bad job: {0}")]
+    Spec(String),
+    /// The storage client could not start a step.
+    #[error("storage: {0}")]
+    Storage(#[from] ClientError),
+    /// An input box was not stored.
+    #[error("input box {position}: {code}")]
+    Upload {
+        /// Its position.
+        position: usize,
+        /// The replicas' or courier's code.
+        code: funion_pigeonhole::ErrorCode,
+    },
+    /// The mixnet gave up on the dispatch.
+    #[error("no compute courier answered the dispatch")]
+    NoCourierAnswer,
+    /// The compute courier's answer does not parse.
+    #[error("the compute courier's answer: {0}")]
+    BadAnswer(String),
+    /// The compute courier refused the job.
+    #[error("the compute courier refused: {0}")]
+    Refused(String),
+    /// The output could not be read or does not decode.
+    #[error("output: {0}")]
+    Output(String),
+}
+
+impl JobFailure {
+    /// A short name for counting failures by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JobFailure::Spec(_) => "bad_spec",
+            JobFailure::Storage(_) => "storage",
+            JobFailure::Upload { .. } => "upload",
+            JobFailure::NoCourierAnswer => "no_courier_answer",
+            JobFailure::BadAnswer(_) => "bad_answer",
+            JobFailure::Refused(_) => "refused",
+            JobFailure::Output(_) => "output",
+        }
+    }
+}
+
+/// A job's number in one [`JobClient`].
+pub type ClientJobId = u64;
+
+enum Phase {
+    Uploading(BatchId),
+    Dispatching,
+    Waiting(Micros),
+    Fetching,
+}
+
+struct Job {
+    spec: JobSpec,
+    input_class: u32,
+    read_cap_in: ReadCap,
+    ctx_in: Vec<u8>,
+    write_cap_out: WriteCap,
+    ctx_out: Vec<u8>,
+    output_box: BoxId,
+    output_boxes: usize,
+    phase: Phase,
+    echoes: u64,
+    timeline: Timeline,
+}
+
+/// The input class a prompt of `tokens` tokens is padded to.
+pub fn input_class_of(tokens: usize) -> Result<u32, JobFailure> {
+    class_for(&INPUT_CLASSES, tokens)
+        .ok_or_else(|| JobFailure::Spec(format!("{tokens} tokens exceed the largest input class")))
+}
+
+/// Number of boxes a payload of `len` bytes takes as a stream of boxes
+/// holding `box_len` bytes each: fixed by the class, whatever the content.
+pub fn boxes_for(len: usize, box_len: usize) -> usize {
+    (stream::HEADER_LEN + len).div_ceil(box_len.max(1))
+}
+
+fn fresh_context(rng: &mut impl RngCore) -> Vec<u8> {
+    let mut ctx = vec![0u8; 16];
+    rng.fill_bytes(&mut ctx);
+    ctx
+}
+
+/// Jobs in flight over one storage client; see the module documentation.
+pub struct JobClient {
+    courier: usize,
+    jobs: BTreeMap<ClientJobId, Job>,
+    by_batch: HashMap<BatchId, ClientJobId>,
+    by_seq: HashMap<u64, ClientJobId>,
+    next_job: ClientJobId,
+    finished: Vec<(ClientJobId, Result<JobResult, JobFailure>)>,
+    dispatch_echoes: u64,
+}
+
+impl JobClient {
+    /// A job client that dispatches to the `courier`th service node unless
+    /// a spec names another (one courier for a run, so jobs of one bucket
+    /// can be batched there).
+    pub fn new(courier: usize) -> Self {
+        JobClient {
+            courier,
+            jobs: BTreeMap::new(),
+            by_batch: HashMap::new(),
+            by_seq: HashMap::new(),
+            next_job: 1,
+            finished: Vec::new(),
+            dispatch_echoes: 0,
+        }
+    }
+
+    /// Jobs not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Dispatches sent so far.
+    pub fn dispatch_echoes(&self) -> u64 {
+        self.dispatch_echoes
+    }
+
+    /// Jobs that ended since the last call, with their results.
+    pub fn take_finished(&mut self) -> Vec<(ClientJobId, Result<JobResult, JobFailure>)> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// When [`JobClient::poll`] next has work: the earliest output read due.
+    pub fn next_wakeup(&self) -> Option<Micros> {
+        self.jobs
+            .values()
+            .filter_map(|j| match j.phase {
+                Phase::Waiting(at) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Starts `spec` at `now`: its input is sealed and its upload begun.
+    pub fn submit<K: Kem, R: RngCore + CryptoRng>(
+        &mut self,
+        now: Micros,
+        rng: &mut R,
+        storage: &mut StorageClient<K>,
+        spec: JobSpec,
+    ) -> ClientJobId {
+        let id = self.next_job;
+        self.next_job += 1;
+        match self.prepare(now, rng, storage, spec) {
+            Ok(job) => {
+                if let Phase::Uploading(batch) = job.phase {
+                    self.by_batch.insert(batch, id);
+                }
+                self.jobs.insert(id, job);
+            }
+            Err(failure) => self.finished.push((id, Err(failure))),
+        }
+        id
+    }
+
+    fn prepare<K: Kem, R: RngCore + CryptoRng>(
+        &mut self,
+        now: Micros,
+        rng: &mut R,
+        storage: &mut StorageClient<K>,
+        spec: JobSpec,
+    ) -> Result<Job, JobFailure> {
+        let box_len = storage.box_payload();
+        let input_class = input_class_of(spec.tokens.len())?;
+        let payload = Input {
+            tokens: spec.tokens.clone(),
+        }
+        .encode(input_class)
+        .map_err(|e| JobFailure::Spec(e.to_string()))?;
+        let cap_in = WriteCap::generate(rng);
+        let ctx_in = fresh_context(rng);
+        let write_cap_out = WriteCap::generate(rng);
+        let ctx_out = fresh_context(rng);
+        let read_cap_in = cap_in.read_cap();
+        let output_box = box_id(&write_cap_out.read_cap(), &ctx_out, 0)?;
+        let mut writer = Writer::new(cap_in, &ctx_in);
+        let requests = stream::split(&payload, box_len)
+            .iter()
+            .map(|plain| writer.seal_next(plain).map(Request::Write))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobFailure::Spec(e.to_string()))?;
+        let batch = storage.start(rng, requests)?;
+        Ok(Job {
+            output_boxes: boxes_for(Outcome::padded_len(spec.output_class), box_len),
+            spec,
+            input_class,
+            read_cap_in,
+            ctx_in,
+            write_cap_out,
+            ctx_out,
+            output_box,
+            phase: Phase::Uploading(batch),
+            echoes: 0,
+            timeline: Timeline {
+                started: now,
+                ..Timeline::default()
+            },
+        })
+    }
+
+    /// Moves every job as far as the storage client's news allows: call it
+    /// after handing the storage client a reply or a loss, and at
+    /// [`JobClient::next_wakeup`].
+    pub fn poll<K: Kem, R: RngCore + CryptoRng>(
+        &mut self,
+        now: Micros,
+        rng: &mut R,
+        storage: &mut StorageClient<K>,
+    ) {
+        let due: Vec<ClientJobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| matches!(j.phase, Phase::Waiting(at) if at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.fetch(now, rng, storage, id);
+        }
+        for (batch, results) in storage.take_finished() {
+            if let Some(id) = self.by_batch.remove(&batch) {
+                self.batch_done(now, storage, id, batch, results);
+            }
+        }
+        for (seq, reply) in storage.take_service_replies() {
+            if let Some(id) = self.by_seq.remove(&seq) {
+                self.answered(now, id, reply);
+            }
+        }
+    }
+
+    fn fail(&mut self, id: ClientJobId, failure: JobFailure) {
+        self.jobs.remove(&id);
+        self.finished.push((id, Err(failure)));
+    }
+
+    fn fetch<K: Kem, R: RngCore + CryptoRng>(
+        &mut self,
+        now: Micros,
+        rng: &mut R,
+        storage: &mut StorageClient<K>,
+        id: ClientJobId,
+    ) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let cap = job.write_cap_out.read_cap();
+        let started = read_requests(&cap, &job.ctx_out, job.output_boxes)
+            .and_then(|requests| storage.start(rng, requests));
+        match started {
+            Ok(batch) => {
+                self.by_batch.insert(batch, id);
+                let job = self.jobs.get_mut(&id).expect("looked up above");
+                job.timeline.fetch_sent = now;
+                job.phase = Phase::Fetching;
+            }
+            Err(e) => self.fail(id, e.into()),
+        }
+    }
+
+    fn batch_done<K: Kem>(
+        &mut self,
+        now: Micros,
+        storage: &mut StorageClient<K>,
+        id: ClientJobId,
+        batch: BatchId,
+        results: Vec<BoxResult>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.echoes += storage.echoes_of(batch);
+        match job.phase {
+            Phase::Uploading(_) => {
+                if let Some((position, Err(code))) =
+                    results.iter().enumerate().find(|(_, r)| r.is_err())
+                {
+                    let code = *code;
+                    return self.fail(id, JobFailure::Upload { position, code });
+                }
+                job.timeline.uploaded = now;
+                let dispatch = Dispatch {
+                    read_cap_in: job.read_cap_in.to_bytes().to_vec(),
+                    ctx_in: job.ctx_in.clone(),
+                    write_cap_out: job.write_cap_out.to_bytes().to_vec(),
+                    ctx_out: job.ctx_out.clone(),
+                    model: job.spec.model.clone(),
+                    task: job.spec.task,
+                    input_class: job.input_class,
+                    output_class: job.spec.output_class,
+                    sampling: job.spec.sampling,
+                    bucket: job.spec.bucket,
+                    tickets: job.spec.tickets.clone(),
+                };
+                if let Err(e) = dispatch.check() {
+                    return self.fail(id, JobFailure::Spec(e.to_string()));
+                }
+                let target = job.spec.courier.unwrap_or(self.courier);
+                let seq = storage.send_to_service(COMPUTE_SERVICE, target, dispatch.encode());
+                job.echoes += 1;
+                job.timeline.dispatched = now;
+                job.phase = Phase::Dispatching;
+                self.dispatch_echoes += 1;
+                self.by_seq.insert(seq, id);
+            }
+            Phase::Fetching => {
+                let cap = job.write_cap_out.read_cap();
+                let outcome = open_stream(&cap, &job.ctx_out, results)
+                    .map_err(|e| JobFailure::Output(e.to_string()))
+                    .and_then(|bytes| {
+                        Outcome::decode(&bytes, job.spec.output_class)
+                            .map_err(|e| JobFailure::Output(e.to_string()))
+                    });
+                job.timeline.done = now;
+                let job = self.jobs.remove(&id).expect("looked up above");
+                let result = outcome.map(|outcome| JobResult {
+                    outcome,
+                    input_class: job.input_class,
+                    output_box: job.output_box,
+                    output_boxes: job.output_boxes,
+                    echoes: job.echoes,
+                    timeline: job.timeline,
+                });
+                self.finished.push((id, result));
+            }
+            _ => {}
+        }
+    }
+
+    fn answered(&mut self, now: Micros, id: ClientJobId, reply: Option<Vec<u8>>) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.timeline.accepted = now;
+        let reply = match reply {
+            None => return self.fail(id, JobFailure::NoCourierAnswer),
+            Some(body) => match DispatchReply::decode(&body) {
+                Ok(reply) => reply,
+                Err(e) => return self.fail(id, JobFailure::BadAnswer(e.to_string())),
+            },
+        };
+        match reply {
+            DispatchReply::Accepted { edge_after_us } => {
+                job.timeline.edge_after_us = edge_after_us;
+                // The courier took the job one way (its reply's way back)
+                // before now: reading at now + j·Δ leaves that much time for
+                // its output, which leaves at the edge, to reach the
+                // replicas ahead of our read.
+                job.phase = Phase::Waiting(now + edge_after_us);
+            }
+            DispatchReply::Refused { reason } => self.fail(id, JobFailure::Refused(reason)),
+        }
+    }
+}

@@ -1,0 +1,1246 @@
+//! Whole jobs in virtual time: the same state machines the runtime drives
+//! (mix nodes, the storage courier, replicas over an in-memory store, the
+//! compute courier, the job and storage clients), over links with latency,
+//! jitter and loss, with seeded faults, and a compute-time model in place
+//! of the model.
+//!
+//! Random streams are split by purpose: `crypto` (keys, envelopes, routes
+//! and delays), `links` (jitter and loss), `work` (when clients start jobs)
+//! and `faults`, each a ChaCha20 stream seeded from the run's seed, so a
+//! change to one leaves the others as they were.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::SigningKey;
+use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
+use funion_compute::client::{ClientJobId, JobClient, JobSpec};
+use funion_compute::{
+    Action, ComputeCourier, CourierConfig as ComputeConfig, Input, JobId, Outcome, Sampling, Task,
+    WorkItem, COMPUTE_SERVICE,
+};
+use funion_mixnet::{
+    service_recipient, Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output,
+    Source, TimerQueue, Topology,
+};
+use funion_pigeonhole::client::{
+    self as storage, open_stream, read_requests, BatchId, StorageClient, COURIER_SERVICE,
+};
+use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
+use funion_pigeonhole::envelope::{Request, Sizes};
+use funion_pigeonhole::replica::storage::{execute, BoxStorage, MemoryStore};
+use funion_pigeonhole::replica::{Replica, ReplicaConfig, ReplicaEffect};
+use funion_pigeonhole::{shard, stream};
+use funion_pki::{EpochKey, NetworkDocument, NodeEntry, Parameters, Role};
+use funion_sphinx::kem::Kem;
+use funion_sphinx::{NodeId, Surb};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+
+/// Compute time of one batch: `ttft + n_out × itl` for its longest job.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ComputeModel {
+    /// Time to first token, microseconds.
+    pub ttft_us: Micros,
+    /// Inter-token latency, microseconds.
+    pub itl_us: Micros,
+}
+
+impl ComputeModel {
+    /// Seed 002's Table 3, "Balanced" (Llama-3.3-70B on 4×H100, 200 in /
+    /// 200 out): TTFT 32.78 ms, ITL 19.11 ms, t_LLM = 3.85 s.
+    pub const PAPER_BALANCED: ComputeModel = ComputeModel {
+        ttft_us: 32_780,
+        itl_us: 19_110,
+    };
+
+    /// The compute time of `n_out` tokens.
+    pub fn time_us(&self, n_out: u32) -> Micros {
+        self.ttft_us + u64::from(n_out) * self.itl_us
+    }
+}
+
+/// Link behaviour, for every link alike.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkModel {
+    /// One-way latency, microseconds.
+    pub latency_us: Micros,
+    /// Extra latency drawn uniformly from `0..=jitter_us`.
+    pub jitter_us: Micros,
+    /// Probability that a packet or storage message is lost.
+    pub loss: f64,
+}
+
+/// A seeded fault at a virtual time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Replica `replica` stops answering at `at_us` and comes back at
+    /// `until_us` with its store intact and its memory lost (a crash and
+    /// restart).
+    ReplicaDown {
+        /// Which replica.
+        replica: usize,
+        /// When it stops.
+        at_us: Micros,
+        /// When it restarts.
+        until_us: Micros,
+    },
+    /// Mix node `node` (gateways, then mixes layer by layer, then service
+    /// nodes) crashes at `at_us`, losing its queue, and restarts at
+    /// `until_us`.
+    NodeDown {
+        /// Which node.
+        node: usize,
+        /// When it stops.
+        at_us: Micros,
+        /// When it restarts.
+        until_us: Micros,
+    },
+    /// Compute takes `factor` times as long between the two times.
+    SlowCompute {
+        /// The slowdown.
+        factor: f64,
+        /// From.
+        at_us: Micros,
+        /// Until.
+        until_us: Micros,
+    },
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Clients running jobs.
+    pub clients: usize,
+    /// Virtual duration, microseconds; jobs start only in its first part
+    /// and every job in flight at the end is counted as unfinished.
+    pub duration_us: Micros,
+    /// Network parameters (μ, λ_s, geometry, Δ, K).
+    pub parameters: Parameters,
+    /// Mixes in each layer.
+    pub mixes_per_layer: usize,
+    /// Service nodes (each a storage courier and a compute courier).
+    pub services: usize,
+    /// Storage replicas.
+    pub replicas: usize,
+    /// Links.
+    pub links: LinkModel,
+    /// Compute time.
+    pub compute: ComputeModel,
+    /// Prompt tokens per job.
+    pub input_tokens: usize,
+    /// Tokens generated per job (the output class is the smallest that holds them).
+    pub output_tokens: u32,
+    /// Latency bucket `j`; `None` picks the smallest that leaves room for
+    /// the compute and four echoes.
+    pub bucket: Option<u32>,
+    /// Mean pause between a client's jobs (exponential), microseconds.
+    pub think_us: Micros,
+    /// Most jobs a client runs; `None` for as many as fit.
+    pub jobs_per_client: Option<usize>,
+    /// How long a storage courier holds a SURB before it ACKs.
+    pub courier_hold_us: Micros,
+    /// Whether clients send cover loops in empty slots.
+    pub cover: bool,
+    /// Seeded faults.
+    pub faults: Vec<Fault>,
+}
+
+impl JobsConfig {
+    /// The paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s, K = 2,
+    /// Table 3's balanced job), `clients` clients for `seconds`.
+    pub fn paper(clients: usize, seconds: u64) -> Self {
+        JobsConfig {
+            seed: 1,
+            clients,
+            duration_us: seconds * 1_000_000,
+            parameters: Parameters::paper(),
+            mixes_per_layer: 2,
+            services: 2,
+            replicas: 4,
+            links: LinkModel {
+                latency_us: 0,
+                jitter_us: 0,
+                loss: 0.0,
+            },
+            compute: ComputeModel::PAPER_BALANCED,
+            input_tokens: 200,
+            output_tokens: 200,
+            bucket: None,
+            think_us: 30_000_000,
+            jobs_per_client: None,
+            courier_hold_us: 3_000_000,
+            cover: true,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobsReport {
+    /// Jobs started.
+    pub jobs_started: u64,
+    /// Jobs whose output was read (OVERFLOW included).
+    pub jobs_completed: u64,
+    /// Completed jobs whose output was OVERFLOW.
+    pub jobs_overflowed: u64,
+    /// Jobs that failed, by reason.
+    pub jobs_failed: BTreeMap<String, u64>,
+    /// Jobs still in flight when the run ended.
+    pub jobs_unfinished: u64,
+    /// Echoes each completed job took (polls and fresh envelopes included).
+    pub echoes_per_job: Vec<u64>,
+    /// Each completed job's latency minus its compute time, microseconds.
+    pub latency_minus_compute_us: Vec<Micros>,
+    /// Packets and messages carried per link class (`client→gateway`, …).
+    pub links: BTreeMap<String, u64>,
+    /// Drops by reason (nodes, links, faults).
+    pub dropped: BTreeMap<String, u64>,
+    /// Writes the replicas acknowledged.
+    pub writes_acknowledged: u64,
+    /// Acknowledged writes that no holder has at the end.
+    pub writes_lost: u64,
+    /// Events the simulator handled.
+    pub events: u64,
+    /// The bucket jobs used.
+    pub bucket: u32,
+    /// The compute time of one job, microseconds.
+    pub compute_us: Micros,
+}
+
+enum Event {
+    AtNode {
+        node: usize,
+        from: Source,
+        packet: Vec<u8>,
+    },
+    WakeNode(usize),
+    WakeEndpoint(usize),
+    Reply {
+        endpoint: usize,
+        surb_id: [u8; 16],
+        payload: Vec<u8>,
+    },
+    /// A storage message to a replica or a service node's courier.
+    Storage {
+        to: NodeId,
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    WakeCourier(usize),
+    TickReplicas,
+    WakeCompute(usize),
+    ComputeDone {
+        actor: usize,
+        batch: u64,
+        items: Vec<WorkItem>,
+    },
+    StartJob(usize),
+    Fault { index: usize, end: bool },
+}
+
+enum Pending {
+    Fetch {
+        job: JobId,
+        cap: ReadCap,
+        ctx: Vec<u8>,
+    },
+    Store {
+        job: JobId,
+    },
+}
+
+struct ComputeActor {
+    courier: ComputeCourier,
+    endpoint: usize,
+    node: usize,
+    surbs: HashMap<u64, Vec<u8>>,
+    next_token: u64,
+    pending: HashMap<BatchId, Pending>,
+    wake: Option<Micros>,
+}
+
+enum Kind {
+    User {
+        jobs: JobClient,
+        started: BTreeMap<ClientJobId, Micros>,
+        count: usize,
+    },
+    Compute(usize),
+}
+
+struct Endpoint<K: Kem> {
+    mix: Client<K>,
+    storage: StorageClient<K>,
+    gateway: usize,
+    kind: Kind,
+    wake: Option<Micros>,
+}
+
+struct ReplicaSlot<K: Kem> {
+    machine: Replica<K>,
+    store: MemoryStore,
+    id: NodeId,
+    down: bool,
+    config: ReplicaConfig,
+    key_seed: [u8; 32],
+}
+
+struct World<K: Kem> {
+    config: JobsConfig,
+    geometry: funion_sphinx::Geometry,
+    nodes: Vec<Node<K>>,
+    node_config: Vec<NodeConfig>,
+    node_keys: Vec<[u8; 32]>,
+    node_down: Vec<bool>,
+    link_class: Vec<&'static str>,
+    ids: Vec<NodeId>,
+    index: HashMap<NodeId, usize>,
+    node_wake: Vec<Option<Micros>>,
+    couriers: Vec<Courier>,
+    courier_wake: Vec<Option<Micros>>,
+    service_nodes: Vec<usize>,
+    replicas: Vec<ReplicaSlot<K>>,
+    replica_index: HashMap<NodeId, usize>,
+    endpoints: Vec<Endpoint<K>>,
+    recipients: HashMap<[u8; 32], usize>,
+    actors: Vec<ComputeActor>,
+    queue: TimerQueue<Event>,
+    crypto: ChaCha20Rng,
+    links: ChaCha20Rng,
+    work: ChaCha20Rng,
+    slow: f64,
+    spec: JobSpec,
+    report: JobsReport,
+    acknowledged: Vec<BoxId>,
+}
+
+fn stream(seed: u64, purpose: u64) -> ChaCha20Rng {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    rng.set_stream(purpose);
+    rng
+}
+
+impl<K: Kem> World<K> {
+    fn count_link(&mut self, class: String) {
+        *self.report.links.entry(class).or_default() += 1;
+    }
+
+    fn drop(&mut self, reason: &str) {
+        *self.report.dropped.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// When a message sent now arrives, or `None` if the link loses it.
+    fn transit(&mut self, now: Micros) -> Option<Micros> {
+        let links = self.config.links;
+        if links.loss > 0.0 {
+            let draw = (self.links.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            if draw < links.loss {
+                self.drop("link_loss");
+                return None;
+            }
+        }
+        let jitter = if links.jitter_us > 0 {
+            self.links.next_u64() % (links.jitter_us + 1)
+        } else {
+            0
+        };
+        Some(now + links.latency_us + jitter)
+    }
+
+    fn send_packet(&mut self, now: Micros, from: usize, to: NodeId, packet: Vec<u8>) {
+        let Some(&target) = self.index.get(&to) else {
+            return self.drop("unknown_next_hop");
+        };
+        let class = format!("{}→{}", self.link_class[from], self.link_class[target]);
+        self.count_link(class);
+        if let Some(at) = self.transit(now) {
+            let from = Source::Peer(self.ids[from]);
+            let packet_event = Event::AtNode {
+                node: target,
+                from,
+                packet,
+            };
+            self.queue.push(at, packet_event);
+        }
+    }
+
+    fn send_storage(&mut self, now: Micros, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        let class = |w: &Self, id: &NodeId| {
+            if w.replica_index.contains_key(id) {
+                "replica"
+            } else {
+                "courier"
+            }
+        };
+        let name = format!("{}→{}", class(self, &from), class(self, &to));
+        self.count_link(name);
+        if let Some(at) = self.transit(now) {
+            self.queue.push(at, Event::Storage { to, from, bytes });
+        }
+    }
+
+    fn node_outputs(&mut self, now: Micros, node: usize, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::PersistReplayTag { .. } => {}
+                Output::Send { to, packet } => self.send_packet(now, node, to, packet),
+                Output::Deliver {
+                    recipient,
+                    surb,
+                    body,
+                } => self.deliver(now, node, recipient, surb, body),
+                Output::ReplyQueued { recipient } => {
+                    let Some(&endpoint) = self.recipients.get(&recipient) else {
+                        continue;
+                    };
+                    for reply in self.nodes[node].take_replies(&recipient) {
+                        self.count_link("gateway→client".into());
+                        if let Some(at) = self.transit(now) {
+                            let event = Event::Reply {
+                                endpoint,
+                                surb_id: reply.surb_id,
+                                payload: reply.payload,
+                            };
+                            self.queue.push(at, event);
+                        }
+                    }
+                }
+            }
+        }
+        self.rearm_node(node);
+    }
+
+    fn rearm_node(&mut self, node: usize) {
+        if let Some(at) = self.nodes[node].next_deadline() {
+            if self.node_wake[node].is_none_or(|w| at < w) {
+                self.node_wake[node] = Some(at);
+                self.queue.push(at, Event::WakeNode(node));
+            }
+        }
+    }
+
+    fn service_of(&self, node: usize) -> Option<usize> {
+        self.service_nodes.iter().position(|&n| n == node)
+    }
+
+    /// A message for a service on service node `node`.
+    fn deliver(&mut self, now: Micros, node: usize, recipient: [u8; 32], surb: Vec<u8>, body: Vec<u8>) {
+        let Some(service) = self.service_of(node) else {
+            return self.drop("no_such_service");
+        };
+        if recipient == service_recipient(COURIER_SERVICE) {
+            let replicas = &self.replica_index;
+            let outputs =
+                self.couriers[service].handle_request(now, surb, &body, |id| replicas.contains_key(id));
+            self.courier_outputs(now, service, outputs);
+        } else if recipient == service_recipient(COMPUTE_SERVICE) {
+            let actor = &mut self.actors[service];
+            actor.next_token += 1;
+            let token = actor.next_token;
+            actor.surbs.insert(token, surb);
+            actor.courier.receive(now, token, &body);
+            self.drive_compute(now, service);
+        } else {
+            self.drop("no_such_service");
+        }
+    }
+
+    /// Sends `message` back through `surb` from service node `node`.
+    fn surb_reply(&mut self, now: Micros, node: usize, surb: &[u8], message: &[u8]) {
+        let reply = Surb::from_bytes::<K>(&self.geometry, surb).and_then(|surb| {
+            let to = surb.first_hop();
+            surb.reply(&self.geometry, message).map(|packet| (to, packet))
+        });
+        match reply {
+            Ok((to, packet)) => self.send_packet(now, node, to, packet),
+            Err(_) => self.drop("bad_surb"),
+        }
+    }
+
+    fn courier_outputs(&mut self, now: Micros, service: usize, outputs: Vec<CourierOutput>) {
+        let node = self.service_nodes[service];
+        for output in outputs {
+            match output {
+                CourierOutput::ToReplica { replica, message } => {
+                    self.send_storage(now, self.ids[node], replica, message)
+                }
+                CourierOutput::Reply { surb, message } => {
+                    self.surb_reply(now, node, &surb, &message)
+                }
+            }
+        }
+        if let Some(at) = self.couriers[service].next_deadline() {
+            if self.courier_wake[service].is_none_or(|w| at < w) {
+                self.courier_wake[service] = Some(at);
+                self.queue.push(at, Event::WakeCourier(service));
+            }
+        }
+    }
+
+    fn replica_effects(&mut self, now: Micros, r: usize) {
+        loop {
+            let effects = self.replicas[r].machine.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                match effect {
+                    ReplicaEffect::Send { to, bytes } => {
+                        let from = self.replicas[r].id;
+                        self.send_storage(now, from, to, bytes)
+                    }
+                    ReplicaEffect::Storage(effect) => {
+                        let slot = &mut self.replicas[r];
+                        let answer = execute(&mut slot.store, effect, now / 1000);
+                        slot.machine.answer(now, answer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn storage_message(&mut self, now: Micros, to: NodeId, from: NodeId, bytes: Vec<u8>) {
+        if let Some(&r) = self.replica_index.get(&to) {
+            if self.replicas[r].down {
+                return self.drop("replica_down");
+            }
+            self.replicas[r].machine.handle(now, from, &bytes);
+            self.replica_effects(now, r);
+        } else if let Some(service) = self
+            .index
+            .get(&to)
+            .and_then(|&node| self.service_of(node))
+        {
+            if self.node_down[self.service_nodes[service]] {
+                return self.drop("node_down");
+            }
+            let outputs = self.couriers[service].handle_replica_message(now, from, &bytes);
+            self.courier_outputs(now, service, outputs);
+        }
+    }
+
+    /// Hands an endpoint's storage echoes to its mixnet client, lets a
+    /// user's jobs move, and sets its next wake-up.
+    fn settle(&mut self, now: Micros, e: usize) {
+        let endpoint = &mut self.endpoints[e];
+        if let Kind::User { jobs, .. } = &mut endpoint.kind {
+            jobs.poll(now, &mut self.crypto, &mut endpoint.storage);
+        }
+        for echo in endpoint.storage.take_echoes() {
+            let recipient = service_recipient(echo.service);
+            endpoint.mix.request(echo.seq, recipient, echo.node, echo.body);
+        }
+        self.acknowledged.extend(endpoint.storage.take_acknowledged());
+        match &mut endpoint.kind {
+            Kind::User { jobs, started, .. } => {
+                let finished = jobs.take_finished();
+                let next_job = !finished.is_empty();
+                for (id, result) in finished {
+                    let Some(start) = started.remove(&id) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(result) => {
+                            self.report.jobs_completed += 1;
+                            if result.outcome == Outcome::Overflow {
+                                self.report.jobs_overflowed += 1;
+                            }
+                            self.report.echoes_per_job.push(result.echoes);
+                            let latency = result.timeline.done.saturating_sub(start);
+                            self.report
+                                .latency_minus_compute_us
+                                .push(latency.saturating_sub(self.report.compute_us));
+                        }
+                        Err(failure) => {
+                            *self
+                                .report
+                                .jobs_failed
+                                .entry(failure.reason().to_string())
+                                .or_default() += 1;
+                        }
+                    }
+                }
+                if next_job {
+                    self.schedule_job(now, e);
+                }
+            }
+            Kind::Compute(actor) => {
+                let actor = *actor;
+                self.compute_storage(now, actor);
+            }
+        }
+        let endpoint = &self.endpoints[e];
+        let mut at = endpoint.mix.next_deadline();
+        for other in [endpoint.storage.next_wakeup(), self.user_wakeup(e)] {
+            at = match (at, other) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(at) = at {
+            let at = at.max(now);
+            if self.endpoints[e].wake.is_none_or(|w| at < w) {
+                self.endpoints[e].wake = Some(at);
+                self.queue.push(at, Event::WakeEndpoint(e));
+            }
+        }
+    }
+
+    fn user_wakeup(&self, e: usize) -> Option<Micros> {
+        match &self.endpoints[e].kind {
+            Kind::User { jobs, .. } => jobs.next_wakeup(),
+            Kind::Compute(_) => None,
+        }
+    }
+
+    fn schedule_job(&mut self, now: Micros, e: usize) {
+        let Kind::User { count, .. } = &self.endpoints[e].kind else {
+            return;
+        };
+        if self.config.jobs_per_client.is_some_and(|n| *count >= n) {
+            return;
+        }
+        let u = ((self.work.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let pause = (-u.ln() * self.config.think_us as f64) as Micros;
+        self.queue.push(now + pause, Event::StartJob(e));
+    }
+
+    fn start_job(&mut self, now: Micros, e: usize) {
+        // Jobs start in the first part of the run only, so those started
+        // have time to finish.
+        let last_start = self.config.duration_us.saturating_sub(self.last_start_margin());
+        if now > last_start {
+            return;
+        }
+        let mut spec = self.spec.clone();
+        spec.sampling.seed = self.work.next_u64();
+        let endpoint = &mut self.endpoints[e];
+        let Kind::User {
+            jobs,
+            started,
+            count,
+        } = &mut endpoint.kind
+        else {
+            return;
+        };
+        let id = jobs.submit(now, &mut self.crypto, &mut endpoint.storage, spec);
+        started.insert(id, now);
+        *count += 1;
+        self.report.jobs_started += 1;
+        self.settle(now, e);
+    }
+
+    fn last_start_margin(&self) -> Micros {
+        let echo = self.config.parameters.mean_delay_us * u64::from(self.config.parameters.hops) * 2;
+        u64::from(self.report.bucket) * self.config.parameters.bucket_spacing_us + 12 * echo
+    }
+
+    fn wake_endpoint(&mut self, now: Micros, e: usize) {
+        if self.endpoints[e].wake == Some(now) {
+            self.endpoints[e].wake = None;
+        }
+        let endpoint = &mut self.endpoints[e];
+        let (packets, events) = endpoint.mix.poll(now, &mut self.crypto);
+        self.client_events(now, e, events);
+        let endpoint = &mut self.endpoints[e];
+        if endpoint.storage.poll(now, &mut self.crypto).is_err() {
+            self.drop("storage_client_error");
+        }
+        let gateway = self.endpoints[e].gateway;
+        for packet in packets {
+            self.count_link(format!("client→{}", self.link_class[gateway]));
+            if let Some(at) = self.transit(now) {
+                let event = Event::AtNode {
+                    node: gateway,
+                    from: Source::Client(e as u64),
+                    packet,
+                };
+                self.queue.push(at, event);
+            }
+        }
+        self.settle(now, e);
+    }
+
+    fn client_events(&mut self, now: Micros, e: usize, events: Vec<ClientEvent>) {
+        let storage = &mut self.endpoints[e].storage;
+        for event in events {
+            match event {
+                ClientEvent::Pong { seq, body, .. } => {
+                    storage.handle_reply(now, seq, &body);
+                }
+                ClientEvent::GaveUp { seq } => {
+                    storage.handle_lost(now, seq);
+                }
+                ClientEvent::LoopReturned { .. } => {}
+            }
+        }
+    }
+
+    fn drive_compute(&mut self, now: Micros, a: usize) {
+        loop {
+            let actions = self.actors[a].courier.poll(now);
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                self.compute_action(now, a, action);
+            }
+        }
+        let e = self.actors[a].endpoint;
+        self.settle(now, e);
+        if let Some(at) = self.actors[a].courier.next_deadline() {
+            let at = at.max(now + 1);
+            if self.actors[a].wake.is_none_or(|w| at < w) {
+                self.actors[a].wake = Some(at);
+                self.queue.push(at, Event::WakeCompute(a));
+            }
+        }
+    }
+
+    fn compute_action(&mut self, now: Micros, a: usize, action: Action) {
+        let e = self.actors[a].endpoint;
+        match action {
+            // The ticket gate joins the simulator with the credits crate;
+            // until then every job is admitted at once.
+            Action::Admit { admission, .. } => {
+                self.actors[a].courier.admitted(now, admission, Ok(()))
+            }
+            Action::Reply { token, reply } => {
+                if let Some(surb) = self.actors[a].surbs.remove(&token) {
+                    let node = self.actors[a].node;
+                    self.surb_reply(now, node, &surb, &reply.encode());
+                }
+            }
+            Action::Fetch {
+                job,
+                read_cap,
+                ctx,
+                input_class,
+            } => {
+                let storage = &mut self.endpoints[e].storage;
+                let count = funion_compute::client::boxes_for(
+                    Input::padded_len(input_class),
+                    storage.box_payload(),
+                );
+                let started = ReadCap::from_bytes(&read_cap)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cap| {
+                        let requests = read_requests(&cap, &ctx, count).map_err(|e| e.to_string())?;
+                        let batch = storage
+                            .start(&mut self.crypto, requests)
+                            .map_err(|e| e.to_string())?;
+                        Ok((cap, batch))
+                    });
+                match started {
+                    Ok((cap, batch)) => {
+                        let pending = Pending::Fetch { job, cap, ctx };
+                        self.actors[a].pending.insert(batch, pending);
+                    }
+                    Err(reason) => self.actors[a].courier.fetched(now, job, Err(reason)),
+                }
+            }
+            Action::Run { batch, items } => {
+                let n_out = items
+                    .iter()
+                    .map(|i| i.sampling.max_tokens.min(i.output_class))
+                    .max()
+                    .unwrap_or(0);
+                let time = self.config.compute.time_us(n_out) as f64 * self.slow;
+                let event = Event::ComputeDone {
+                    actor: a,
+                    batch,
+                    items,
+                };
+                self.queue.push(now + time as Micros, event);
+            }
+            Action::Store {
+                job,
+                write_cap,
+                ctx,
+                payload,
+                ..
+            } => {
+                let storage = &mut self.endpoints[e].storage;
+                let box_len = storage.box_payload();
+                let requests = WriteCap::from_bytes(&write_cap)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cap| {
+                        let mut writer = Writer::new(cap, &ctx);
+                        stream::split(&payload, box_len)
+                            .iter()
+                            .map(|plain| writer.seal_next(plain).map(Request::Write))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| e.to_string())
+                    });
+                match requests.and_then(|r| {
+                    storage
+                        .start(&mut self.crypto, r)
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(batch) => {
+                        self.actors[a].pending.insert(batch, Pending::Store { job });
+                    }
+                    Err(_) => self.actors[a].courier.stored(job, false),
+                }
+            }
+        }
+    }
+
+    /// A compute courier's finished fetches and stores.
+    fn compute_storage(&mut self, now: Micros, a: usize) {
+        let e = self.actors[a].endpoint;
+        let finished = self.endpoints[e].storage.take_finished();
+        if finished.is_empty() {
+            return;
+        }
+        for (batch, results) in finished {
+            match self.actors[a].pending.remove(&batch) {
+                Some(Pending::Fetch { job, cap, ctx }) => {
+                    let input = open_stream(&cap, &ctx, results).map_err(|e| e.to_string());
+                    self.actors[a].courier.fetched(now, job, input);
+                }
+                Some(Pending::Store { job }) => {
+                    let ok = results.iter().all(|r| r.is_ok());
+                    self.actors[a].courier.stored(job, ok);
+                }
+                None => {}
+            }
+        }
+        self.drive_compute(now, a);
+    }
+
+    fn compute_done(&mut self, now: Micros, a: usize, batch: u64, items: Vec<WorkItem>) {
+        let outcomes = items
+            .into_iter()
+            .map(|item| {
+                let n = item.sampling.max_tokens.min(item.output_class);
+                let outcome = match item.task {
+                    Task::Generate => Outcome::Tokens(vec![0; n as usize]),
+                    Task::Embed => Outcome::Embedding(vec![0.0; 384]),
+                };
+                (item.job, Ok(outcome))
+            })
+            .collect();
+        self.actors[a].courier.finished(now, batch, outcomes);
+        self.drive_compute(now, a);
+    }
+
+    fn fault(&mut self, now: Micros, index: usize, end: bool) {
+        match self.config.faults[index].clone() {
+            Fault::ReplicaDown { replica, .. } => {
+                let Some(slot) = self.replicas.get_mut(replica) else {
+                    return;
+                };
+                slot.down = !end;
+                if end {
+                    // A restart: the store is as the crash left it, the
+                    // machine's memory (operations in flight, copies sent)
+                    // is gone.
+                    slot.machine = Replica::new(slot.config.clone());
+                    let key = K::secret_from_seed(&slot.key_seed);
+                    slot.machine.add_epoch_key(0, key);
+                    slot.machine.set_epoch(0);
+                    let replicas = self.replica_ids();
+                    let slot = &mut self.replicas[replica];
+                    slot.machine.set_replicas(replicas);
+                    self.replica_effects(now, replica);
+                }
+            }
+            Fault::NodeDown { node, .. } => {
+                if node >= self.nodes.len() {
+                    return;
+                }
+                self.node_down[node] = !end;
+                if !end {
+                    // A crash loses the delay queue.
+                    let mut fresh = Node::<K>::new(self.node_config[node].clone(), self.geometry);
+                    let key = K::secret_from_seed(&self.node_keys[node]);
+                    fresh
+                        .add_epoch_key(0, key, [])
+                        .expect("geometry matches the KEM");
+                    fresh.set_current_epoch(0);
+                    self.nodes[node] = fresh;
+                    self.node_wake[node] = None;
+                }
+            }
+            Fault::SlowCompute { factor, .. } => {
+                self.slow = if end { 1.0 } else { factor.max(0.0) };
+            }
+        }
+    }
+
+    fn replica_ids(&self) -> Vec<NodeId> {
+        self.replicas.iter().map(|r| r.id).collect()
+    }
+}
+
+/// The smallest bucket that leaves room for the compute and four echoes
+/// (the compute courier's fetch, its store, and margin for polls).
+pub fn default_bucket(parameters: &Parameters, compute_us: Micros) -> u32 {
+    let echo = parameters.mean_delay_us * (u64::from(parameters.hops) * 2 - 1);
+    let delta = parameters.bucket_spacing_us.max(1);
+    (compute_us + 4 * echo).div_ceil(delta) as u32
+}
+
+/// Runs whole jobs with KEM `K`.
+pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
+    let parameters = config.parameters.clone();
+    let geometry = parameters.geometry().expect("valid parameters");
+    let mut crypto = stream(config.seed, 1);
+    let epoch = 0;
+
+    let mut layout: Vec<(Role, u8, String, &'static str)> = vec![(Role::Gateway, 0, "gateway0".into(), "gateway")];
+    const LAYER_CLASS: [&str; 4] = ["mix1", "mix2", "mix3", "mix"];
+    for layer in 1..=parameters.layers {
+        let class = LAYER_CLASS[usize::from(layer - 1).min(3)];
+        layout.extend(
+            (0..config.mixes_per_layer)
+                .map(|i| (Role::Mix, layer, format!("mix{layer}.{i}"), class)),
+        );
+    }
+    layout.extend((0..config.services).map(|i| (Role::Service, 0, format!("service{i}"), "service")));
+    let mut entries = Vec::new();
+    let mut nodes = Vec::new();
+    let mut node_config = Vec::new();
+    let mut node_keys = Vec::new();
+    let mut link_class = Vec::new();
+    let mut index = HashMap::new();
+    let mut ids = Vec::new();
+    let mut service_nodes = Vec::new();
+    for (role, layer, name, class) in layout {
+        let mut seed = [0u8; 32];
+        crypto.fill_bytes(&mut seed);
+        let identity = SigningKey::from_bytes(&seed);
+        let mut key_seed = [0u8; 32];
+        crypto.fill_bytes(&mut key_seed);
+        let secret = K::secret_from_seed(&key_seed);
+        let public = K::public_key(&secret);
+        let entry = NodeEntry {
+            name: name.clone(),
+            role,
+            layer,
+            identity_key: identity.verifying_key().to_bytes(),
+            link_key: [0; 32],
+            addresses: vec![format!("sim:{name}")],
+            sphinx_keys: vec![EpochKey {
+                epoch,
+                public_key: K::public_key_bytes(&public),
+            }],
+        };
+        let mut nc = NodeConfig::for_role(role, parameters.send_rate());
+        if role == Role::Service {
+            nc.external_services.push(service_recipient(COURIER_SERVICE));
+            nc.external_services.push(service_recipient(COMPUTE_SERVICE));
+            service_nodes.push(nodes.len());
+        }
+        let mut node = Node::<K>::new(nc.clone(), geometry);
+        node.add_epoch_key(epoch, secret, [])
+            .expect("geometry matches the KEM");
+        node.set_current_epoch(epoch);
+        index.insert(entry.id(), nodes.len());
+        ids.push(entry.id());
+        nodes.push(node);
+        node_config.push(nc);
+        node_keys.push(key_seed);
+        link_class.push(class);
+        entries.push(entry);
+    }
+    let sizes = {
+        let capacity = geometry.message_capacity() - geometry.surb_len();
+        Sizes::fit(geometry.kem_ciphertext_len(), capacity).expect("payload holds an envelope")
+    };
+    let k = usize::from(parameters.replicas.max(1));
+    let mut replicas = Vec::new();
+    let mut replica_index = HashMap::new();
+    for i in 0..config.replicas {
+        let mut seed = [0u8; 32];
+        crypto.fill_bytes(&mut seed);
+        let identity = SigningKey::from_bytes(&seed);
+        let mut key_seed = [0u8; 32];
+        crypto.fill_bytes(&mut key_seed);
+        let secret = K::secret_from_seed(&key_seed);
+        let public = K::public_key(&secret);
+        let entry = NodeEntry {
+            name: format!("replica{i}"),
+            role: Role::Replica,
+            layer: 0,
+            identity_key: identity.verifying_key().to_bytes(),
+            link_key: [0; 32],
+            addresses: vec![format!("sim:replica{i}")],
+            sphinx_keys: vec![EpochKey {
+                epoch,
+                public_key: K::public_key_bytes(&public),
+            }],
+        };
+        let id = entry.id();
+        let rc = ReplicaConfig::new(id, sizes.clone(), k, 86_400);
+        let mut machine = Replica::<K>::new(rc.clone());
+        machine.add_epoch_key(epoch, secret);
+        machine.set_epoch(epoch);
+        replica_index.insert(id, i);
+        replicas.push(ReplicaSlot {
+            machine,
+            store: MemoryStore::new(86_400_000),
+            id,
+            down: false,
+            config: rc,
+            key_seed,
+        });
+        entries.push(entry);
+    }
+    let replica_ids: Vec<NodeId> = replicas.iter().map(|r| r.id).collect();
+    for r in &mut replicas {
+        r.machine.set_replicas(replica_ids.clone());
+    }
+    let document =
+        NetworkDocument::new(epoch, parameters.clone(), entries).expect("simulated network is valid");
+    let topology = Topology::<K>::from_document(&document, epoch).expect("keys decode");
+    let replica_keys: Vec<(NodeId, K::PublicKey)> = topology
+        .replicas
+        .iter()
+        .map(|h| (h.id, h.public_key.clone()))
+        .collect();
+
+    let compute_us = config.compute.time_us(config.output_tokens);
+    let bucket = config
+        .bucket
+        .unwrap_or_else(|| default_bucket(&parameters, compute_us));
+    let output_class = funion_compute::class_for(&funion_compute::OUTPUT_CLASSES, config.output_tokens as usize)
+        .unwrap_or(*funion_compute::OUTPUT_CLASSES.last().expect("classes"));
+    let spec = JobSpec {
+        model: "sim".into(),
+        task: Task::Generate,
+        tokens: vec![1; config.input_tokens],
+        output_class,
+        sampling: Sampling {
+            max_tokens: config.output_tokens.min(output_class),
+            ..Sampling::default()
+        },
+        bucket,
+        tickets: Vec::new(),
+        courier: None,
+    };
+
+    let mut endpoints = Vec::new();
+    let mut recipients = HashMap::new();
+    let mut actors = Vec::new();
+    let send_rate = parameters.send_rate();
+    let endpoint_count = config.clients + config.services;
+    for e in 0..endpoint_count {
+        let mut recipient = [0u8; 32];
+        crypto.fill_bytes(&mut recipient);
+        recipients.insert(recipient, e);
+        let client_config = ClientConfig {
+            recipient,
+            mean_delay_us: parameters.mean_delay_us as f64,
+            send_rate,
+            retransmit_after_us: parameters.mean_delay_us * 60 + config.courier_hold_us * 2,
+            max_lag_us: u64::MAX,
+            max_attempts: 3,
+            cover: config.cover,
+        };
+        let mix = Client::new(client_config, geometry, topology.clone(), &mut crypto);
+        let gateway = index[&mix.gateway().id];
+        let mut storage_config = storage::ClientConfig::new(k);
+        storage_config.record_acknowledged = true;
+        let storage = StorageClient::new(storage_config, sizes.clone(), replica_keys.clone(), config.services)
+            .expect("at least two replicas");
+        let kind = if e < config.clients {
+            let courier = (crypto.next_u64() % config.services.max(1) as u64) as usize;
+            Kind::User {
+                jobs: JobClient::new(courier),
+                started: BTreeMap::new(),
+                count: 0,
+            }
+        } else {
+            let service = e - config.clients;
+            actors.push(ComputeActor {
+                courier: ComputeCourier::new(ComputeConfig {
+                    delta_us: parameters.bucket_spacing_us,
+                    max_bucket: bucket.max(1) * 4,
+                    served: vec![("sim".into(), Task::Generate)],
+                    ..ComputeConfig::default()
+                }),
+                endpoint: e,
+                node: service_nodes[service],
+                surbs: HashMap::new(),
+                next_token: 0,
+                pending: HashMap::new(),
+                wake: None,
+            });
+            Kind::Compute(service)
+        };
+        endpoints.push(Endpoint {
+            mix,
+            storage,
+            gateway,
+            kind,
+            wake: None,
+        });
+    }
+    let couriers = (0..config.services)
+        .map(|_| {
+            Courier::new(
+                sizes.clone(),
+                CourierConfig {
+                    hold_us: config.courier_hold_us,
+                    ..CourierConfig::default()
+                },
+            )
+        })
+        .collect();
+
+    let mut world = World {
+        geometry,
+        node_wake: vec![None; nodes.len()],
+        node_down: vec![false; nodes.len()],
+        nodes,
+        node_config,
+        node_keys,
+        link_class,
+        ids,
+        index,
+        couriers,
+        courier_wake: vec![None; config.services],
+        service_nodes,
+        replicas,
+        replica_index,
+        endpoints,
+        recipients,
+        actors,
+        queue: TimerQueue::default(),
+        crypto,
+        links: stream(config.seed, 2),
+        work: stream(config.seed, 3),
+        slow: 1.0,
+        spec,
+        report: JobsReport {
+            bucket,
+            compute_us,
+            ..JobsReport::default()
+        },
+        acknowledged: Vec::new(),
+        config: config.clone(),
+    };
+    for e in 0..world.endpoints.len() {
+        world.queue.push(0, Event::WakeEndpoint(e));
+        if e < config.clients {
+            world.schedule_job(0, e);
+        }
+    }
+    world.queue.push(0, Event::TickReplicas);
+    for (index, fault) in config.faults.iter().enumerate() {
+        let (at, until) = match fault {
+            Fault::ReplicaDown { at_us, until_us, .. }
+            | Fault::NodeDown { at_us, until_us, .. }
+            | Fault::SlowCompute { at_us, until_us, .. } => (*at_us, *until_us),
+        };
+        world.queue.push(at, Event::Fault { index, end: false });
+        world.queue.push(until.max(at), Event::Fault { index, end: true });
+    }
+
+    while let Some((now, event)) = world.queue.pop() {
+        if now > config.duration_us {
+            break;
+        }
+        world.report.events += 1;
+        match event {
+            Event::AtNode { node, from, packet } => {
+                if world.node_down[node] {
+                    world.drop("node_down");
+                    continue;
+                }
+                let outputs = world.nodes[node].handle_packet(now, from, packet);
+                world.node_outputs(now, node, outputs);
+            }
+            Event::WakeNode(node) => {
+                if world.node_wake[node] == Some(now) {
+                    world.node_wake[node] = None;
+                }
+                if !world.node_down[node] {
+                    let outputs = world.nodes[node].poll(now);
+                    world.node_outputs(now, node, outputs);
+                }
+            }
+            Event::WakeEndpoint(e) => world.wake_endpoint(now, e),
+            Event::Reply {
+                endpoint,
+                surb_id,
+                payload,
+            } => {
+                let events: Vec<_> = world.endpoints[endpoint]
+                    .mix
+                    .handle_reply(now, surb_id, &payload)
+                    .into_iter()
+                    .collect();
+                world.client_events(now, endpoint, events);
+                world.settle(now, endpoint);
+            }
+            Event::Storage { to, from, bytes } => world.storage_message(now, to, from, bytes),
+            Event::WakeCourier(service) => {
+                if world.courier_wake[service] == Some(now) {
+                    world.courier_wake[service] = None;
+                }
+                let outputs = world.couriers[service].poll(now);
+                world.courier_outputs(now, service, outputs);
+            }
+            Event::TickReplicas => {
+                for r in 0..world.replicas.len() {
+                    if !world.replicas[r].down {
+                        world.replicas[r].machine.tick(now);
+                        world.replica_effects(now, r);
+                    }
+                }
+                world.queue.push(now + 50_000, Event::TickReplicas);
+            }
+            Event::WakeCompute(a) => {
+                if world.actors[a].wake == Some(now) {
+                    world.actors[a].wake = None;
+                }
+                world.drive_compute(now, a);
+            }
+            Event::ComputeDone { actor, batch, items } => {
+                world.compute_done(now, actor, batch, items)
+            }
+            Event::StartJob(e) => world.start_job(now, e),
+            Event::Fault { index, end } => world.fault(now, index, end),
+        }
+    }
+
+    // Every acknowledged write must be on at least one of its holders.
+    let now_ms = config.duration_us / 1000;
+    let ids = world.replica_ids();
+    let acknowledged = std::mem::take(&mut world.acknowledged);
+    world.report.writes_acknowledged = acknowledged.len() as u64;
+    for box_id in acknowledged {
+        let held = shard::holders(&box_id, &ids, k).iter().any(|holder| {
+            let r = world.replica_index[holder];
+            matches!(world.replicas[r].store.get(&box_id, now_ms), Ok(Some(_)))
+        });
+        if !held {
+            world.report.writes_lost += 1;
+        }
+    }
+    for node in &world.nodes {
+        for (reason, count) in &node.counters().dropped {
+            *world
+                .report
+                .dropped
+                .entry(reason.label().into())
+                .or_default() += count;
+        }
+    }
+    world.report.jobs_unfinished = world
+        .endpoints
+        .iter()
+        .map(|e| match &e.kind {
+            Kind::User { started, .. } => started.len() as u64,
+            Kind::Compute(_) => 0,
+        })
+        .sum();
+    world.report
+}

@@ -1,0 +1,71 @@
+//! Whole jobs in the simulator: the runtime's state machines end to end.
+
+use funion_pki::{KemKind, Parameters};
+use funion_sim::jobs::{run_jobs, Fault, JobsConfig, LinkModel};
+use funion_sphinx::kem::X25519;
+
+/// Millisecond delays, X25519, small compute: many jobs in little CPU.
+fn fast(clients: usize, seconds: u64) -> JobsConfig {
+    let mut config = JobsConfig::paper(clients, seconds);
+    config.parameters = Parameters {
+        kem: KemKind::X25519,
+        ..Parameters::fast()
+    };
+    config.compute.ttft_us = 2_000;
+    config.compute.itl_us = 50;
+    config.output_tokens = 100;
+    config.think_us = 20_000;
+    config.courier_hold_us = 30_000;
+    config.cover = false;
+    config.links = LinkModel {
+        latency_us: 500,
+        jitter_us: 500,
+        loss: 0.0,
+    };
+    config
+}
+
+#[test]
+fn jobs_complete_and_the_run_replays_from_its_seed() {
+    let mut config = fast(10, 5);
+    config.jobs_per_client = Some(3);
+    let report = run_jobs::<X25519>(&config);
+    assert_eq!(report.jobs_started, 30, "{report:#?}");
+    assert_eq!(report.jobs_completed, 30, "{report:#?}");
+    assert_eq!(report.jobs_overflowed, 0, "{report:#?}");
+    assert!(report.jobs_failed.is_empty(), "{report:#?}");
+    // Five echoes at least: upload, dispatch, fetch, (store by the
+    // courier, not the client's), read.
+    assert!(report.echoes_per_job.iter().all(|&e| e >= 3), "{report:#?}");
+    assert_eq!(report.writes_lost, 0);
+    assert!(report.writes_acknowledged >= 60);
+    assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
+    config.seed = 2;
+    assert_ne!(run_jobs::<X25519>(&config), report, "another seed, another run");
+}
+
+#[test]
+fn a_thousand_jobs_under_loss_and_a_replica_crash_complete_or_fail_with_a_reason() {
+    let mut config = fast(100, 40);
+    config.jobs_per_client = Some(10);
+    config.links.loss = 0.01;
+    config.faults = vec![Fault::ReplicaDown {
+        replica: 1,
+        at_us: 5_000_000,
+        until_us: 9_000_000,
+    }];
+    let report = run_jobs::<X25519>(&config);
+    eprintln!("{report:#?}");
+    assert_eq!(report.jobs_started, 1_000);
+    let failed: u64 = report.jobs_failed.values().sum();
+    assert_eq!(
+        report.jobs_completed + failed + report.jobs_unfinished,
+        1_000,
+        "every job is accounted for"
+    );
+    assert_eq!(report.jobs_unfinished, 0, "every job ends: {report:#?}");
+    assert!(report.jobs_completed >= 950, "{report:#?}");
+    assert!(report.dropped.get("link_loss").copied().unwrap_or(0) > 0);
+    assert!(report.dropped.get("replica_down").copied().unwrap_or(0) > 0);
+    assert_eq!(report.writes_lost, 0, "no acknowledged write is lost");
+}
