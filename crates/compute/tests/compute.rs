@@ -390,7 +390,12 @@ fn admission_is_an_effect_and_edges_keep_their_time_while_a_check_runs() {
     let actions = c.poll(0);
     assert_eq!(
         replies(&actions),
-        vec![(1, DispatchReply::Accepted { edge_after_us: DELTA })]
+        vec![(
+            1,
+            DispatchReply::Accepted {
+                edge_after_us: DELTA
+            }
+        )]
     );
     let job1 = fetches(&actions)[0];
     c.fetched(10, job1, Ok(input(&[1, 2, 3])));
@@ -404,7 +409,10 @@ fn admission_is_an_effect_and_edges_keep_their_time_while_a_check_runs() {
     // Its resend while the check runs waits for the same verdict, and no
     // second check starts.
     c.receive(30, 3, &d2.encode());
-    assert!(c.poll(30).iter().all(|a| !matches!(a, Action::Admit { .. })));
+    assert!(c
+        .poll(30)
+        .iter()
+        .all(|a| !matches!(a, Action::Admit { .. })));
     assert_eq!(c.admitting(), 1);
     // Job 1's edge comes while job 2 is still being checked: it is
     // released on time (OVERFLOW, since it never ran).

@@ -1,13 +1,18 @@
 //! `funion sim`: the deterministic simulator from the command line.
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use funion_pki::{KemKind, Parameters};
+use funion_sim::jobs::{run_jobs, ComputeModel, Fault, JobsConfig, LinkModel};
 use funion_sim::{erlang_quantile, ks_distance, run, summarize, SimConfig, SimReport};
 use funion_sphinx::kem::{XWing, X25519};
 
 /// Options of `funion sim`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimArgs {
+    /// Whole jobs instead of bare echoes.
+    #[command(subcommand)]
+    command: Option<SimCommand>,
     /// Clients.
     #[arg(long, default_value_t = 50)]
     clients: usize,
@@ -34,8 +39,51 @@ pub struct SimArgs {
     no_cover: bool,
 }
 
+/// What `funion sim` runs besides bare echoes.
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// Whole jobs (upload, dispatch, fetch, compute, store, read) through
+    /// storage couriers, replicas and compute couriers, under faults.
+    Jobs(JobsArgs),
+}
+
+/// Options of `funion sim jobs`.
+#[derive(Args)]
+pub struct JobsArgs {
+    /// Clients running jobs.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Virtual seconds to simulate.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Seed of the run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Faults: none, loss (1 % of packets), crash (a replica down and back,
+    /// a mix down and back, compute slowed 3×), or all.
+    #[arg(long, default_value = "none")]
+    faults: String,
+    /// The paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s, X-Wing,
+    /// 30 kB payloads, Table 3's balanced job) instead of millisecond ones.
+    #[arg(long)]
+    paper_params: bool,
+    /// Sphinx KEM: xwing or x25519 (default: xwing with --paper-params,
+    /// x25519 otherwise).
+    #[arg(long)]
+    kem: Option<String>,
+    /// Mean pause between one client's jobs, seconds.
+    #[arg(long)]
+    think: Option<f64>,
+    /// Writes the figures as JSON to this file too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
 /// Runs the simulation and prints the report.
 pub fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    if let Some(SimCommand::Jobs(jobs)) = args.command {
+        return run_jobs_sim(jobs);
+    }
     let base = if args.fast {
         Parameters::fast()
     } else {
@@ -126,4 +174,186 @@ fn print_report(config: &SimConfig, report: &SimReport) {
         .map(|(_, n)| **n)
         .sum();
     println!("  {:>12} -> gateways     {from_clients}", "clients");
+}
+
+fn jobs_config(args: &JobsArgs) -> anyhow::Result<JobsConfig> {
+    let mut config = JobsConfig::paper(args.clients, args.seconds);
+    config.seed = args.seed;
+    if !args.paper_params {
+        config.parameters = Parameters {
+            kem: KemKind::X25519,
+            ..Parameters::fast()
+        };
+        config.compute = ComputeModel {
+            ttft_us: 2_000,
+            itl_us: 50,
+        };
+        config.output_tokens = 100;
+        config.think_us = 50_000;
+        config.courier_hold_us = 30_000;
+        config.links = LinkModel {
+            latency_us: 500,
+            jitter_us: 500,
+            loss: 0.0,
+        };
+    }
+    match args.kem.as_deref() {
+        None => {}
+        Some("xwing") => config.parameters.kem = KemKind::XWing,
+        Some("x25519") => config.parameters.kem = KemKind::X25519,
+        Some(other) => anyhow::bail!("unknown KEM {other:?}: use xwing or x25519"),
+    }
+    if let Some(think) = args.think {
+        anyhow::ensure!(
+            think >= 0.0 && think.is_finite(),
+            "--think must be a number of seconds"
+        );
+        config.think_us = (think * 1e6) as u64;
+    }
+    let duration = config.duration_us;
+    let at = |fraction: f64| (duration as f64 * fraction) as u64;
+    let loss = |c: &mut JobsConfig| c.links.loss = 0.01;
+    let crash = |c: &mut JobsConfig| {
+        c.faults = vec![
+            Fault::ReplicaDown {
+                replica: 1,
+                at_us: at(0.2),
+                until_us: at(0.35),
+            },
+            Fault::NodeDown {
+                node: 1,
+                at_us: at(0.4),
+                until_us: at(0.45),
+            },
+            Fault::SlowCompute {
+                factor: 3.0,
+                at_us: at(0.5),
+                until_us: at(0.6),
+            },
+        ]
+    };
+    match args.faults.as_str() {
+        "none" => {}
+        "loss" => loss(&mut config),
+        "crash" => crash(&mut config),
+        "all" => {
+            loss(&mut config);
+            crash(&mut config);
+        }
+        other => anyhow::bail!("unknown fault preset {other:?}: use none, loss, crash or all"),
+    }
+    config.parameters.geometry()?;
+    Ok(config)
+}
+
+fn quantiles(samples: &[u64]) -> (f64, u64, u64, u64) {
+    if samples.is_empty() {
+        return (0.0, 0, 0, 0);
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let mean = sorted.iter().sum::<u64>() as f64 / sorted.len() as f64;
+    (mean, at(0.5), at(0.95), *sorted.last().expect("not empty"))
+}
+
+fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
+    let config = jobs_config(&args)?;
+    let started = std::time::Instant::now();
+    let report = match config.parameters.kem {
+        KemKind::XWing => run_jobs::<XWing>(&config),
+        KemKind::X25519 => run_jobs::<X25519>(&config),
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let p = &config.parameters;
+    println!(
+        "simulated {} clients for {} s (seed {}, faults {}), μ = {} s, λ_s = {}/s, Δ = {} s, j = {}, {:?}",
+        config.clients,
+        config.duration_us / 1_000_000,
+        config.seed,
+        args.faults,
+        p.mean_delay_us as f64 / 1e6,
+        p.send_rate(),
+        p.bucket_spacing_us as f64 / 1e6,
+        report.bucket,
+        p.kem,
+    );
+    let failed: u64 = report.jobs_failed.values().sum();
+    println!(
+        "jobs: {} started, {} completed ({} OVERFLOW), {} failed, {} unfinished at the end",
+        report.jobs_started,
+        report.jobs_completed,
+        report.jobs_overflowed,
+        failed,
+        report.jobs_unfinished
+    );
+    for (reason, count) in &report.jobs_failed {
+        println!("  failed ({reason}): {count}");
+    }
+    let (mean, p50, p95, max) = quantiles(&report.echoes_per_job);
+    println!("echoes per job (client's own, polls included): mean {mean:.2}, p50 {p50}, p95 {p95}, max {max}; the paper counts 5 (3 the client's)");
+    let (mean, p50, p95, _) = quantiles(&report.latency_minus_compute_us);
+    let paper = 5.0 * p.mean_delay_us as f64 * (2.0 * f64::from(p.hops) - 1.0) / 1e6;
+    println!(
+        "latency minus compute ({:.3} s): mean {:.3} s, p50 {:.3} s, p95 {:.3} s; the paper's model (5 echoes × {} hops × μ) {:.3} s",
+        report.compute_us as f64 / 1e6,
+        mean / 1e6,
+        p50 as f64 / 1e6,
+        p95 as f64 / 1e6,
+        2 * p.hops - 1,
+        paper
+    );
+    println!(
+        "writes acknowledged {}, lost {}",
+        report.writes_acknowledged, report.writes_lost
+    );
+    println!("packets and messages per link class:");
+    for (link, count) in &report.links {
+        println!("  {link:<18} {count}");
+    }
+    if !report.dropped.is_empty() {
+        println!("dropped:");
+        for (reason, count) in &report.dropped {
+            println!("  {reason:<18} {count}");
+        }
+    }
+    // Wall time goes to stderr: stdout is the same, byte for byte, for a seed.
+    eprintln!(
+        "{} events in {wall:.1} s of wall time ({:.0} events/s)",
+        report.events,
+        report.events as f64 / wall.max(1e-9)
+    );
+    if let Some(path) = &args.json {
+        let summary = |samples: &[u64], scale: f64| {
+            let (mean, p50, p95, max) = quantiles(samples);
+            serde_json::json!({
+                "mean": mean / scale, "p50": p50 as f64 / scale,
+                "p95": p95 as f64 / scale, "max": max as f64 / scale,
+            })
+        };
+        let json = serde_json::json!({
+            "clients": config.clients,
+            "seconds": config.duration_us / 1_000_000,
+            "seed": config.seed,
+            "faults": args.faults,
+            "bucket": report.bucket,
+            "compute_s": report.compute_us as f64 / 1e6,
+            "jobs_started": report.jobs_started,
+            "jobs_completed": report.jobs_completed,
+            "jobs_overflowed": report.jobs_overflowed,
+            "jobs_unfinished": report.jobs_unfinished,
+            "jobs_failed": report.jobs_failed,
+            "echoes_per_job": summary(&report.echoes_per_job, 1.0),
+            "latency_minus_compute_s": summary(&report.latency_minus_compute_us, 1e6),
+            "paper_latency_minus_compute_s": paper,
+            "writes_acknowledged": report.writes_acknowledged,
+            "writes_lost": report.writes_lost,
+            "links": report.links,
+            "dropped": report.dropped,
+            "events": report.events,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }

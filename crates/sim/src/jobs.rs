@@ -19,8 +19,8 @@ use funion_compute::{
     WorkItem, COMPUTE_SERVICE,
 };
 use funion_mixnet::{
-    service_recipient, Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output,
-    Source, TimerQueue, Topology,
+    service_recipient, Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output, Source,
+    TimerQueue, Topology,
 };
 use funion_pigeonhole::client::{
     self as storage, open_stream, read_requests, BatchId, StorageClient, COURIER_SERVICE,
@@ -239,7 +239,10 @@ enum Event {
         items: Vec<WorkItem>,
     },
     StartJob(usize),
-    Fault { index: usize, end: bool },
+    Fault {
+        index: usize,
+        end: bool,
+    },
 }
 
 enum Pending {
@@ -428,14 +431,21 @@ impl<K: Kem> World<K> {
     }
 
     /// A message for a service on service node `node`.
-    fn deliver(&mut self, now: Micros, node: usize, recipient: [u8; 32], surb: Vec<u8>, body: Vec<u8>) {
+    fn deliver(
+        &mut self,
+        now: Micros,
+        node: usize,
+        recipient: [u8; 32],
+        surb: Vec<u8>,
+        body: Vec<u8>,
+    ) {
         let Some(service) = self.service_of(node) else {
             return self.drop("no_such_service");
         };
         if recipient == service_recipient(COURIER_SERVICE) {
             let replicas = &self.replica_index;
-            let outputs =
-                self.couriers[service].handle_request(now, surb, &body, |id| replicas.contains_key(id));
+            let outputs = self.couriers[service]
+                .handle_request(now, surb, &body, |id| replicas.contains_key(id));
             self.courier_outputs(now, service, outputs);
         } else if recipient == service_recipient(COMPUTE_SERVICE) {
             let actor = &mut self.actors[service];
@@ -453,7 +463,8 @@ impl<K: Kem> World<K> {
     fn surb_reply(&mut self, now: Micros, node: usize, surb: &[u8], message: &[u8]) {
         let reply = Surb::from_bytes::<K>(&self.geometry, surb).and_then(|surb| {
             let to = surb.first_hop();
-            surb.reply(&self.geometry, message).map(|packet| (to, packet))
+            surb.reply(&self.geometry, message)
+                .map(|packet| (to, packet))
         });
         match reply {
             Ok((to, packet)) => self.send_packet(now, node, to, packet),
@@ -510,11 +521,7 @@ impl<K: Kem> World<K> {
             }
             self.replicas[r].machine.handle(now, from, &bytes);
             self.replica_effects(now, r);
-        } else if let Some(service) = self
-            .index
-            .get(&to)
-            .and_then(|&node| self.service_of(node))
-        {
+        } else if let Some(service) = self.index.get(&to).and_then(|&node| self.service_of(node)) {
             if self.node_down[self.service_nodes[service]] {
                 return self.drop("node_down");
             }
@@ -532,9 +539,12 @@ impl<K: Kem> World<K> {
         }
         for echo in endpoint.storage.take_echoes() {
             let recipient = service_recipient(echo.service);
-            endpoint.mix.request(echo.seq, recipient, echo.node, echo.body);
+            endpoint
+                .mix
+                .request(echo.seq, recipient, echo.node, echo.body);
         }
-        self.acknowledged.extend(endpoint.storage.take_acknowledged());
+        self.acknowledged
+            .extend(endpoint.storage.take_acknowledged());
         match &mut endpoint.kind {
             Kind::User { jobs, started, .. } => {
                 let finished = jobs.take_finished();
@@ -612,7 +622,10 @@ impl<K: Kem> World<K> {
     fn start_job(&mut self, now: Micros, e: usize) {
         // Jobs start in the first part of the run only, so those started
         // have time to finish.
-        let last_start = self.config.duration_us.saturating_sub(self.last_start_margin());
+        let last_start = self
+            .config
+            .duration_us
+            .saturating_sub(self.last_start_margin());
         if now > last_start {
             return;
         }
@@ -635,7 +648,8 @@ impl<K: Kem> World<K> {
     }
 
     fn last_start_margin(&self) -> Micros {
-        let echo = self.config.parameters.mean_delay_us * u64::from(self.config.parameters.hops) * 2;
+        let echo =
+            self.config.parameters.mean_delay_us * u64::from(self.config.parameters.hops) * 2;
         u64::from(self.report.bucket) * self.config.parameters.bucket_spacing_us + 12 * echo
     }
 
@@ -729,7 +743,8 @@ impl<K: Kem> World<K> {
                 let started = ReadCap::from_bytes(&read_cap)
                     .map_err(|e| e.to_string())
                     .and_then(|cap| {
-                        let requests = read_requests(&cap, &ctx, count).map_err(|e| e.to_string())?;
+                        let requests =
+                            read_requests(&cap, &ctx, count).map_err(|e| e.to_string())?;
                         let batch = storage
                             .start(&mut self.crypto, requests)
                             .map_err(|e| e.to_string())?;
@@ -893,7 +908,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let mut crypto = stream(config.seed, 1);
     let epoch = 0;
 
-    let mut layout: Vec<(Role, u8, String, &'static str)> = vec![(Role::Gateway, 0, "gateway0".into(), "gateway")];
+    let mut layout: Vec<(Role, u8, String, &'static str)> =
+        vec![(Role::Gateway, 0, "gateway0".into(), "gateway")];
     const LAYER_CLASS: [&str; 4] = ["mix1", "mix2", "mix3", "mix"];
     for layer in 1..=parameters.layers {
         let class = LAYER_CLASS[usize::from(layer - 1).min(3)];
@@ -902,7 +918,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 .map(|i| (Role::Mix, layer, format!("mix{layer}.{i}"), class)),
         );
     }
-    layout.extend((0..config.services).map(|i| (Role::Service, 0, format!("service{i}"), "service")));
+    layout
+        .extend((0..config.services).map(|i| (Role::Service, 0, format!("service{i}"), "service")));
     let mut entries = Vec::new();
     let mut nodes = Vec::new();
     let mut node_config = Vec::new();
@@ -933,8 +950,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         };
         let mut nc = NodeConfig::for_role(role, parameters.send_rate());
         if role == Role::Service {
-            nc.external_services.push(service_recipient(COURIER_SERVICE));
-            nc.external_services.push(service_recipient(COMPUTE_SERVICE));
+            nc.external_services
+                .push(service_recipient(COURIER_SERVICE));
+            nc.external_services
+                .push(service_recipient(COMPUTE_SERVICE));
             service_nodes.push(nodes.len());
         }
         let mut node = Node::<K>::new(nc.clone(), geometry);
@@ -996,8 +1015,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     for r in &mut replicas {
         r.machine.set_replicas(replica_ids.clone());
     }
-    let document =
-        NetworkDocument::new(epoch, parameters.clone(), entries).expect("simulated network is valid");
+    let document = NetworkDocument::new(epoch, parameters.clone(), entries)
+        .expect("simulated network is valid");
     let topology = Topology::<K>::from_document(&document, epoch).expect("keys decode");
     let replica_keys: Vec<(NodeId, K::PublicKey)> = topology
         .replicas
@@ -1009,8 +1028,11 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let bucket = config
         .bucket
         .unwrap_or_else(|| default_bucket(&parameters, compute_us));
-    let output_class = funion_compute::class_for(&funion_compute::OUTPUT_CLASSES, config.output_tokens as usize)
-        .unwrap_or(*funion_compute::OUTPUT_CLASSES.last().expect("classes"));
+    let output_class = funion_compute::class_for(
+        &funion_compute::OUTPUT_CLASSES,
+        config.output_tokens as usize,
+    )
+    .unwrap_or(*funion_compute::OUTPUT_CLASSES.last().expect("classes"));
     let spec = JobSpec {
         model: "sim".into(),
         task: Task::Generate,
@@ -1047,8 +1069,13 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let gateway = index[&mix.gateway().id];
         let mut storage_config = storage::ClientConfig::new(k);
         storage_config.record_acknowledged = true;
-        let storage = StorageClient::new(storage_config, sizes.clone(), replica_keys.clone(), config.services)
-            .expect("at least two replicas");
+        let storage = StorageClient::new(
+            storage_config,
+            sizes.clone(),
+            replica_keys.clone(),
+            config.services,
+        )
+        .expect("at least two replicas");
         let kind = if e < config.clients {
             let courier = (crypto.next_u64() % config.services.max(1) as u64) as usize;
             Kind::User {
@@ -1082,12 +1109,18 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             wake: None,
         });
     }
+    // The courier remembers an envelope long enough for every poll of it
+    // (a dozen echoes and two holds), scaled to the network's delays: its
+    // runtime default (300 s, 4,096 envelopes) would cap a millisecond
+    // network at 14 envelopes a second per courier.
+    let echo_us = parameters.mean_delay_us * (u64::from(parameters.hops) * 2 - 1);
     let couriers = (0..config.services)
         .map(|_| {
             Courier::new(
                 sizes.clone(),
                 CourierConfig {
                     hold_us: config.courier_hold_us,
+                    cache_us: (12 * echo_us + 2 * config.courier_hold_us).max(1_000_000),
                     ..CourierConfig::default()
                 },
             )
@@ -1135,12 +1168,20 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     world.queue.push(0, Event::TickReplicas);
     for (index, fault) in config.faults.iter().enumerate() {
         let (at, until) = match fault {
-            Fault::ReplicaDown { at_us, until_us, .. }
-            | Fault::NodeDown { at_us, until_us, .. }
-            | Fault::SlowCompute { at_us, until_us, .. } => (*at_us, *until_us),
+            Fault::ReplicaDown {
+                at_us, until_us, ..
+            }
+            | Fault::NodeDown {
+                at_us, until_us, ..
+            }
+            | Fault::SlowCompute {
+                at_us, until_us, ..
+            } => (*at_us, *until_us),
         };
         world.queue.push(at, Event::Fault { index, end: false });
-        world.queue.push(until.max(at), Event::Fault { index, end: true });
+        world
+            .queue
+            .push(until.max(at), Event::Fault { index, end: true });
     }
 
     while let Some((now, event)) = world.queue.pop() {
@@ -1203,9 +1244,11 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 }
                 world.drive_compute(now, a);
             }
-            Event::ComputeDone { actor, batch, items } => {
-                world.compute_done(now, actor, batch, items)
-            }
+            Event::ComputeDone {
+                actor,
+                batch,
+                items,
+            } => world.compute_done(now, actor, batch, items),
             Event::StartJob(e) => world.start_job(now, e),
             Event::Fault { index, end } => world.fault(now, index, end),
         }

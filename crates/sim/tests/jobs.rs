@@ -41,7 +41,11 @@ fn jobs_complete_and_the_run_replays_from_its_seed() {
     assert!(report.writes_acknowledged >= 60);
     assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
     config.seed = 2;
-    assert_ne!(run_jobs::<X25519>(&config), report, "another seed, another run");
+    assert_ne!(
+        run_jobs::<X25519>(&config),
+        report,
+        "another seed, another run"
+    );
 }
 
 #[test]
