@@ -248,7 +248,7 @@ enum Event {
 enum Pending {
     Fetch {
         job: JobId,
-        cap: ReadCap,
+        cap: Box<ReadCap>,
         ctx: Vec<u8>,
     },
     Store {
@@ -752,7 +752,11 @@ impl<K: Kem> World<K> {
                     });
                 match started {
                     Ok((cap, batch)) => {
-                        let pending = Pending::Fetch { job, cap, ctx };
+                        let pending = Pending::Fetch {
+                            job,
+                            cap: Box::new(cap),
+                            ctx,
+                        };
                         self.actors[a].pending.insert(batch, pending);
                     }
                     Err(reason) => self.actors[a].courier.fetched(now, job, Err(reason)),
@@ -996,7 +1000,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             }],
         };
         let id = entry.id();
-        let rc = ReplicaConfig::new(id, sizes.clone(), k, 86_400);
+        let rc = ReplicaConfig::new(id, sizes, k, 86_400);
         let mut machine = Replica::<K>::new(rc.clone());
         machine.add_epoch_key(epoch, secret);
         machine.set_epoch(epoch);
@@ -1069,13 +1073,9 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let gateway = index[&mix.gateway().id];
         let mut storage_config = storage::ClientConfig::new(k);
         storage_config.record_acknowledged = true;
-        let storage = StorageClient::new(
-            storage_config,
-            sizes.clone(),
-            replica_keys.clone(),
-            config.services,
-        )
-        .expect("at least two replicas");
+        let storage =
+            StorageClient::new(storage_config, sizes, replica_keys.clone(), config.services)
+                .expect("at least two replicas");
         let kind = if e < config.clients {
             let courier = (crypto.next_u64() % config.services.max(1) as u64) as usize;
             Kind::User {
@@ -1117,7 +1117,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let couriers = (0..config.services)
         .map(|_| {
             Courier::new(
-                sizes.clone(),
+                sizes,
                 CourierConfig {
                     hold_us: config.courier_hold_us,
                     cache_us: (12 * echo_us + 2 * config.courier_hold_us).max(1_000_000),
