@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use funion_pki::{KemKind, Parameters};
-use funion_sim::jobs::{run_jobs, ComputeModel, Fault, JobsConfig, LinkModel};
+use funion_sim::jobs::{run_jobs, ComputeModel, Fault, JobsConfig, LinkModel, Trace};
 use funion_sim::{erlang_quantile, ks_distance, run, summarize, SimConfig, SimReport};
 use funion_sphinx::kem::{XWing, X25519};
 
@@ -77,6 +77,11 @@ pub struct JobsArgs {
     /// Writes the figures as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Writes what an observer of every link saw to DIR/observations.csv
+    /// (time, from, to, bytes, kind) and the ground truth apart, to
+    /// DIR/truth.csv (client, started, ended, completed).
+    #[arg(long, value_name = "DIR")]
+    trace: Option<std::path::PathBuf>,
 }
 
 /// Runs the simulation and prints the report.
@@ -257,8 +262,43 @@ fn quantiles(samples: &[u64]) -> (f64, u64, u64, u64) {
     (mean, at(0.5), at(0.95), *sorted.last().expect("not empty"))
 }
 
+fn write_trace(dir: &std::path::Path, trace: &Trace) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let name = |i: u32| trace.names.get(i as usize).map_or("?", String::as_str);
+    let mut text = String::from("at_us,from,to,bytes,kind\n");
+    for o in &trace.observations {
+        let _ = writeln!(
+            text,
+            "{},{},{},{},{}",
+            o.at_us,
+            name(o.from),
+            name(o.to),
+            o.bytes,
+            o.kind.label()
+        );
+    }
+    let path = dir.join("observations.csv");
+    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut text = String::from("client,started_us,ended_us,completed\n");
+    for t in &trace.truth {
+        let ended = t.ended_us.map(|e| e.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{},{},{ended},{}",
+            name(t.client),
+            t.started_us,
+            t.completed
+        );
+    }
+    let path = dir.join("truth.csv");
+    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
 fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
-    let config = jobs_config(&args)?;
+    let mut config = jobs_config(&args)?;
+    config.trace = args.trace.is_some();
     let started = std::time::Instant::now();
     let report = match config.parameters.kem {
         KemKind::XWing => run_jobs::<XWing>(&config),
@@ -323,6 +363,9 @@ fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
         report.events,
         report.events as f64 / wall.max(1e-9)
     );
+    if let (Some(dir), Some(trace)) = (&args.trace, &report.trace) {
+        write_trace(dir, trace)?;
+    }
     if let Some(path) = &args.json {
         let summary = |samples: &[u64], scale: f64| {
             let (mean, p50, p95, max) = quantiles(samples);

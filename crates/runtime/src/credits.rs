@@ -22,11 +22,14 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use funion_compute::Dispatch;
+use funion_credits::gate::{
+    accepted_periods, conflict_within, job_identity, needs_fresh_roots, priced_tickets, records,
+    refusal, Refusal,
+};
+use funion_credits::nullifiers::{decide, NullifierStore, Record, Recorded};
 use funion_pki::Credits;
-use funion_tickets::{judge, Scalar, Spend, Ticket, TicketError, Verdict, Verifier};
+use funion_tickets::{judge, Scalar, Spend, TicketError, Verifier};
 use redb::{Database, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::config::NullifierFile;
@@ -37,69 +40,58 @@ const NULLIFIERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("null
 /// How often the ledger's roots are fetched again at most.
 const ROOTS_FRESH: Duration = Duration::from_secs(2);
 
-/// A spend as the keeper stores and sends it, with the job it paid for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Record {
-    nullifier: Scalar,
-    x: Scalar,
-    y: Scalar,
-    job: Scalar,
+/// The set's record of one spend, in redb: x ‖ y ‖ job.
+fn encode(record: &Record) -> [u8; 96] {
+    let mut bytes = [0u8; 96];
+    bytes[..32].copy_from_slice(&record.x.0);
+    bytes[32..64].copy_from_slice(&record.y.0);
+    bytes[64..].copy_from_slice(&record.job.0);
+    bytes
 }
 
-impl Record {
-    fn spend(&self) -> Spend {
-        Spend {
-            nullifier: self.nullifier,
-            x: self.x,
-            y: self.y,
-        }
+fn decode(nullifier: &[u8; 32], bytes: &[u8]) -> anyhow::Result<Record> {
+    anyhow::ensure!(bytes.len() == 96, "the nullifier store is damaged");
+    let part = |i: usize| Scalar(bytes[32 * i..32 * i + 32].try_into().expect("96 bytes"));
+    Ok(Record {
+        nullifier: Scalar(*nullifier),
+        x: part(0),
+        y: part(1),
+        job: part(2),
+    })
+}
+
+/// The provider's nullifier set in redb: one write transaction per job,
+/// committed before the answer.
+struct RedbNullifiers<'a>(&'a Database);
+
+impl NullifierStore for RedbNullifiers<'_> {
+    type Error = anyhow::Error;
+
+    fn record(&mut self, records: &[Record]) -> anyhow::Result<Recorded> {
+        let txn = self.0.begin_write()?;
+        let outcome = {
+            let mut table = txn.open_table(NULLIFIERS)?;
+            let seen = records
+                .iter()
+                .map(|r| match table.get(&r.nullifier.0)? {
+                    Some(v) => decode(&r.nullifier.0, v.value()).map(Some),
+                    None => Ok(None),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (outcome, new) = decide(records, &seen);
+            for record in &new {
+                table.insert(&record.nullifier.0, encode(record).as_slice())?;
+            }
+            outcome
+        };
+        // A conflict records nothing: the transaction commits no change.
+        txn.commit()?;
+        Ok(outcome)
     }
-}
-
-/// The keeper's answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Recorded {
-    /// Every nullifier is now the job's (or already was: the same job
-    /// sent again).
-    Fresh,
-    /// Nothing was recorded: ticket `index` collides with `seen`.
-    Conflict { index: usize, seen: Record },
 }
 
 fn record_local(db: &Database, records: &[Record]) -> anyhow::Result<Recorded> {
-    let txn = db.begin_write()?;
-    {
-        let mut table = txn.open_table(NULLIFIERS)?;
-        for (index, record) in records.iter().enumerate() {
-            let seen = table.get(&record.nullifier.0)?.map(|v| v.value().to_vec());
-            match seen {
-                None => {
-                    let mut bytes = Vec::with_capacity(96);
-                    bytes.extend_from_slice(&record.x.0);
-                    bytes.extend_from_slice(&record.y.0);
-                    bytes.extend_from_slice(&record.job.0);
-                    table.insert(&record.nullifier.0, bytes.as_slice())?;
-                }
-                Some(bytes) if bytes.len() == 96 => {
-                    let part = |i: usize| Scalar(bytes[32 * i..32 * i + 32].try_into().unwrap());
-                    let seen = Record {
-                        nullifier: record.nullifier,
-                        x: part(0),
-                        y: part(1),
-                        job: part(2),
-                    };
-                    if seen.x == record.x && seen.job == record.job {
-                        continue; // the same job, sent again after a restart
-                    }
-                    // Dropping the transaction records nothing of this job.
-                    return Ok(Recorded::Conflict { index, seen });
-                }
-                Some(_) => anyhow::bail!("the nullifier store is damaged"),
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(Recorded::Fresh)
+    RedbNullifiers(db).record(records)
 }
 
 enum Store {
@@ -252,38 +244,13 @@ impl TicketGate {
     /// Checks and records the tickets of `dispatch`; `Ok` means the job is
     /// paid and may be taken. `now_s` is Unix time in seconds.
     pub async fn admit(&self, dispatch: &Dispatch, now_s: u64) -> Result<(), String> {
-        let Some(price) = self
-            .credits
-            .tickets_for(dispatch.input_class, dispatch.output_class)
-        else {
-            return self.refuse(format!(
-                "the cell ({}, {}) has no price",
-                dispatch.input_class, dispatch.output_class
-            ));
+        let tickets = match priced_tickets(&self.credits, dispatch) {
+            Ok(tickets) => tickets,
+            Err(refused) => return self.refuse(refused.to_string()),
         };
-        if dispatch.tickets.len() != price as usize {
-            return self.refuse(format!(
-                "the cell ({}, {}) costs {price} tickets, the job carries {}",
-                dispatch.input_class,
-                dispatch.output_class,
-                dispatch.tickets.len()
-            ));
-        }
-        let tickets = match dispatch
-            .tickets
-            .iter()
-            .map(|t| Ticket::decode(t))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(t) => t,
-            Err(e) => return self.refuse(e.to_string()),
-        };
-        let period = self.credits.period_at(now_s);
-        // The period just ended is still good: a book proved before the
-        // turn is not wasted.
-        let periods = vec![period, period.saturating_sub(1)];
+        let periods = accepted_periods(&self.credits, now_s);
         let mut roots = self.roots(false).await?;
-        if tickets.iter().any(|t| !roots.contains(&t.root)) {
+        if needs_fresh_roots(&tickets, &roots) {
             roots = self.roots(true).await?;
         }
         let verifier = self.verifier.clone();
@@ -297,25 +264,16 @@ impl TicketGate {
         .map_err(|e| format!("ticket check failed: {e}"))?;
         let spends = match checked {
             Ok(s) => s,
-            Err(e) => return self.refuse(format!("a ticket was refused: {e}")),
+            Err(e) => return self.refuse(Refusal::BadTicket(e.to_string()).to_string()),
         };
-        // Two tickets of one job for one message id.
-        for (i, a) in spends.iter().enumerate() {
-            if let Some(b) = spends[..i].iter().find(|b| b.nullifier == a.nullifier) {
-                return self.caught(judge(b, a)).await;
-            }
+        if let Some(refused) = conflict_within(&spends) {
+            return self.caught(refused).await;
         }
-        let job = Scalar(Sha256::digest(&dispatch.write_cap_out).into());
-        let records = spends
-            .iter()
-            .map(|s| Record {
-                nullifier: s.nullifier,
-                x: s.x,
-                y: s.y,
-                job,
-            })
-            .collect();
-        match self.store.record(records).await {
+        match self
+            .store
+            .record(records(&spends, job_identity(dispatch)))
+            .await
+        {
             Ok(Recorded::Fresh) => {
                 self.counters
                     .accepted
@@ -323,30 +281,30 @@ impl TicketGate {
                 Ok(())
             }
             Ok(Recorded::Conflict { index, seen }) => {
-                self.caught(judge(&seen.spend(), &spends[index])).await
+                self.caught(refusal(judge(&seen.spend(), &spends[index])))
+                    .await
             }
             Err(e) => Err(format!("cannot record the tickets now: {e}")),
         }
     }
 
-    async fn caught(&self, verdict: Verdict) -> Result<(), String> {
-        match verdict {
-            Verdict::Replay => {
-                self.counters.replays.fetch_add(1, Ordering::Relaxed);
-                Err("a ticket was already spent (replay)".into())
-            }
-            Verdict::DoubleSpend { secret } => {
+    async fn caught(&self, refused: Refusal) -> Result<(), String> {
+        match &refused {
+            Refusal::DoubleSpend { secret } => {
                 self.counters.double_spends.fetch_add(1, Ordering::Relaxed);
                 let claimant = format!("provider:{}", self.credits.provider);
-                match self.ledger.slash(secret, &claimant).await {
+                match self.ledger.slash(*secret, &claimant).await {
                     Ok(slashed) => {
                         self.counters.slashed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(deposit = ?slashed.id_commitment, paid = slashed.paid, "double spend: deposit slashed");
                     }
                     Err(error) => tracing::warn!(%error, "double spend: slashing failed"),
                 }
-                Err("a ticket double-spends its message id: the deposit is slashed".into())
+            }
+            _ => {
+                self.counters.replays.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Err(refused.to_string())
     }
 }

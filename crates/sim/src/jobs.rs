@@ -146,6 +146,8 @@ pub struct JobsConfig {
     pub cover: bool,
     /// Seeded faults.
     pub faults: Vec<Fault>,
+    /// Whether to record what a network observer sees ([`Trace`]).
+    pub trace: bool,
 }
 
 impl JobsConfig {
@@ -174,8 +176,71 @@ impl JobsConfig {
             courier_hold_us: 3_000_000,
             cover: true,
             faults: Vec::new(),
+            trace: false,
         }
     }
+}
+
+/// What crossed one link, as an observer of the link sees it: when, between
+/// whom, how many bytes, and of which kind. Nothing about whose job it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// When it was sent, microseconds.
+    pub at_us: Micros,
+    /// The sender ([`Trace::names`] index).
+    pub from: u32,
+    /// The receiver ([`Trace::names`] index).
+    pub to: u32,
+    /// Bytes on the link.
+    pub bytes: u32,
+    /// Which kind of frame.
+    pub kind: FrameKind,
+}
+
+/// The kind of frame an observer tells apart by its link and framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A Sphinx packet between a client or node and a node.
+    Sphinx,
+    /// A reply handed from a gateway to its client.
+    Reply,
+    /// A storage message between a courier and a replica, or two replicas.
+    Storage,
+}
+
+impl FrameKind {
+    /// The kind's name in trace files.
+    pub fn label(self) -> &'static str {
+        match self {
+            FrameKind::Sphinx => "sphinx",
+            FrameKind::Reply => "reply",
+            FrameKind::Storage => "storage",
+        }
+    }
+}
+
+/// One job as it really was, kept apart from the observations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobTruth {
+    /// The client ([`Trace::names`] index).
+    pub client: u32,
+    /// When it started.
+    pub started_us: Micros,
+    /// When it ended (completed or failed); `None` if still in flight.
+    pub ended_us: Option<Micros>,
+    /// Whether it completed.
+    pub completed: bool,
+}
+
+/// What an observer of every link saw, and the ground truth beside it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    /// Names of every client, node and replica, by index.
+    pub names: Vec<String>,
+    /// Every frame on every link, in the order sent.
+    pub observations: Vec<Observation>,
+    /// Every job started, in order.
+    pub truth: Vec<JobTruth>,
 }
 
 /// What a run measured.
@@ -209,6 +274,8 @@ pub struct JobsReport {
     pub bucket: u32,
     /// The compute time of one job, microseconds.
     pub compute_us: Micros,
+    /// The observers' view and the ground truth, when asked for.
+    pub trace: Option<Trace>,
 }
 
 enum Event {
@@ -319,6 +386,12 @@ struct World<K: Kem> {
     spec: JobSpec,
     report: JobsReport,
     acknowledged: Vec<BoxId>,
+    /// Trace name index of each node, replica and endpoint.
+    node_name: Vec<u32>,
+    replica_name: Vec<u32>,
+    endpoint_name: Vec<u32>,
+    /// Index into the trace's truth of each job in flight.
+    truth_index: HashMap<(usize, ClientJobId), usize>,
 }
 
 fn stream(seed: u64, purpose: u64) -> ChaCha20Rng {
@@ -328,6 +401,25 @@ fn stream(seed: u64, purpose: u64) -> ChaCha20Rng {
 }
 
 impl<K: Kem> World<K> {
+    fn observe(&mut self, at_us: Micros, from: u32, to: u32, bytes: usize, kind: FrameKind) {
+        if let Some(trace) = &mut self.report.trace {
+            trace.observations.push(Observation {
+                at_us,
+                from,
+                to,
+                bytes: bytes as u32,
+                kind,
+            });
+        }
+    }
+
+    fn storage_name(&self, id: &NodeId) -> u32 {
+        match self.replica_index.get(id) {
+            Some(&r) => self.replica_name[r],
+            None => self.index.get(id).map_or(u32::MAX, |&n| self.node_name[n]),
+        }
+    }
+
     fn count_link(&mut self, class: String) {
         *self.report.links.entry(class).or_default() += 1;
     }
@@ -360,6 +452,8 @@ impl<K: Kem> World<K> {
         };
         let class = format!("{}→{}", self.link_class[from], self.link_class[target]);
         self.count_link(class);
+        let (a, b) = (self.node_name[from], self.node_name[target]);
+        self.observe(now, a, b, packet.len(), FrameKind::Sphinx);
         if let Some(at) = self.transit(now) {
             let from = Source::Peer(self.ids[from]);
             let packet_event = Event::AtNode {
@@ -381,6 +475,8 @@ impl<K: Kem> World<K> {
         };
         let name = format!("{}→{}", class(self, &from), class(self, &to));
         self.count_link(name);
+        let (a, b) = (self.storage_name(&from), self.storage_name(&to));
+        self.observe(now, a, b, bytes.len(), FrameKind::Storage);
         if let Some(at) = self.transit(now) {
             self.queue.push(at, Event::Storage { to, from, bytes });
         }
@@ -402,6 +498,8 @@ impl<K: Kem> World<K> {
                     };
                     for reply in self.nodes[node].take_replies(&recipient) {
                         self.count_link("gateway→client".into());
+                        let (a, b) = (self.node_name[node], self.endpoint_name[endpoint]);
+                        self.observe(now, a, b, reply.payload.len(), FrameKind::Reply);
                         if let Some(at) = self.transit(now) {
                             let event = Event::Reply {
                                 endpoint,
@@ -553,6 +651,12 @@ impl<K: Kem> World<K> {
                     let Some(start) = started.remove(&id) else {
                         continue;
                     };
+                    if let (Some(trace), Some(i)) =
+                        (&mut self.report.trace, self.truth_index.remove(&(e, id)))
+                    {
+                        trace.truth[i].ended_us = Some(now);
+                        trace.truth[i].completed = result.is_ok();
+                    }
                     match result {
                         Ok(result) => {
                             self.report.jobs_completed += 1;
@@ -642,6 +746,15 @@ impl<K: Kem> World<K> {
         };
         let id = jobs.submit(now, &mut self.crypto, &mut endpoint.storage, spec);
         started.insert(id, now);
+        if let Some(trace) = &mut self.report.trace {
+            self.truth_index.insert((e, id), trace.truth.len());
+            trace.truth.push(JobTruth {
+                client: self.endpoint_name[e],
+                started_us: now,
+                ended_us: None,
+                completed: false,
+            });
+        }
         *count += 1;
         self.report.jobs_started += 1;
         self.settle(now, e);
@@ -667,6 +780,8 @@ impl<K: Kem> World<K> {
         let gateway = self.endpoints[e].gateway;
         for packet in packets {
             self.count_link(format!("client→{}", self.link_class[gateway]));
+            let (a, b) = (self.endpoint_name[e], self.node_name[gateway]);
+            self.observe(now, a, b, packet.len(), FrameKind::Sphinx);
             if let Some(at) = self.transit(now) {
                 let event = Event::AtNode {
                     node: gateway,
@@ -932,7 +1047,9 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let mut index = HashMap::new();
     let mut ids = Vec::new();
     let mut service_nodes = Vec::new();
+    let mut trace_names: Vec<String> = Vec::new();
     for (role, layer, name, class) in layout {
+        trace_names.push(name.clone());
         let mut seed = [0u8; 32];
         crypto.fill_bytes(&mut seed);
         let identity = SigningKey::from_bytes(&seed);
@@ -980,6 +1097,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let mut replicas = Vec::new();
     let mut replica_index = HashMap::new();
     for i in 0..config.replicas {
+        trace_names.push(format!("replica{i}"));
         let mut seed = [0u8; 32];
         crypto.fill_bytes(&mut seed);
         let identity = SigningKey::from_bytes(&seed);
@@ -1057,6 +1175,11 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let send_rate = parameters.send_rate();
     let endpoint_count = config.clients + config.services;
     for e in 0..endpoint_count {
+        trace_names.push(if e < config.clients {
+            format!("client{e}")
+        } else {
+            format!("compute{}", e - config.clients)
+        });
         let mut recipient = [0u8; 32];
         crypto.fill_bytes(&mut recipient);
         recipients.insert(recipient, e);
@@ -1127,6 +1250,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         })
         .collect();
 
+    let node_count = nodes.len();
     let mut world = World {
         geometry,
         node_wake: vec![None; nodes.len()],
@@ -1154,9 +1278,21 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         report: JobsReport {
             bucket,
             compute_us,
+            trace: config.trace.then(|| Trace {
+                names: trace_names,
+                ..Trace::default()
+            }),
             ..JobsReport::default()
         },
         acknowledged: Vec::new(),
+        node_name: (0..node_count as u32).collect(),
+        replica_name: (0..config.replicas as u32)
+            .map(|r| node_count as u32 + r)
+            .collect(),
+        endpoint_name: (0..endpoint_count as u32)
+            .map(|e| (node_count + config.replicas) as u32 + e)
+            .collect(),
+        truth_index: HashMap::new(),
         config: config.clone(),
     };
     for e in 0..world.endpoints.len() {

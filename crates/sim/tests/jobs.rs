@@ -1,7 +1,7 @@
 //! Whole jobs in the simulator: the runtime's state machines end to end.
 
 use funion_pki::{KemKind, Parameters};
-use funion_sim::jobs::{run_jobs, Fault, JobsConfig, LinkModel};
+use funion_sim::jobs::{run_jobs, Fault, JobsConfig, JobsReport, LinkModel};
 use funion_sphinx::kem::X25519;
 
 /// Millisecond delays, X25519, small compute: many jobs in little CPU.
@@ -40,6 +40,33 @@ fn jobs_complete_and_the_run_replays_from_its_seed() {
     assert_eq!(report.writes_lost, 0);
     assert!(report.writes_acknowledged >= 60);
     assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
+    // Tracing watches without touching: the same run, and a view of it.
+    config.trace = true;
+    let traced = run_jobs::<X25519>(&config);
+    let trace = traced.trace.clone().expect("asked for a trace");
+    assert_eq!(
+        JobsReport {
+            trace: None,
+            ..traced
+        },
+        report
+    );
+    assert_eq!(trace.truth.len(), 30);
+    assert!(trace
+        .truth
+        .iter()
+        .all(|t| t.completed && t.ended_us > Some(t.started_us)));
+    let sent: u64 = report.links.values().sum();
+    assert_eq!(
+        trace.observations.len() as u64,
+        sent,
+        "one observation per frame sent"
+    );
+    assert!(trace
+        .observations
+        .windows(2)
+        .all(|w| w[0].at_us <= w[1].at_us));
+    config.trace = false;
     config.seed = 2;
     assert_ne!(
         run_jobs::<X25519>(&config),
