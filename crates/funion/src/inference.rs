@@ -243,7 +243,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let minilm_tokens = TextTokenizer::load(&minilm)?.encode(&prompt)?;
     let llama_tokens = TextTokenizer::load(&llama_dir)?.encode(&prompt)?;
-    let models = compute.load()?;
+    let models = funion_runtime::compute::load_models(&compute)?;
     let embed_s = time_model(
         &models,
         MINILM,

@@ -19,7 +19,7 @@ use funion_sphinx::kem::{Kem, XWing, X25519};
 use tokio::sync::{mpsc, Notify};
 
 use crate::client::Network;
-use crate::config::ClientFile;
+use crate::config::{ClientFile, ComputeFile};
 use crate::metrics::Metrics;
 use crate::storage::{BatchId, StorageClient};
 use funion_pigeonhole::client::{open_stream, read_requests};
@@ -470,4 +470,46 @@ fn export(
 /// Decodes the outcome a client read back.
 pub fn decode_outcome(bytes: &[u8], output_class: u32) -> anyhow::Result<Outcome> {
     Outcome::decode(bytes, output_class).map_err(|e| anyhow::anyhow!("output: {e}"))
+}
+
+/// Loads every model (folders are read now: a bad one stops the node
+/// with the reason).
+pub fn load_models(compute: &ComputeFile) -> anyhow::Result<funion_inference::Models> {
+    let mut models = funion_inference::Models::new();
+    for m in &compute.models {
+        let backend: std::sync::Arc<dyn funion_inference::Backend> = match (&m.path, &m.upstream) {
+            (Some(path), None) => funion_inference::load_folder(path)
+                .map_err(|e| anyhow::anyhow!("model {}: {e}", m.name))?,
+            (None, Some(url)) => {
+                let task = match m.task.as_deref() {
+                    Some("generate") | None => funion_compute::Task::Generate,
+                    Some("embed") => funion_compute::Task::Embed,
+                    Some(other) => {
+                        anyhow::bail!("model {}: task {other:?} is not generate or embed", m.name)
+                    }
+                };
+                let upstream_name = m.upstream_model.as_deref().unwrap_or(&m.name);
+                let flavor = match m.flavor.as_deref() {
+                    Some("openai") | None => funion_inference::upstream::Flavor::OpenAi,
+                    Some("llama.cpp") => funion_inference::upstream::Flavor::LlamaCpp,
+                    Some(other) => anyhow::bail!(
+                        "model {}: flavor {other:?} is not openai or llama.cpp",
+                        m.name
+                    ),
+                };
+                std::sync::Arc::new(
+                    funion_inference::upstream::Upstream::new(
+                        url,
+                        upstream_name,
+                        task,
+                        std::env::var("FUNION_UPSTREAM_KEY").ok(),
+                    )?
+                    .with_flavor(flavor),
+                )
+            }
+            _ => anyhow::bail!("model {}: give either path or upstream", m.name),
+        };
+        models.insert(m.name.clone(), backend);
+    }
+    Ok(models)
 }

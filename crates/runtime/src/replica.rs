@@ -16,9 +16,10 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::{hex32, NodeFile, NodeKeys};
+use crate::directory::{publish, publish_at_start};
 use crate::link::Frame;
 use crate::metrics::Metrics;
-use crate::node::{publish, publish_at_start, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
+use crate::peers::{start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use crate::store::BoxStore;
 use crate::{fetch_document, unix_ms};
 

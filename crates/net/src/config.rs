@@ -129,52 +129,6 @@ fn default_max_batch() -> usize {
     32
 }
 
-impl ComputeFile {
-    /// Loads every model (folders are read now: a bad one stops the node
-    /// with the reason).
-    pub fn load(&self) -> anyhow::Result<funion_inference::Models> {
-        let mut models = funion_inference::Models::new();
-        for m in &self.models {
-            let backend: std::sync::Arc<dyn funion_inference::Backend> =
-                match (&m.path, &m.upstream) {
-                    (Some(path), None) => funion_inference::load_folder(path)
-                        .map_err(|e| anyhow::anyhow!("model {}: {e}", m.name))?,
-                    (None, Some(url)) => {
-                        let task = match m.task.as_deref() {
-                            Some("generate") | None => funion_compute::Task::Generate,
-                            Some("embed") => funion_compute::Task::Embed,
-                            Some(other) => anyhow::bail!(
-                                "model {}: task {other:?} is not generate or embed",
-                                m.name
-                            ),
-                        };
-                        let upstream_name = m.upstream_model.as_deref().unwrap_or(&m.name);
-                        let flavor = match m.flavor.as_deref() {
-                            Some("openai") | None => funion_inference::upstream::Flavor::OpenAi,
-                            Some("llama.cpp") => funion_inference::upstream::Flavor::LlamaCpp,
-                            Some(other) => anyhow::bail!(
-                                "model {}: flavor {other:?} is not openai or llama.cpp",
-                                m.name
-                            ),
-                        };
-                        std::sync::Arc::new(
-                            funion_inference::upstream::Upstream::new(
-                                url,
-                                upstream_name,
-                                task,
-                                std::env::var("FUNION_UPSTREAM_KEY").ok(),
-                            )?
-                            .with_flavor(flavor),
-                        )
-                    }
-                    _ => anyhow::bail!("model {}: give either path or upstream", m.name),
-                };
-            models.insert(m.name.clone(), backend);
-        }
-        Ok(models)
-    }
-}
-
 fn default_box_lifetime_s() -> u64 {
     7 * 24 * 3600
 }

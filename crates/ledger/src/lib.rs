@@ -21,6 +21,8 @@
 //!
 //! Every change commits to disk before it is answered; the tree is rebuilt
 //! from the store when the ledger starts.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -250,7 +252,9 @@ fn internal(e: impl std::fmt::Display) -> Answer {
 }
 
 fn unix_s() -> u64 {
-    crate::unix_ms() / 1000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Answer> {

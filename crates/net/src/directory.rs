@@ -1,0 +1,83 @@
+//! The directory from a node's side: the descriptor it publishes for an
+//! epoch, and publishing it at start and before each epoch.
+
+use funion_pki::{epoch_at, EpochKey, NodeDescriptor, NodeEntry};
+use funion_sphinx::kem::Kem;
+
+use crate::config::{NodeFile, NodeKeys};
+use crate::link;
+use crate::unix_ms;
+
+/// The descriptor this node publishes for `epoch`.
+fn entry<K: Kem>(config: &NodeFile, keys: &NodeKeys, epoch: u64) -> NodeEntry {
+    let sphinx_keys = [epoch, epoch + 1]
+        .into_iter()
+        .map(|e| EpochKey {
+            epoch: e,
+            public_key: K::public_key_bytes(&K::public_key(&K::secret_from_seed(
+                &keys.sphinx_seed(e),
+            ))),
+        })
+        .collect();
+    NodeEntry {
+        name: config.name.clone(),
+        role: config.role,
+        layer: config.layer,
+        identity_key: keys.identity.verifying_key().to_bytes(),
+        link_key: link::public_link_key(&keys.link_secret),
+        addresses: vec![config.listen.clone()],
+        sphinx_keys,
+    }
+}
+
+/// Publishes this node's descriptor for `epoch` (its keys for `epoch` and
+/// the next) to the authority.
+pub async fn publish<K: Kem>(
+    http: &reqwest::Client,
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch: u64,
+) -> anyhow::Result<()> {
+    let descriptor = NodeDescriptor {
+        epoch,
+        node: entry::<K>(config, keys, epoch),
+    };
+    let body = descriptor.sign(&keys.identity)?;
+    let response = http
+        .post(format!("{}/descriptor", config.authority_url))
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        anyhow::bail!(
+            "authority refused descriptor: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Publishes this node's descriptors for the current epoch and the next,
+/// and returns the current epoch. When an epoch ends while its descriptor
+/// is on the way (the authority then refuses it as past), the node starts
+/// over in the new epoch instead of stopping.
+pub async fn publish_at_start<K: Kem>(
+    http: &reqwest::Client,
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch_ms: u64,
+) -> anyhow::Result<u64> {
+    let mut tries = 0;
+    loop {
+        let epoch = epoch_at(unix_ms(), epoch_ms);
+        let published = match publish::<K>(http, config, keys, epoch).await {
+            Ok(()) => publish::<K>(http, config, keys, epoch + 1).await,
+            Err(error) => Err(error),
+        };
+        match published {
+            Ok(()) => return Ok(epoch),
+            Err(_) if tries < 3 && epoch_at(unix_ms(), epoch_ms) != epoch => tries += 1,
+            Err(error) => return Err(error),
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Links between nodes for real: the accept loop (peers must be in the
+//! document; a gateway also takes clients), one reconnecting outgoing link
+//! per peer, the readers that hand frames to a node's loop, and the
+//! document refresh, started together by [`start_tasks`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use funion_mixnet::Source;
+use funion_pki::{epoch_at, NetworkDocument, Role};
+use funion_sphinx::NodeId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::{NodeFile, NodeKeys};
+use crate::link::{self, Frame, FrameReceiver, FrameSender, Link};
+use crate::metrics::{self, Metrics};
+use crate::{fetch_document, unix_ms};
+
+/// Frames waiting for one outgoing link (or for one client at a gateway):
+/// about 9.5 MB of 37 kB packets, a tenth of a second at the fast rates.
+const PEER_QUEUE: usize = 256;
+/// Frames read off all links and not yet handled by the node's loop: about
+/// 38 MB at 37 kB; the links' readers wait (TCP pushes back) when it is full.
+const INBOUND_QUEUE: usize = 1024;
+/// How often a node fetches the current document again (nodes that join
+/// after it started appear in it).
+const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
+
+/// What a node's loop receives from its links and tasks.
+pub enum Inbound {
+    /// A frame from a peer or a client.
+    Frame {
+        /// Who sent it.
+        source: Source,
+        /// The frame.
+        frame: Frame,
+        /// When its link's reader handed it over.
+        received: Instant,
+    },
+    /// A newer network document.
+    Document(Box<NetworkDocument>),
+    /// A client connected to this gateway.
+    ClientConnected {
+        /// Its connection number.
+        conn: u64,
+        /// Frames for it.
+        sender: mpsc::Sender<Frame>,
+    },
+    /// A client's connection closed.
+    ClientGone(u64),
+}
+
+/// One reconnecting outgoing link per peer, each with a bounded queue.
+pub struct Peers {
+    senders: HashMap<NodeId, mpsc::Sender<Frame>>,
+    link_secret: [u8; 32],
+    packet_len: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Peers {
+    /// The queue of the link to `to`, opening it if needed.
+    pub fn new(link_secret: [u8; 32], packet_len: usize, metrics: Arc<Metrics>) -> Self {
+        Peers {
+            senders: HashMap::new(),
+            link_secret,
+            packet_len,
+            metrics,
+        }
+    }
+
+    /// Queues a frame for `to`; counts a drop when its link is full or the
+    /// document does not list it.
+    pub fn send(&mut self, to: NodeId, document: &NetworkDocument, frame: Frame) {
+        let metrics = self.metrics.clone();
+        match self.sender(to, document) {
+            Some(sender) => {
+                if sender.try_send(frame).is_err() {
+                    metrics.count_send_drop();
+                }
+            }
+            None => metrics.count_send_drop(),
+        }
+    }
+
+    fn sender(&mut self, to: NodeId, document: &NetworkDocument) -> Option<&mpsc::Sender<Frame>> {
+        if self.senders.get(&to).is_some_and(|s| s.is_closed()) {
+            self.senders.remove(&to);
+        }
+        if !self.senders.contains_key(&to) {
+            let peer = document.node(&to)?;
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(outgoing(
+                peer.addresses.first()?.clone(),
+                peer.link_key,
+                self.link_secret,
+                self.packet_len,
+                rx,
+                self.metrics.clone(),
+            ));
+            self.senders.insert(to, tx);
+        }
+        self.senders.get(&to)
+    }
+}
+
+/// Keeps a link to one peer up: connects, checks the peer's static key,
+/// sends queued frames, and reconnects with exponential backoff.
+async fn outgoing(
+    address: String,
+    expected_key: [u8; 32],
+    link_secret: [u8; 32],
+    packet_len: usize,
+    mut frames: mpsc::Receiver<Frame>,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut pending: Option<Frame> = None;
+    loop {
+        let link = async {
+            let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&address))
+                .await??;
+            let link = link::initiate(stream, &link_secret, packet_len).await?;
+            if link.peer_key != expected_key {
+                return Err(std::io::Error::other(
+                    "peer's link key is not the document's",
+                ));
+            }
+            Ok::<Link, std::io::Error>(link)
+        }
+        .await;
+        let Link {
+            mut sender,
+            mut receiver,
+            ..
+        } = match link {
+            Ok(link) => link,
+            Err(error) => {
+                tracing::debug!(%address, %error, "link failed; retrying");
+                metrics.count_link_failure();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        // The peer sends nothing back on this link: its end closing (the
+        // peer stopped or died) is how we learn the link is gone before a
+        // frame is written into a dead connection and lost.
+        let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            while receiver.recv().await.is_ok() {}
+            let _ = closed_tx.send(());
+        });
+        loop {
+            let frame = match pending.take() {
+                Some(frame) => frame,
+                None => tokio::select! {
+                    frame = frames.recv() => match frame {
+                        Some(frame) => frame,
+                        None => {
+                            watcher.abort();
+                            return;
+                        }
+                    },
+                    _ = &mut closed => {
+                        tracing::debug!(%address, "peer closed the link; reconnecting");
+                        break;
+                    }
+                },
+            };
+            if let Err(error) = sender.send(&frame).await {
+                tracing::debug!(%address, %error, "link broke; reconnecting");
+                pending = Some(frame);
+                break;
+            }
+        }
+        watcher.abort();
+    }
+}
+
+/// Reads frames from an accepted link until it fails.
+async fn read_link(
+    mut receiver: link::NoiseReceiver,
+    source: Source,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        match receiver.recv().await {
+            Ok(frame) => {
+                if inbound
+                    .send(Inbound::Frame {
+                        source,
+                        frame,
+                        received: Instant::now(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::info!(?source, %error, "closing link after a bad frame");
+                    metrics.count_bad_link();
+                }
+                if let Source::Client(conn) = source {
+                    let _ = inbound.send(Inbound::ClientGone(conn)).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+struct AcceptContext {
+    link_secret: [u8; 32],
+    packet_len: usize,
+    role: Role,
+    peers_by_link_key: PeerKeys,
+    inbound: mpsc::Sender<Inbound>,
+    metrics: Arc<Metrics>,
+}
+
+/// Aborts the tasks it holds when dropped, so a node stopped (or restarted)
+/// takes its listener, refresher and metrics server down with it.
+pub struct AbortOnDrop(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
+    let mut next_conn: u64 = 0;
+    // Connection tasks live in this set: they end when the loop is aborted.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        next_conn += 1;
+        let conn = next_conn;
+        let context = context.clone();
+        connections.spawn(async move {
+            let link = match link::respond(stream, &context.link_secret, context.packet_len).await {
+                Ok(link) => link,
+                Err(error) => {
+                    tracing::info!(%error, "handshake failed");
+                    context.metrics.count_bad_link();
+                    return;
+                }
+            };
+            let known = |key: &[u8; 32]| {
+                context
+                    .peers_by_link_key
+                    .read()
+                    .expect("peer map")
+                    .get(key)
+                    .copied()
+            };
+            let mut peer = known(&link.peer_key);
+            if peer.is_none() && context.role != Role::Gateway {
+                // A node newer than our copy of the document: wait for the
+                // next refresh before refusing it.
+                tokio::time::sleep(DOCUMENT_REFRESH * 2).await;
+                peer = known(&link.peer_key);
+            }
+            let source = match (peer, context.role) {
+                (Some(id), _) => Source::Peer(id),
+                (None, Role::Gateway) => {
+                    let (tx, mut rx) = mpsc::channel::<Frame>(PEER_QUEUE);
+                    let mut sender = link.sender;
+                    tokio::spawn(async move {
+                        while let Some(frame) = rx.recv().await {
+                            if sender.send(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    if context
+                        .inbound
+                        .send(Inbound::ClientConnected { conn, sender: tx })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    read_link(
+                        link.receiver,
+                        Source::Client(conn),
+                        context.inbound.clone(),
+                        context.metrics.clone(),
+                    )
+                    .await;
+                    return;
+                }
+                (None, _) => {
+                    tracing::info!("refusing a link from a key the document does not list");
+                    context.metrics.count_bad_link();
+                    return;
+                }
+            };
+            // Our sending half stays open while we read: the peer learns
+            // the link is gone when it closes (we stopped or died).
+            let _open = link.sender;
+            read_link(
+                link.receiver,
+                source,
+                context.inbound.clone(),
+                context.metrics.clone(),
+            )
+            .await;
+        });
+    }
+}
+
+/// What [`start_tasks`] needs.
+pub struct NodeTasks<'a> {
+    /// The node's config.
+    pub config: &'a NodeFile,
+    /// Its keys.
+    pub keys: &'a NodeKeys,
+    /// Bytes of every packet frame.
+    pub packet_len: usize,
+    /// The document it starts from.
+    pub document: &'a NetworkDocument,
+    /// Where peers and clients connect.
+    pub listener: TcpListener,
+    /// Where metrics are served, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
+    /// Its metrics.
+    pub metrics: &'a Arc<Metrics>,
+    /// HTTP client for the authority.
+    pub http: &'a reqwest::Client,
+    /// The authority's verifying key.
+    pub authority_key: [u8; 32],
+    /// Epoch length.
+    pub epoch_ms: u64,
+}
+
+/// Starts what every node runs beside its loop (the metrics server, the
+/// accept loop, the document refresher) into `tasks`; returns the inbound
+/// queue and the link keys the accept loop trusts.
+pub fn start_tasks(
+    setup: NodeTasks<'_>,
+    tasks: &mut AbortOnDrop,
+) -> (mpsc::Receiver<Inbound>, PeerKeys) {
+    if let Some(listener) = setup.metrics_listener {
+        tasks.0.push(tokio::spawn(metrics::serve(
+            listener,
+            setup.metrics.clone(),
+        )));
+    }
+    let peers_by_link_key = Arc::new(RwLock::new(link_keys(setup.document)));
+    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    tasks.0.push(tokio::spawn(accept_loop(
+        setup.listener,
+        Arc::new(AcceptContext {
+            link_secret: setup.keys.link_secret,
+            packet_len: setup.packet_len,
+            role: setup.config.role,
+            peers_by_link_key: peers_by_link_key.clone(),
+            inbound: inbound_tx.clone(),
+            metrics: setup.metrics.clone(),
+        }),
+    )));
+    tasks.0.push(tokio::spawn(refresh_document(
+        setup.http.clone(),
+        setup.config.authority_url.clone(),
+        setup.authority_key,
+        setup.epoch_ms,
+        peers_by_link_key.clone(),
+        inbound_tx,
+    )));
+    (inbound, peers_by_link_key)
+}
+
+/// Link keys of the document's nodes, shared with the accept loop.
+pub type PeerKeys = Arc<RwLock<HashMap<[u8; 32], NodeId>>>;
+
+/// Fetches the current document every [`DOCUMENT_REFRESH`] and hands each
+/// new one to the node's loop (and its link keys to the accept loop).
+async fn refresh_document(
+    http: reqwest::Client,
+    url: String,
+    authority_key: [u8; 32],
+    epoch_ms: u64,
+    peers_by_link_key: PeerKeys,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let mut known = None;
+    loop {
+        tokio::time::sleep(DOCUMENT_REFRESH).await;
+        let epoch = epoch_at(unix_ms(), epoch_ms);
+        let Ok(document) = fetch_document(&http, &url, &authority_key, epoch, false).await else {
+            continue;
+        };
+        if known.as_ref() != Some(&document) {
+            *peers_by_link_key.write().expect("peer map") = link_keys(&document);
+            known = Some(document.clone());
+            if inbound
+                .send(Inbound::Document(Box::new(document)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Node IDs by Noise link key, for the document's nodes.
+pub fn link_keys(document: &NetworkDocument) -> HashMap<[u8; 32], NodeId> {
+    document
+        .nodes
+        .iter()
+        .map(|n| (n.link_key, n.id()))
+        .collect()
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
