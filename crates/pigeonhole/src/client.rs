@@ -50,6 +50,10 @@ pub struct ClientConfig {
     pub max_tries: u32,
     /// Wait before a fresh envelope after a transient failure.
     pub retry_delay_us: Micros,
+    /// Polls of one envelope after ACKs before it counts as a transient
+    /// failure and a fresh envelope (other intermediates) is tried: a
+    /// courier whose intermediates never answer would ACK for ever.
+    pub max_polls: u32,
     /// Whether to keep the IDs of writes the replicas acknowledged
     /// ([`StorageClient::take_acknowledged`]), for checks that none is lost.
     pub record_acknowledged: bool,
@@ -62,6 +66,7 @@ impl ClientConfig {
             holders_per_box: holders_per_box.max(1),
             max_tries: 6,
             retry_delay_us: 500_000,
+            max_polls: 8,
             record_acknowledged: false,
         }
     }
@@ -110,6 +115,7 @@ struct BoxOp {
     keys: ReplyKeys,
     asked_other_slot: bool,
     tries: u32,
+    polls: u32,
 }
 
 struct Retry {
@@ -393,6 +399,7 @@ impl<K: Kem> StorageClient<K> {
             keys,
             asked_other_slot: false,
             tries,
+            polls: 0,
         };
         self.send(op);
         Ok(())
@@ -444,7 +451,11 @@ impl<K: Kem> StorageClient<K> {
             },
         };
         match answer {
+            CourierAnswer::Pending if op.polls >= self.config.max_polls => {
+                self.later(now, op, ErrorCode::Unavailable)
+            }
             CourierAnswer::Pending => {
+                op.polls += 1;
                 self.stats.polls += 1;
                 self.send(op);
             }

@@ -486,3 +486,44 @@ fn streams_split_into_equal_boxes_and_join_back() {
     huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(stream::length(&huge, u64::MAX).is_err());
 }
+
+#[test]
+fn the_storage_client_polls_a_silent_courier_a_bounded_number_of_times() {
+    use funion_pigeonhole::client::{ClientConfig, StorageClient};
+    use funion_pigeonhole::envelope::CourierEnvelope;
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let sizes = Sizes::fit(32, 3_000).unwrap();
+    let keys: Vec<(NodeId, [u8; 32])> = replicas::<X25519>(&mut rng, 4)
+        .into_iter()
+        .map(|r| (r.id, r.public))
+        .collect();
+    let config = ClientConfig::new(2);
+    let (max_polls, retry) = (config.max_polls, config.retry_delay_us);
+    let mut client = StorageClient::<X25519>::new(config, sizes, keys, 2).unwrap();
+    let (_, item) = a_box(&mut rng, b"hello");
+    client
+        .start(&mut rng, vec![Request::Read(item.id)])
+        .unwrap();
+    let mut echo = client.take_echoes().pop().expect("one echo");
+    let hash = CourierEnvelope::parse(&sizes, &echo.body).unwrap().hash();
+    let ack = envelope::courier_reply(&sizes, &hash, 0, ErrorCode::Ok, None);
+    // Every ACK gets a poll of the same envelope, up to the limit ...
+    for _ in 0..max_polls {
+        assert!(client.handle_reply(0, echo.seq, &ack));
+        let polls = client.take_echoes();
+        assert_eq!(polls.len(), 1);
+        assert_eq!(polls[0].body, echo.body, "a poll sends the same envelope");
+        echo = polls.into_iter().next().unwrap();
+    }
+    assert_eq!(client.stats().polls, u64::from(max_polls));
+    // ... then the envelope counts as failed and a fresh one (with new
+    // intermediates) goes out after the retry delay.
+    assert!(client.handle_reply(0, echo.seq, &ack));
+    assert!(client.take_echoes().is_empty());
+    assert_eq!(client.next_wakeup(), Some(retry));
+    client.poll(retry, &mut rng).unwrap();
+    let fresh = client.take_echoes();
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh[0].body, echo.body);
+    assert_eq!(client.stats().fresh_envelopes, 1);
+}

@@ -34,9 +34,14 @@ fn jobs_complete_and_the_run_replays_from_its_seed() {
     assert_eq!(report.jobs_completed, 30, "{report:#?}");
     assert_eq!(report.jobs_overflowed, 0, "{report:#?}");
     assert!(report.jobs_failed.is_empty(), "{report:#?}");
-    // Five echoes at least: upload, dispatch, fetch, (store by the
-    // courier, not the client's), read.
-    assert!(report.echoes_per_job.iter().all(|&e| e >= 3), "{report:#?}");
+    // Five echoes at least: upload, dispatch, read by the client; fetch and
+    // store by the compute courier.
+    assert!(
+        report.client_echoes_per_job.iter().all(|&e| e >= 3),
+        "{report:#?}"
+    );
+    assert_eq!(report.echoes_per_job.len(), 30, "{report:#?}");
+    assert!(report.echoes_per_job.iter().all(|&e| e >= 5), "{report:#?}");
     assert_eq!(report.writes_lost, 0);
     assert!(report.writes_acknowledged >= 60);
     assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
