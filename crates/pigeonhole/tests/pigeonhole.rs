@@ -527,3 +527,165 @@ fn the_storage_client_polls_a_silent_courier_a_bounded_number_of_times() {
     assert_ne!(fresh[0].body, echo.body);
     assert_eq!(client.stats().fresh_envelopes, 1);
 }
+
+/// Four replica state machines over memory stores, messages handed over at
+/// once; what they send the courier comes back.
+struct Cluster {
+    ids: Vec<NodeId>,
+    machines: Vec<funion_pigeonhole::replica::Replica<X25519>>,
+    stores: Vec<funion_pigeonhole::replica::storage::MemoryStore>,
+    publics: Vec<[u8; 32]>,
+}
+
+const COURIER: NodeId = NodeId([0xCC; 32]);
+
+impl Cluster {
+    fn new(rng: &mut ChaCha20Rng, sizes: Sizes) -> Self {
+        use funion_pigeonhole::replica::{Replica as Machine, ReplicaConfig};
+        let replicas = replicas::<X25519>(rng, 4);
+        let ids: Vec<NodeId> = replicas.iter().map(|r| r.id).collect();
+        let publics = replicas.iter().map(|r| r.public).collect();
+        let machines = replicas
+            .into_iter()
+            .map(|r| {
+                let mut m = Machine::<X25519>::new(ReplicaConfig::new(r.id, sizes, 2, 3_600));
+                m.add_epoch_key(0, r.secret);
+                m.set_epoch(0);
+                m.set_replicas(ids.clone());
+                m
+            })
+            .collect();
+        let stores = (0..4)
+            .map(|_| funion_pigeonhole::replica::storage::MemoryStore::new(3_600_000))
+            .collect();
+        Cluster {
+            ids,
+            machines,
+            stores,
+            publics,
+        }
+    }
+
+    /// Runs every effect to quiescence; returns what reached the courier.
+    fn pump(&mut self, now: u64) -> Vec<StorageMessage> {
+        use funion_pigeonhole::replica::storage::execute;
+        use funion_pigeonhole::replica::ReplicaEffect;
+        let mut to_courier = Vec::new();
+        loop {
+            let mut busy = false;
+            for r in 0..self.machines.len() {
+                for effect in self.machines[r].take_effects() {
+                    busy = true;
+                    match effect {
+                        ReplicaEffect::Send { to, bytes } if to == COURIER => {
+                            to_courier.push(StorageMessage::decode(&bytes).unwrap())
+                        }
+                        ReplicaEffect::Send { to, bytes } => {
+                            let target = self.ids.iter().position(|id| *id == to).unwrap();
+                            let from = self.ids[r];
+                            self.machines[target].handle(now, from, &bytes);
+                        }
+                        ReplicaEffect::Storage(effect) => {
+                            let answer = execute(&mut self.stores[r], effect, now / 1000);
+                            self.machines[r].answer(now, answer);
+                        }
+                    }
+                }
+            }
+            if !busy {
+                return to_courier;
+            }
+        }
+    }
+
+    /// Seals `request` to two intermediates that are not the box's holders
+    /// and hands intermediate `slot` its part.
+    fn send(
+        &mut self,
+        rng: &mut ChaCha20Rng,
+        sizes: &Sizes,
+        request: &Request,
+        id: &BoxId,
+    ) -> envelope::ReplyKeys {
+        let holders = shard::holders(id, &self.ids, 2);
+        let others: Vec<usize> = (0..4)
+            .filter(|i| !holders.contains(&self.ids[*i]))
+            .collect();
+        let recipients = [others[0], others[1]].map(|i| Recipient::<X25519> {
+            id: self.ids[i],
+            public_key: &self.publics[i],
+        });
+        let (body, keys) = envelope::seal(sizes, recipients, 0, request, rng).unwrap();
+        let envelope = envelope::CourierEnvelope::parse(sizes, &body).unwrap();
+        let message = StorageMessage::Envelope(envelope.for_replica(0)).encode();
+        self.machines[others[0]].handle(0, COURIER, &message);
+        keys
+    }
+
+    fn holding(&mut self, id: &BoxId) -> usize {
+        use funion_pigeonhole::replica::storage::BoxStorage;
+        self.stores
+            .iter_mut()
+            .map(|s| s.get(id, 0))
+            .filter(|found| matches!(found, Ok(Some(_))))
+            .count()
+    }
+}
+
+fn answer_code(sizes: &Sizes, keys: &envelope::ReplyKeys, reply: &StorageMessage) -> ErrorCode {
+    let StorageMessage::EnvelopeReply {
+        hash,
+        slot,
+        code,
+        sealed,
+    } = reply
+    else {
+        panic!("not an envelope reply: {reply:?}");
+    };
+    let bytes = envelope::courier_reply(sizes, hash, *slot, *code, Some(sealed));
+    match keys.open(sizes, &bytes).unwrap() {
+        envelope::CourierAnswer::Reply { reply, .. } => reply.code,
+        other => panic!("expected a sealed reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_replica_machine_acknowledges_only_what_its_store_made_durable() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let sizes = Sizes::fit(32, 3_000).unwrap();
+    let mut cluster = Cluster::new(&mut rng, sizes);
+    let (_, item) = a_box(&mut rng, b"durable");
+    // A write: Ok comes back once a holder's store took it, and both
+    // holders have it.
+    let keys = cluster.send(&mut rng, &sizes, &Request::Write(item.clone()), &item.id);
+    let replies = cluster.pump(0);
+    assert_eq!(replies.len(), 1, "one answer for the courier");
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::Ok);
+    assert_eq!(cluster.holding(&item.id), 2);
+    // A read through other intermediates finds it.
+    let keys = cluster.send(&mut rng, &sizes, &Request::Read(item.id), &item.id);
+    let replies = cluster.pump(0);
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::Ok);
+    // With both holders' disks gone, a new write is refused as a storage
+    // failure and nothing is stored anywhere.
+    let (_, other) = a_box(&mut rng, b"lost?");
+    for (i, id) in cluster.ids.clone().iter().enumerate() {
+        if shard::holders(&other.id, &cluster.ids, 2).contains(id) {
+            cluster.stores[i].failing = true;
+        }
+    }
+    let keys = cluster.send(&mut rng, &sizes, &Request::Write(other.clone()), &other.id);
+    let replies = cluster.pump(0);
+    assert_eq!(
+        answer_code(&sizes, &keys, &replies[0]),
+        ErrorCode::StorageFailure
+    );
+    for store in &mut cluster.stores {
+        store.failing = false;
+    }
+    assert_eq!(
+        cluster.holding(&other.id),
+        0,
+        "a refused write stores nothing"
+    );
+}
