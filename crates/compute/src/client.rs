@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_pigeonhole::client::{
-    box_id, open_stream, read_requests, BatchId, BoxResult, ClientError, StorageClient,
+    box_id, open_stream, read_requests, write_requests, BatchId, BoxResult, ClientError,
+    StorageClient,
 };
-use funion_pigeonhole::envelope::Request;
 use funion_pigeonhole::stream;
 use funion_sphinx::kem::Kem;
 use rand_core::{CryptoRng, RngCore};
@@ -265,11 +265,7 @@ impl JobClient {
         let read_cap_in = cap_in.read_cap();
         let output_box = box_id(&write_cap_out.read_cap(), &ctx_out, 0)?;
         let mut writer = Writer::new(cap_in, &ctx_in);
-        let requests = stream::split(&payload, box_len)
-            .iter()
-            .map(|plain| writer.seal_next(plain).map(Request::Write))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| JobFailure::Spec(e.to_string()))?;
+        let requests = write_requests(&mut writer, &payload, box_len)?;
         let batch = storage.start(rng, requests)?;
         Ok(Job {
             output_boxes: boxes_for(Outcome::padded_len(spec.output_class), box_len),

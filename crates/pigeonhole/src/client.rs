@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use funion_bacap::{BoxContent, BoxId, ReadCap, SealedBox};
+use funion_bacap::{BoxContent, BoxId, ReadCap, SealedBox, Writer};
 use funion_sphinx::kem::Kem;
 use funion_sphinx::NodeId;
 use rand_core::{CryptoRng, RngCore};
@@ -503,6 +503,28 @@ pub fn box_id(cap: &ReadCap, ctx: &[u8], position: u64) -> Result<BoxId, ClientE
             reason: e.to_string(),
         })?;
     Ok(cap.box_id(&index, ctx))
+}
+
+/// Writes of `data` as a stream of boxes of `box_len` plaintext bytes
+/// under `writer` (its next boxes, in order).
+pub fn write_requests(
+    writer: &mut Writer,
+    data: &[u8],
+    box_len: usize,
+) -> Result<Vec<Request>, ClientError> {
+    crate::stream::split(data, box_len)
+        .iter()
+        .enumerate()
+        .map(|(n, plain)| {
+            writer
+                .seal_next(plain)
+                .map(Request::Write)
+                .map_err(|e| ClientError::Box {
+                    position: n as u64,
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Reads for the first `count` boxes of the stream `cap`, `ctx`.

@@ -13,7 +13,6 @@ use funion_compute::courier::JobTimes;
 use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId, Outcome};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
-use funion_pigeonhole::stream;
 use funion_pki::{KemKind, Parameters};
 use funion_sphinx::kem::{Kem, XWing, X25519};
 use tokio::sync::{mpsc, Notify};
@@ -22,7 +21,7 @@ use crate::client::Network;
 use crate::config::{ClientFile, ComputeFile};
 use crate::metrics::Metrics;
 use crate::storage::{BatchId, StorageClient};
-use funion_pigeonhole::client::{open_stream, read_requests};
+use funion_pigeonhole::client::{open_stream, read_requests, write_requests};
 
 pub use funion_compute::client::{boxes_for, COMPUTE_SERVICE};
 
@@ -421,11 +420,11 @@ fn seal_output(
     box_len: usize,
 ) -> anyhow::Result<Vec<Request>> {
     let cap = WriteCap::from_bytes(write_cap).map_err(|e| anyhow::anyhow!("write cap: {e}"))?;
-    let mut writer = Writer::new(cap, ctx);
-    stream::split(payload, box_len)
-        .iter()
-        .map(|plain| Ok(Request::Write(writer.seal_next(plain)?)))
-        .collect()
+    Ok(write_requests(
+        &mut Writer::new(cap, ctx),
+        payload,
+        box_len,
+    )?)
 }
 
 fn export(

@@ -325,10 +325,7 @@ async fn put_kem<K: Kem>(
     let read_cap = hex::encode(cap.read_cap().to_bytes().as_slice());
     let write_cap = hex::encode(cap.to_bytes().as_slice());
     let mut writer = Writer::new(cap, STREAM_CONTEXT);
-    let requests = stream::split(data, client.box_payload())
-        .iter()
-        .map(|plain| writer.seal_next(plain).map(Request::Write))
-        .collect::<Result<Vec<_>, _>>()?;
+    let requests = core::write_requests(&mut writer, data, client.box_payload())?;
     let boxes = requests.len();
     for (i, result) in client
         .run(requests, progress)

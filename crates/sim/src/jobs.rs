@@ -23,13 +23,14 @@ use funion_mixnet::{
     TimerQueue, Topology,
 };
 use funion_pigeonhole::client::{
-    self as storage, open_stream, read_requests, BatchId, StorageClient, COURIER_SERVICE,
+    self as storage, open_stream, read_requests, write_requests, BatchId, StorageClient,
+    COURIER_SERVICE,
 };
 use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
 use funion_pigeonhole::envelope::{Request, Sizes};
 use funion_pigeonhole::replica::storage::{execute, BoxStorage, MemoryStore};
 use funion_pigeonhole::replica::{Replica, ReplicaConfig, ReplicaEffect};
-use funion_pigeonhole::{shard, stream};
+use funion_pigeonhole::shard;
 use funion_pki::{EpochKey, NetworkDocument, NodeEntry, Parameters, Role};
 use funion_sphinx::kem::Kem;
 use funion_sphinx::{NodeId, Surb};
@@ -915,11 +916,7 @@ impl<K: Kem> World<K> {
                 let requests = WriteCap::from_bytes(&write_cap)
                     .map_err(|e| e.to_string())
                     .and_then(|cap| {
-                        let mut writer = Writer::new(cap, &ctx);
-                        stream::split(&payload, box_len)
-                            .iter()
-                            .map(|plain| writer.seal_next(plain).map(Request::Write))
-                            .collect::<Result<Vec<_>, _>>()
+                        write_requests(&mut Writer::new(cap, &ctx), &payload, box_len)
                             .map_err(|e| e.to_string())
                     });
                 let started = requests.and_then(|r| {
