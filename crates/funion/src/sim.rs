@@ -74,6 +74,25 @@ pub struct JobsArgs {
     /// Mean pause between one client's jobs, seconds.
     #[arg(long)]
     think: Option<f64>,
+    /// Service nodes (each a storage courier and a compute courier).
+    #[arg(long, default_value_t = 2)]
+    services: usize,
+    /// Gateways.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+    /// Mixes in each layer.
+    #[arg(long, default_value_t = 2)]
+    mixes_per_layer: usize,
+    /// Send slots per second of each compute courier's mix client (default:
+    /// the network's λ_s, as in the runtime; a courier carries about half
+    /// as many jobs a second).
+    #[arg(long)]
+    courier_rate: Option<f64>,
+    /// Modelled packets instead of Sphinx packets: the same routes, delays,
+    /// frame sizes and trace, without the packet cryptography (storage
+    /// envelopes and BACAP are still real).
+    #[arg(long = "abstract")]
+    abstract_packets: bool,
     /// Writes the figures as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -184,6 +203,25 @@ fn print_report(config: &SimConfig, report: &SimReport) {
 fn jobs_config(args: &JobsArgs) -> anyhow::Result<JobsConfig> {
     let mut config = JobsConfig::paper(args.clients, args.seconds);
     config.seed = args.seed;
+    config.abstract_packets = args.abstract_packets;
+    anyhow::ensure!(
+        (1..=64).contains(&args.services),
+        "--services must be between 1 and 64"
+    );
+    config.services = args.services;
+    anyhow::ensure!(
+        (1..=64).contains(&args.gateways) && (1..=64).contains(&args.mixes_per_layer),
+        "--gateways and --mixes-per-layer must be between 1 and 64"
+    );
+    config.gateways = args.gateways;
+    config.mixes_per_layer = args.mixes_per_layer;
+    if let Some(rate) = args.courier_rate {
+        anyhow::ensure!(
+            rate > 0.0 && rate.is_finite(),
+            "--courier-rate must be a positive number of slots a second"
+        );
+        config.courier_send_rate = Some(rate);
+    }
     if !args.paper_params {
         config.parameters = Parameters {
             kem: KemKind::X25519,
@@ -317,6 +355,19 @@ fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
         p.bucket_spacing_us as f64 / 1e6,
         report.bucket,
         p.kem,
+    );
+    println!(
+        "network: {} gateways, {} mixes per layer, {} service nodes, {} replicas; {} packets; compute couriers send {}/s",
+        config.gateways,
+        config.mixes_per_layer,
+        config.services,
+        config.replicas,
+        if config.abstract_packets {
+            "abstract (modelled)"
+        } else {
+            "Sphinx"
+        },
+        config.courier_send_rate.unwrap_or(p.send_rate()),
     );
     let failed: u64 = report.jobs_failed.values().sum();
     println!(

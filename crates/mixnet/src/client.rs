@@ -22,6 +22,8 @@ use funion_sphinx::kem::Kem;
 use funion_sphinx::{
     create_packet, Delivery, Geometry, PathHop, Surb, SurbKeys, RECIPIENT_LEN, SURB_ID_LEN,
 };
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::topology::{service_recipient, Hop, Topology};
@@ -176,6 +178,11 @@ pub struct Client<K: Kem> {
     superseded: HashMap<[u8; SURB_ID_LEN], Superseded>,
     rtt: RttEstimate,
     stats: ClientStats,
+    /// Where every choice an observer could see comes from (send slots,
+    /// mixes, delays, SURB ids), apart from the packets' key material, so
+    /// the same seed makes the same traffic whether packets are Sphinx or
+    /// modelled ([`Geometry::modelled`]).
+    routes: ChaCha20Rng,
 }
 
 impl<K: Kem> Client<K> {
@@ -187,7 +194,10 @@ impl<K: Kem> Client<K> {
         rng: &mut R,
     ) -> Self {
         let gateway = pick(rng, topology.gateways.len());
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
         Client {
+            routes: ChaCha20Rng::from_seed(seed),
             config,
             geometry,
             topology,
@@ -239,8 +249,8 @@ impl<K: Kem> Client<K> {
 
     /// Queues an echo request to a random service node; it leaves in the
     /// next free send slot.
-    pub fn request_echo<R: RngCore>(&mut self, seq: u64, body: Vec<u8>, rng: &mut R) {
-        let node = pick(rng, self.topology.services.len());
+    pub fn request_echo(&mut self, seq: u64, body: Vec<u8>) {
+        let node = pick(&mut self.routes, self.topology.services.len());
         self.request(seq, service_recipient("echo"), node, body);
     }
 
@@ -285,7 +295,8 @@ impl<K: Kem> Client<K> {
     }
 
     /// Runs the send slots and timeouts due by `now`; returns the packets to
-    /// hand to the gateway, in order, and what happened.
+    /// hand to the gateway, in order, and what happened. `rng` gives the
+    /// packets' key material only.
     pub fn poll<R: RngCore + CryptoRng>(
         &mut self,
         now: Micros,
@@ -297,7 +308,7 @@ impl<K: Kem> Client<K> {
         let mean_gap = 1e6 / self.config.send_rate;
         let mut slot = match self.next_slot {
             Some(slot) => slot,
-            None => now + exponential_us(rng, mean_gap),
+            None => now + exponential_us(&mut self.routes, mean_gap),
         };
         while slot <= now {
             let missed = now - slot > self.config.max_lag_us;
@@ -309,20 +320,25 @@ impl<K: Kem> Client<K> {
             } else if let Some(packet) = self.fill_slot(now, rng) {
                 packets.push(packet);
             }
-            slot += exponential_us(rng, mean_gap).max(1);
+            slot += exponential_us(&mut self.routes, mean_gap).max(1);
         }
         self.next_slot = Some(slot);
         (packets, events)
     }
 
     fn expire(&mut self, now: Micros, events: &mut Vec<ClientEvent>) {
-        let expired: Vec<[u8; SURB_ID_LEN]> = self
+        let mut expired: Vec<(Micros, u64, [u8; SURB_ID_LEN])> = self
             .pending
             .iter()
-            .filter(|(_, p)| matches!(p.purpose, Purpose::Request(_)) && p.timeout_at <= now)
-            .map(|(id, _)| *id)
+            .filter_map(|(id, p)| match &p.purpose {
+                Purpose::Request(r) if p.timeout_at <= now => Some((p.timeout_at, r.seq, *id)),
+                _ => None,
+            })
             .collect();
-        for id in expired {
+        // In the order they timed out, not the map's: the same seed must
+        // resend in the same order.
+        expired.sort_unstable();
+        for (_, _, id) in expired {
             let Some(Pending {
                 keys,
                 sent_at,
@@ -375,68 +391,77 @@ impl<K: Kem> Client<K> {
         now.saturating_add(timeout)
     }
 
-    fn delay<R: RngCore>(&self, rng: &mut R) -> u32 {
-        exponential_us(rng, self.config.mean_delay_us) as u32
-    }
-
-    fn mixes<R: RngCore>(&self, rng: &mut R) -> Vec<Hop<K>> {
+    /// One mix per layer, drawn from the route stream.
+    fn mixes(&mut self) -> Vec<Hop<K>> {
+        let routes = &mut self.routes;
         self.topology
             .layers
             .iter()
-            .map(|layer| layer[pick(rng, layer.len())].clone())
+            .map(|layer| layer[pick(routes, layer.len())].clone())
             .collect()
     }
 
-    fn path<'a, R: RngCore>(&self, hops: &'a [Hop<K>], rng: &mut R) -> Vec<PathHop<'a, K>> {
-        hops.iter()
-            .map(|hop| PathHop {
-                node: hop.id,
-                public_key: &hop.public_key,
-                delay_us: self.delay(rng),
-            })
+    /// A delay for each hop, drawn from the route stream.
+    fn delays(&mut self, hops: usize) -> Vec<u32> {
+        let mean = self.config.mean_delay_us;
+        (0..hops)
+            .map(|_| exponential_us(&mut self.routes, mean) as u32)
             .collect()
     }
 
-    /// A SURB along `hops` ending in this client's own queue.
+    /// A SURB along `hops` (delays already drawn) ending in this client's
+    /// own queue.
     fn surb_to_self<R: RngCore + CryptoRng>(
         &self,
+        surb_id: [u8; SURB_ID_LEN],
         hops: &[Hop<K>],
+        delays: &[u32],
         rng: &mut R,
-    ) -> ([u8; SURB_ID_LEN], Surb, SurbKeys) {
-        let mut surb_id = [0u8; SURB_ID_LEN];
-        rng.fill_bytes(&mut surb_id);
+    ) -> (Surb, SurbKeys) {
         let delivery = Delivery {
             recipient: self.config.recipient,
             surb_id: Some(surb_id),
         };
-        let path = self.path(hops, rng);
-        let (surb, keys) = Surb::create(&self.geometry, &path, &delivery, rng)
-            .expect("a path of the geometry's length always builds");
-        (surb_id, surb, keys)
+        Surb::create(&self.geometry, &path(hops, delays), &delivery, rng)
+            .expect("a path of the geometry's length always builds")
+    }
+
+    fn surb_id(&mut self) -> [u8; SURB_ID_LEN] {
+        let mut surb_id = [0u8; SURB_ID_LEN];
+        self.routes.fill_bytes(&mut surb_id);
+        surb_id
     }
 
     fn fill_slot<R: RngCore + CryptoRng>(&mut self, at: Micros, rng: &mut R) -> Option<Vec<u8>> {
         Some(match self.outbox.pop_front() {
             Some(request) => {
                 // The way home: from layer 1 through the mixes to the gateway.
-                let mut home = self.mixes(rng);
+                let mut home = self.mixes();
                 home.push(self.gateway().clone());
-                let (surb_id, surb, keys) = self.surb_to_self(&home, rng);
-                let mut message = surb.to_bytes().to_vec();
-                message.extend_from_slice(&request.body);
+                let surb_id = self.surb_id();
+                let home_delays = self.delays(home.len());
                 let mut hops = vec![self.gateway().clone()];
-                hops.extend(self.mixes(rng));
+                hops.extend(self.mixes());
                 let node = request
                     .node
                     .min(self.topology.services.len().saturating_sub(1));
                 hops.push(self.topology.services[node].clone());
-                let path = self.path(&hops, rng);
+                let delays = self.delays(hops.len());
+                let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
+                let mut message = surb.to_bytes().to_vec();
+                message.extend_from_slice(&request.body);
                 let delivery = Delivery {
                     recipient: request.service,
                     surb_id: None,
                 };
-                let packet = create_packet(&self.geometry, &path, &delivery, &message, rng)
-                    .expect("an echo request always fits");
+                let packet = create_packet(
+                    &self.geometry,
+                    &path(&hops, &delays),
+                    &delivery,
+                    &message,
+                    rng,
+                )
+                .expect("an echo request always fits");
                 self.stats.requests_sent += 1;
                 let timeout_at = self.timeout_for(at, request.attempt);
                 self.pending.insert(
@@ -455,9 +480,11 @@ impl<K: Kem> Client<K> {
                 // A loop: a SURB-built packet that starts at the gateway and
                 // comes back to this client's own queue.
                 let mut hops = vec![self.gateway().clone()];
-                hops.extend(self.mixes(rng));
+                hops.extend(self.mixes());
                 hops.push(self.gateway().clone());
-                let (surb_id, surb, keys) = self.surb_to_self(&hops, rng);
+                let surb_id = self.surb_id();
+                let delays = self.delays(hops.len());
+                let (surb, keys) = self.surb_to_self(surb_id, &hops, &delays, rng);
                 let packet = surb.reply(&self.geometry, &[]).expect("an empty loop fits");
                 self.stats.loops_sent += 1;
                 self.pending.insert(
@@ -488,12 +515,20 @@ impl<K: Kem> Client<K> {
             self.stats.bad_replies += 1;
             return None;
         };
+        let rtt_us = now.saturating_sub(pending.sent_at);
+        if let Purpose::Loop = pending.purpose {
+            if pending.keys.check_reply(payload).is_err() {
+                self.stats.bad_replies += 1;
+                return None;
+            }
+            self.stats.replies += 1;
+            return Some(ClientEvent::LoopReturned { rtt_us });
+        }
         let Ok(opened) = pending.keys.open_reply(payload) else {
             self.stats.bad_replies += 1;
             return None;
         };
         self.stats.replies += 1;
-        let rtt_us = now.saturating_sub(pending.sent_at);
         Some(match pending.purpose {
             Purpose::Request(request) => {
                 if request.attempt == 1 {
@@ -551,6 +586,18 @@ impl<K: Kem> Client<K> {
             body: opened,
         })
     }
+}
+
+/// The path through `hops` with these delays.
+fn path<'a, K: Kem>(hops: &'a [Hop<K>], delays: &[u32]) -> Vec<PathHop<'a, K>> {
+    hops.iter()
+        .zip(delays)
+        .map(|(hop, &delay_us)| PathHop {
+            node: hop.id,
+            public_key: &hop.public_key,
+            delay_us,
+        })
+        .collect()
 }
 
 fn pick<R: RngCore + ?Sized>(rng: &mut R, len: usize) -> usize {

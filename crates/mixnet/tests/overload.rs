@@ -132,7 +132,7 @@ fn a_client_that_falls_behind_sheds_its_loops_but_not_its_requests() {
     assert!(late.stats().loops_shed > 50, "{:?}", late.stats());
 
     // A request waiting when the client is behind still leaves.
-    late.request_echo(1, b"real".to_vec(), &mut rng);
+    late.request_echo(1, b"real".to_vec());
     let (packets, _) = late.poll(2_000_000, &mut rng);
     assert!(!packets.is_empty());
     assert_eq!(late.stats().requests_sent, 1);
@@ -145,7 +145,7 @@ fn retransmission_backs_off_and_a_late_reply_still_answers() {
     let mut net = net(&mut rng);
     let mut client = client(&net, &mut rng);
     client.poll(0, &mut rng);
-    client.request_echo(9, b"slow".to_vec(), &mut rng);
+    client.request_echo(9, b"slow".to_vec());
     // Poll every millisecond until the request has left: the first packet
     // after the request was queued carries it.
     let mut now = 0;
@@ -203,7 +203,7 @@ fn the_rtt_estimate_raises_the_timeout_of_a_slow_network() {
     let mut now = 0;
     client.poll(now, &mut rng);
     for seq in 0..8 {
-        client.request_echo(seq, vec![1], &mut rng);
+        client.request_echo(seq, vec![1]);
         let packet = loop {
             now += 1_000;
             let before = client.stats().requests_sent;

@@ -227,7 +227,7 @@ async fn ping_kem<K: Kem>(
     let mut session = Session::<K>::connect(network, retransmit).await?;
     for seq in 0..count {
         let body = seq.to_le_bytes().to_vec();
-        session.client.request_echo(seq, body, &mut session.rng);
+        session.client.request_echo(seq, body);
     }
     let mut report = PingReport {
         requested: count,

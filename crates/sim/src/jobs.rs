@@ -4,10 +4,17 @@
 //! jitter and loss, with seeded faults, and a compute-time model in place
 //! of the model.
 //!
-//! Random streams are split by purpose: `crypto` (keys, envelopes, routes
-//! and delays), `links` (jitter and loss), `work` (when clients start jobs)
-//! and `faults`, each a ChaCha20 stream seeded from the run's seed, so a
-//! change to one leaves the others as they were.
+//! Random streams are split by purpose: `crypto` (keys, envelopes, and the
+//! seed of each client's route stream: send slots, mixes, delays), `sphinx`
+//! (the packets' key material, and nothing else), `links` (jitter and loss)
+//! and `work` (when clients start jobs), each a ChaCha20 stream seeded from
+//! the run's seed, so a change to one leaves the others as they were.
+//!
+//! The abstract-packet mode ([`JobsConfig::abstract_packets`]) moves
+//! modelled packets ([`funion_sphinx::Geometry::modelled`]: route, delays
+//! and message in the clear, no cryptography) through the same nodes and
+//! clients. Only the `sphinx` stream is drawn differently, so the trace is
+//! the Sphinx mode's, event for event.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -120,6 +127,8 @@ pub struct JobsConfig {
     pub duration_us: Micros,
     /// Network parameters (μ, λ_s, geometry, Δ, K).
     pub parameters: Parameters,
+    /// Gateways (each client enters through one, chosen uniformly).
+    pub gateways: usize,
     /// Mixes in each layer.
     pub mixes_per_layer: usize,
     /// Service nodes (each a storage courier and a compute courier).
@@ -149,6 +158,14 @@ pub struct JobsConfig {
     pub faults: Vec<Fault>,
     /// Whether to record what a network observer sees ([`Trace`]).
     pub trace: bool,
+    /// Send slots per second of each compute courier's own mix client
+    /// (it fetches inputs and stores outputs through it); `None` for the
+    /// network's λ_s, as the runtime's couriers send. A courier needs about
+    /// two slots per job, so at λ_s it carries about λ_s / 2 jobs a second.
+    pub courier_send_rate: Option<f64>,
+    /// Move modelled packets instead of Sphinx packets: the same routes,
+    /// delays, sizes and trace, without the cryptography.
+    pub abstract_packets: bool,
 }
 
 impl JobsConfig {
@@ -160,6 +177,7 @@ impl JobsConfig {
             clients,
             duration_us: seconds * 1_000_000,
             parameters: Parameters::paper(),
+            gateways: 1,
             mixes_per_layer: 2,
             services: 2,
             replicas: 4,
@@ -178,6 +196,8 @@ impl JobsConfig {
             cover: true,
             faults: Vec::new(),
             trace: false,
+            courier_send_rate: None,
+            abstract_packets: false,
         }
     }
 }
@@ -388,6 +408,9 @@ struct World<K: Kem> {
     actors: Vec<ComputeActor>,
     queue: TimerQueue<Event>,
     crypto: ChaCha20Rng,
+    sphinx: ChaCha20Rng,
+    /// Frames per link class (from, to), named in the report at the end.
+    link_counts: BTreeMap<(&'static str, &'static str), u64>,
     links: ChaCha20Rng,
     work: ChaCha20Rng,
     slow: f64,
@@ -432,8 +455,8 @@ impl<K: Kem> World<K> {
         }
     }
 
-    fn count_link(&mut self, class: String) {
-        *self.report.links.entry(class).or_default() += 1;
+    fn count_link(&mut self, from: &'static str, to: &'static str) {
+        *self.link_counts.entry((from, to)).or_default() += 1;
     }
 
     fn drop(&mut self, reason: &str) {
@@ -462,10 +485,11 @@ impl<K: Kem> World<K> {
         let Some(&target) = self.index.get(&to) else {
             return self.drop("unknown_next_hop");
         };
-        let class = format!("{}→{}", self.link_class[from], self.link_class[target]);
-        self.count_link(class);
+        self.count_link(self.link_class[from], self.link_class[target]);
         let (a, b) = (self.node_name[from], self.node_name[target]);
-        self.observe(now, a, b, packet.len(), FrameKind::Sphinx);
+        // Every Sphinx packet is one length; a modelled one stands for it.
+        let len = self.geometry.packet_len();
+        self.observe(now, a, b, len, FrameKind::Sphinx);
         if let Some(at) = self.transit(now) {
             let from = Source::Peer(self.ids[from]);
             let packet_event = Event::AtNode {
@@ -485,8 +509,7 @@ impl<K: Kem> World<K> {
                 "courier"
             }
         };
-        let name = format!("{}→{}", class(self, &from), class(self, &to));
-        self.count_link(name);
+        self.count_link(class(self, &from), class(self, &to));
         let (a, b) = (self.storage_name(&from), self.storage_name(&to));
         self.observe(now, a, b, bytes.len(), FrameKind::Storage);
         if let Some(at) = self.transit(now) {
@@ -509,9 +532,10 @@ impl<K: Kem> World<K> {
                         continue;
                     };
                     for reply in self.nodes[node].take_replies(&recipient) {
-                        self.count_link("gateway→client".into());
+                        self.count_link("gateway", "client");
                         let (a, b) = (self.node_name[node], self.endpoint_name[endpoint]);
-                        self.observe(now, a, b, reply.payload.len(), FrameKind::Reply);
+                        let len = self.geometry.payload_len();
+                        self.observe(now, a, b, len, FrameKind::Reply);
                         if let Some(at) = self.transit(now) {
                             let event = Event::Reply {
                                 endpoint,
@@ -784,7 +808,7 @@ impl<K: Kem> World<K> {
             self.endpoints[e].wake = None;
         }
         let endpoint = &mut self.endpoints[e];
-        let (packets, events) = endpoint.mix.poll(now, &mut self.crypto);
+        let (packets, events) = endpoint.mix.poll(now, &mut self.sphinx);
         self.client_events(now, e, events);
         let endpoint = &mut self.endpoints[e];
         if endpoint.storage.poll(now, &mut self.crypto).is_err() {
@@ -792,9 +816,9 @@ impl<K: Kem> World<K> {
         }
         let gateway = self.endpoints[e].gateway;
         for packet in packets {
-            self.count_link(format!("client→{}", self.link_class[gateway]));
+            self.count_link("client", self.link_class[gateway]);
             let (a, b) = (self.endpoint_name[e], self.node_name[gateway]);
-            self.observe(now, a, b, packet.len(), FrameKind::Sphinx);
+            self.observe(now, a, b, self.geometry.packet_len(), FrameKind::Sphinx);
             if let Some(at) = self.transit(now) {
                 let event = Event::AtNode {
                     node: gateway,
@@ -1045,11 +1069,17 @@ pub fn default_bucket(parameters: &Parameters, compute_us: Micros) -> u32 {
 pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let parameters = config.parameters.clone();
     let geometry = parameters.geometry().expect("valid parameters");
+    let geometry = if config.abstract_packets {
+        geometry.modelled()
+    } else {
+        geometry
+    };
     let mut crypto = stream(config.seed, 1);
     let epoch = 0;
 
-    let mut layout: Vec<(Role, u8, String, &'static str)> =
-        vec![(Role::Gateway, 0, "gateway0".into(), "gateway")];
+    let mut layout: Vec<(Role, u8, String, &'static str)> = (0..config.gateways.max(1))
+        .map(|i| (Role::Gateway, 0, format!("gateway{i}"), "gateway"))
+        .collect();
     const LAYER_CLASS: [&str; 4] = ["mix1", "mix2", "mix3", "mix"];
     for layer in 1..=parameters.layers {
         let class = LAYER_CLASS[usize::from(layer - 1).min(3)];
@@ -1090,7 +1120,12 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 public_key: K::public_key_bytes(&public),
             }],
         };
-        let mut nc = NodeConfig::for_role(role, parameters.send_rate());
+        // The gateway lets each client send at twice its rate: the couriers'
+        // clients, when they send faster, too.
+        let fastest = parameters
+            .send_rate()
+            .max(config.courier_send_rate.unwrap_or(0.0));
+        let mut nc = NodeConfig::for_role(role, fastest);
         if role == Role::Service {
             nc.external_services
                 .push(service_recipient(COURIER_SERVICE));
@@ -1207,7 +1242,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let client_config = ClientConfig {
             recipient,
             mean_delay_us: parameters.mean_delay_us as f64,
-            send_rate,
+            send_rate: match config.courier_send_rate {
+                Some(rate) if e >= config.clients => rate,
+                _ => send_rate,
+            },
             retransmit_after_us: parameters.mean_delay_us * 60 + config.courier_hold_us * 2,
             max_lag_us: u64::MAX,
             max_attempts: 3,
@@ -1293,6 +1331,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         actors,
         queue: TimerQueue::default(),
         crypto,
+        sphinx: stream(config.seed, 4),
+        link_counts: BTreeMap::new(),
         links: stream(config.seed, 2),
         work: stream(config.seed, 3),
         slow: 1.0,
@@ -1424,6 +1464,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let now_ms = config.duration_us / 1000;
     let ids = world.replica_ids();
     let acknowledged = std::mem::take(&mut world.acknowledged);
+    world.report.links = std::mem::take(&mut world.link_counts)
+        .into_iter()
+        .map(|((from, to), n)| (format!("{from}→{to}"), n))
+        .collect();
     world.report.writes_acknowledged = acknowledged.len() as u64;
     for box_id in acknowledged {
         let held = shard::holders(&box_id, &ids, k).iter().any(|holder| {

@@ -197,7 +197,7 @@ impl<K: Kem> World<K> {
         }
     }
 
-    fn client_events(&mut self, client: usize, events: Vec<ClientEvent>, rng: &mut ChaCha20Rng) {
+    fn client_events(&mut self, client: usize, events: Vec<ClientEvent>) {
         for event in events {
             match event {
                 ClientEvent::Pong { rtt_us, .. } => self.report.echo_rtts.push(rtt_us),
@@ -214,7 +214,7 @@ impl<K: Kem> World<K> {
         if self.clients[client].outstanding() == 0 {
             self.next_request[client] += 1;
             let seq = self.next_request[client];
-            self.clients[client].request_echo(seq, seq.to_le_bytes().to_vec(), rng);
+            self.clients[client].request_echo(seq, seq.to_le_bytes().to_vec());
         }
     }
 }
@@ -315,7 +315,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
         latency: config.link_latency_us,
     };
     for c in 0..world.clients.len() {
-        world.client_events(c, Vec::new(), &mut rng);
+        world.client_events(c, Vec::new());
         world.push(0, Event::WakeClient(c));
     }
 
@@ -340,7 +340,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                     world.client_wake[client] = None;
                 }
                 let (packets, events) = world.clients[client].poll(now, &mut rng);
-                world.client_events(client, events, &mut rng);
+                world.client_events(client, events);
                 let gateway = world.client_gateway[client];
                 for packet in packets {
                     let to = world.names[gateway].clone();
@@ -365,7 +365,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                     .handle_reply(now, surb_id, &payload)
                     .into_iter()
                     .collect();
-                world.client_events(client, events, &mut rng);
+                world.client_events(client, events);
                 world.rearm_client(client);
             }
         }

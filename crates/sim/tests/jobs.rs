@@ -105,3 +105,44 @@ fn a_thousand_jobs_under_loss_and_a_replica_crash_complete_or_fail_with_a_reason
     assert!(report.dropped.get("replica_down").copied().unwrap_or(0) > 0);
     assert_eq!(report.writes_lost, 0, "no acknowledged write is lost");
 }
+
+#[test]
+fn abstract_packets_leave_the_trace_of_sphinx_packets_event_for_event() {
+    let mut config = fast(6, 3);
+    config.jobs_per_client = Some(2);
+    config.cover = true;
+    config.links.loss = 0.01;
+    config.trace = true;
+    let sphinx = run_jobs::<X25519>(&config);
+    config.abstract_packets = true;
+    let modelled = run_jobs::<X25519>(&config);
+    let (a, b) = (
+        sphinx.trace.as_ref().expect("traced"),
+        modelled.trace.as_ref().expect("traced"),
+    );
+    assert!(a.observations.len() > 1_000, "{}", a.observations.len());
+    assert_eq!(a.observations.len(), b.observations.len());
+    let first_difference = a
+        .observations
+        .iter()
+        .zip(&b.observations)
+        .position(|(x, y)| x != y);
+    if let Some(i) = first_difference {
+        let from = i.saturating_sub(3);
+        panic!(
+            "the traces part at {i}:\nsphinx {:#?}\nmodelled {:#?}\nnames {:?}\n{sphinx:#?}\n{modelled:#?}",
+            &a.observations[from..i + 3],
+            &b.observations[from..i + 3],
+            a.names,
+            sphinx = JobsReport { trace: None, ..sphinx.clone() },
+            modelled = JobsReport { trace: None, ..modelled.clone() },
+        );
+    }
+    assert_eq!(a, b);
+    assert_eq!(sphinx, modelled, "the same figures too");
+    assert_eq!(sphinx.jobs_completed, 12, "{sphinx:#?}");
+    // The control: a change to the route stream's seed shows in the trace.
+    config.seed = 2;
+    let other = run_jobs::<X25519>(&config);
+    assert_ne!(other.trace.expect("traced").observations, b.observations);
+}

@@ -35,6 +35,7 @@ pub struct Geometry {
     kem_ciphertext_len: usize,
     payload_len: usize,
     max_hops: usize,
+    modelled: bool,
 }
 
 impl Geometry {
@@ -56,7 +57,26 @@ impl Geometry {
             kem_ciphertext_len: K::CIPHERTEXT_LEN,
             payload_len,
             max_hops,
+            modelled: false,
         })
+    }
+
+    /// The same sizes, for packets that only model Sphinx: they carry their
+    /// route, delays and message in the clear and no layer of cryptography,
+    /// so a simulator can move millions of them. For the simulator's
+    /// abstract-packet mode only; no node of a real network accepts them
+    /// (their version byte is not [`FORMAT_VERSION`]).
+    pub fn modelled(self) -> Self {
+        Geometry {
+            modelled: true,
+            ..self
+        }
+    }
+
+    /// Whether packets of this geometry only model Sphinx
+    /// ([`Geometry::modelled`]).
+    pub fn is_modelled(&self) -> bool {
+        self.modelled
     }
 
     /// The KEM's name.

@@ -20,6 +20,7 @@ mod crypto;
 mod geometry;
 pub mod hctr2;
 pub mod kem;
+mod model;
 mod packet;
 mod surb;
 

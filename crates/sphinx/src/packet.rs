@@ -144,6 +144,10 @@ pub fn create_packet<K: Kem, R: RngCore + CryptoRng>(
     message: &[u8],
     rng: &mut R,
 ) -> Result<Vec<u8>, Error> {
+    if geometry.is_modelled() {
+        check_geometry::<K>(geometry)?;
+        return crate::model::create_packet(geometry, path, delivery, message, rng);
+    }
     let mut payload = plain_payload(geometry, message)?;
     let built = build_header(geometry, path, delivery, rng)?;
     for key in built.payload_keys.iter().rev() {
@@ -187,6 +191,9 @@ impl<K: Kem> SphinxNode<K> {
         seen: impl FnOnce(&ReplayTag) -> bool,
     ) -> Result<Unwrapped, Error> {
         let g = &self.geometry;
+        if g.is_modelled() {
+            return crate::model::unwrap(g, packet, seen);
+        }
         if packet.len() != g.packet_len() {
             return Err(Error::WrongLength {
                 expected: g.packet_len(),
