@@ -7,10 +7,10 @@
 
 use funion_compute::Dispatch;
 use funion_pki::Credits;
-use funion_tickets::{judge, Scalar, Spend, Ticket, Verdict};
+use funion_tickets::{judge, Scalar, Spend, Ticket, TicketError, Verdict};
 use sha2::{Digest, Sha256};
 
-use crate::nullifiers::Record;
+use crate::nullifiers::{NullifierStore, Record, Recorded};
 
 /// Why the gate refused a job. `Display` is what the client is told.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum Refusal {
     /// A ticket was spent already, by this very ticket (nobody is slashed).
     #[error("a ticket was already spent (replay)")]
     Replay,
+    /// The nullifier set could not record the job now (nothing recorded).
+    #[error("cannot record the tickets now: {0}")]
+    Unavailable(String),
     /// Two tickets for one message id: the owner's secret is out.
     #[error("a ticket double-spends its message id: the deposit is slashed")]
     DoubleSpend {
@@ -58,6 +61,7 @@ impl Refusal {
             Refusal::NoPrice { .. } | Refusal::WrongPrice { .. } => "price",
             Refusal::BadTicket(_) => "invalid",
             Refusal::Replay => "replay",
+            Refusal::Unavailable(_) => "unavailable",
             Refusal::DoubleSpend { .. } => "double_spend",
         }
     }
@@ -136,4 +140,37 @@ pub fn records(spends: &[Spend], job: Scalar) -> Vec<Record> {
             job,
         })
         .collect()
+}
+
+/// The whole gate in one step, for a driver that holds the ledger's roots
+/// and whose nullifier set answers at once (the simulator): the price, each
+/// ticket checked by `verify` (period, root, proof), conflicts among the
+/// job's own tickets, then the atomic record. Returns the tickets paid.
+/// The runtime takes the same steps, fetching roots and recording over the
+/// network in between.
+pub fn admit<S: NullifierStore>(
+    credits: &Credits,
+    dispatch: &Dispatch,
+    now_s: u64,
+    roots: &[Scalar],
+    verify: impl Fn(&Ticket, &[u64], &[Scalar]) -> Result<Spend, TicketError>,
+    store: &mut S,
+) -> Result<usize, Refusal> {
+    let tickets = priced_tickets(credits, dispatch)?;
+    let periods = accepted_periods(credits, now_s);
+    let spends = tickets
+        .iter()
+        .map(|t| verify(t, &periods, roots))
+        .collect::<Result<Vec<Spend>, TicketError>>()
+        .map_err(|e| Refusal::BadTicket(e.to_string()))?;
+    if let Some(refused) = conflict_within(&spends) {
+        return Err(refused);
+    }
+    match store.record(&records(&spends, job_identity(dispatch))) {
+        Ok(Recorded::Fresh) => Ok(spends.len()),
+        Ok(Recorded::Conflict { index, seen }) => {
+            Err(refusal(judge(&seen.spend(), &spends[index])))
+        }
+        Err(e) => Err(Refusal::Unavailable(e.to_string())),
+    }
 }

@@ -88,6 +88,13 @@ pub struct JobsArgs {
     /// as many jobs a second).
     #[arg(long)]
     courier_rate: Option<f64>,
+    /// Jobs carry no tickets and every job is admitted (by default clients
+    /// pay with RLN ticket values and compute couriers run the gate).
+    #[arg(long)]
+    no_tickets: bool,
+    /// The first N clients double-spend their tickets (the gate's control).
+    #[arg(long, default_value_t = 0)]
+    double_spenders: usize,
     /// Modelled packets instead of Sphinx packets: the same routes, delays,
     /// frame sizes and trace, without the packet cryptography (storage
     /// envelopes and BACAP are still real).
@@ -204,6 +211,8 @@ fn jobs_config(args: &JobsArgs) -> anyhow::Result<JobsConfig> {
     let mut config = JobsConfig::paper(args.clients, args.seconds);
     config.seed = args.seed;
     config.abstract_packets = args.abstract_packets;
+    config.tickets = !args.no_tickets;
+    config.double_spenders = args.double_spenders;
     anyhow::ensure!(
         (1..=64).contains(&args.services),
         "--services must be between 1 and 64"
@@ -400,6 +409,22 @@ fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
         "writes acknowledged {}, lost {}",
         report.writes_acknowledged, report.writes_lost
     );
+    if config.tickets {
+        let refused: Vec<String> = report
+            .jobs_refused_unpaid
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        println!(
+            "tickets: {} accepted; jobs refused by the gate: {}; deposits whose secret a double spend gave away: {} of {} double spenders'",
+            report.tickets_accepted,
+            if refused.is_empty() { "none".to_string() } else { refused.join(", ") },
+            report.deposits_slashed,
+            config.double_spenders,
+        );
+    } else {
+        println!("tickets: off (every job admitted)");
+    }
     println!("packets and messages per link class:");
     for (link, count) in &report.links {
         println!("  {link:<18} {count}");
@@ -445,6 +470,10 @@ fn run_jobs_sim(args: JobsArgs) -> anyhow::Result<()> {
             "paper_latency_minus_compute_s": paper,
             "writes_acknowledged": report.writes_acknowledged,
             "writes_lost": report.writes_lost,
+            "tickets": config.tickets,
+            "tickets_accepted": report.tickets_accepted,
+            "jobs_refused_unpaid": report.jobs_refused_unpaid,
+            "deposits_slashed": report.deposits_slashed,
             "links": report.links,
             "dropped": report.dropped,
             "events": report.events,

@@ -284,7 +284,7 @@ impl TicketGate {
                 self.caught(refusal(judge(&seen.spend(), &spends[index])))
                     .await
             }
-            Err(e) => Err(format!("cannot record the tickets now: {e}")),
+            Err(e) => Err(Refusal::Unavailable(e.to_string()).to_string()),
         }
     }
 

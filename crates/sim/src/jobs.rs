@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::SigningKey;
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
-use funion_compute::client::{ClientJobId, JobClient, JobSpec};
+use funion_compute::client::{input_class_of, ClientJobId, JobClient, JobSpec};
 use funion_compute::{
     Action, ComputeCourier, CourierConfig as ComputeConfig, Input, JobId, Outcome, Sampling, Task,
     WorkItem, COMPUTE_SERVICE,
@@ -163,6 +163,18 @@ pub struct JobsConfig {
     /// network's λ_s, as the runtime's couriers send. A courier needs about
     /// two slots per job, so at λ_s it carries about λ_s / 2 jobs a second.
     pub courier_send_rate: Option<f64>,
+    /// Whether jobs pay: clients hold deposits and spend RLN tickets (real
+    /// nullifiers and shares, the proof modelled), and compute couriers run
+    /// the gate's rules against one nullifier set.
+    pub tickets: bool,
+    /// Tickets each deposit may spend in a credit period.
+    pub ticket_limit: u32,
+    /// The first this many clients double-spend (reuse their first message
+    /// ids): the control the gate must catch.
+    pub double_spenders: usize,
+    /// What verifying one ticket costs the gate, microseconds (the real
+    /// verifier: about 2 ms).
+    pub ticket_verify_us: Micros,
     /// Move modelled packets instead of Sphinx packets: the same routes,
     /// delays, sizes and trace, without the cryptography.
     pub abstract_packets: bool,
@@ -197,6 +209,10 @@ impl JobsConfig {
             faults: Vec::new(),
             trace: false,
             courier_send_rate: None,
+            tickets: true,
+            ticket_limit: 100_000,
+            double_spenders: 0,
+            ticket_verify_us: 2_000,
             abstract_packets: false,
         }
     }
@@ -293,6 +309,13 @@ pub struct JobsReport {
     pub writes_acknowledged: u64,
     /// Acknowledged writes that no holder has at the end.
     pub writes_lost: u64,
+    /// Tickets the gates accepted.
+    pub tickets_accepted: u64,
+    /// Jobs the gates refused, by reason (`replay`, `double_spend`, …).
+    pub jobs_refused_unpaid: BTreeMap<String, u64>,
+    /// Deposits whose secret a caught double spend gave away (the ledger
+    /// would slash each once).
+    pub deposits_slashed: u64,
     /// Events the simulator handled.
     pub events: u64,
     /// The bucket jobs used.
@@ -331,6 +354,12 @@ enum Event {
         items: Vec<WorkItem>,
     },
     StartJob(usize),
+    /// A payment check's verdict reaches its compute courier.
+    Admitted {
+        actor: usize,
+        admission: u64,
+        verdict: Result<(), String>,
+    },
     Fault {
         index: usize,
         end: bool,
@@ -409,6 +438,10 @@ struct World<K: Kem> {
     queue: TimerQueue<Event>,
     crypto: ChaCha20Rng,
     sphinx: ChaCha20Rng,
+    /// Each client's deposit and spends, and the provider's gate, when
+    /// jobs pay.
+    wallets: Vec<crate::credits::Wallet>,
+    gate: Option<crate::credits::Gate>,
     /// Frames per link class (from, to), named in the report at the end.
     link_counts: BTreeMap<(&'static str, &'static str), u64>,
     links: ChaCha20Rng,
@@ -772,6 +805,25 @@ impl<K: Kem> World<K> {
         }
         let mut spec = self.spec.clone();
         spec.sampling.seed = self.work.next_u64();
+        if let (Some(gate), Some(wallet)) = (&self.gate, self.wallets.get_mut(e)) {
+            let cell = (
+                input_class_of(spec.tokens.len()).unwrap_or(0),
+                spec.output_class,
+            );
+            match wallet.pay(gate.credits(), cell, now / 1_000_000, &mut self.crypto) {
+                Ok(tickets) => spec.tickets = tickets,
+                Err(unpaid) => {
+                    // The client cannot pay: it stops.
+                    self.report.jobs_started += 1;
+                    *self
+                        .report
+                        .jobs_failed
+                        .entry(unpaid.reason().to_string())
+                        .or_default() += 1;
+                    return;
+                }
+            }
+        }
         let endpoint = &mut self.endpoints[e];
         let Kind::User {
             jobs,
@@ -870,10 +922,32 @@ impl<K: Kem> World<K> {
     fn compute_action(&mut self, now: Micros, a: usize, action: Action) {
         let e = self.actors[a].endpoint;
         match action {
-            // The ticket gate joins the simulator with the credits crate;
-            // until then every job is admitted at once.
-            Action::Admit { admission, .. } => {
-                self.actors[a].courier.admitted(now, admission, Ok(()))
+            Action::Admit {
+                admission,
+                dispatch,
+            } => {
+                let Some(gate) = &mut self.gate else {
+                    return self.actors[a].courier.admitted(now, admission, Ok(()));
+                };
+                let checked = gate.check(&dispatch, now / 1_000_000);
+                let at = now + gate.delay_us(dispatch.tickets.len());
+                let verdict = match checked {
+                    Ok(_) => Ok(()),
+                    Err(refusal) => {
+                        *self
+                            .report
+                            .jobs_refused_unpaid
+                            .entry(refusal.reason().to_string())
+                            .or_default() += 1;
+                        Err(refusal.to_string())
+                    }
+                };
+                let event = Event::Admitted {
+                    actor: a,
+                    admission,
+                    verdict,
+                };
+                self.queue.push(at, event);
             }
             Action::Reply { token, reply } => {
                 if let Some(surb) = self.actors[a].surbs.remove(&token) {
@@ -1311,7 +1385,22 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         .collect();
 
     let node_count = nodes.len();
+    let (wallets, gate) = if config.tickets {
+        let (wallets, gate) = crate::credits::deposits(
+            &parameters.credits,
+            config.clients,
+            config.ticket_limit,
+            config.double_spenders,
+            config.ticket_verify_us,
+            &mut crypto,
+        );
+        (wallets, Some(gate))
+    } else {
+        (Vec::new(), None)
+    };
     let mut world = World {
+        wallets,
+        gate,
         geometry,
         node_wake: vec![None; nodes.len()],
         node_down: vec![false; nodes.len()],
@@ -1450,6 +1539,16 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 items,
             } => world.compute_done(now, actor, batch, items),
             Event::StartJob(e) => world.start_job(now, e),
+            Event::Admitted {
+                actor,
+                admission,
+                verdict,
+            } => {
+                world.actors[actor]
+                    .courier
+                    .admitted(now, admission, verdict);
+                world.drive_compute(now, actor);
+            }
             Event::Fault { index, end } => world.fault(now, index, end),
         }
     }
@@ -1469,6 +1568,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         .map(|((from, to), n)| (format!("{from}→{to}"), n))
         .collect();
     world.report.writes_acknowledged = acknowledged.len() as u64;
+    if let Some(gate) = &world.gate {
+        world.report.tickets_accepted = gate.accepted;
+        world.report.deposits_slashed = gate.slashed.len() as u64;
+    }
     for box_id in acknowledged {
         let held = shard::holders(&box_id, &ids, k).iter().any(|holder| {
             let r = world.replica_index[holder];

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod credits;
 pub mod jobs;
 
 use std::collections::{BTreeMap, HashMap};

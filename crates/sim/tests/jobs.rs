@@ -44,6 +44,9 @@ fn jobs_complete_and_the_run_replays_from_its_seed() {
     assert!(report.echoes_per_job.iter().all(|&e| e >= 5), "{report:#?}");
     assert_eq!(report.writes_lost, 0);
     assert!(report.writes_acknowledged >= 60);
+    // Every job paid its cell's two tickets, and the gate took them all.
+    assert_eq!(report.tickets_accepted, 60, "{report:#?}");
+    assert!(report.jobs_refused_unpaid.is_empty(), "{report:#?}");
     assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
     // Tracing watches without touching: the same run, and a view of it.
     config.trace = true;
@@ -140,9 +143,39 @@ fn abstract_packets_leave_the_trace_of_sphinx_packets_event_for_event() {
     }
     assert_eq!(a, b);
     assert_eq!(sphinx, modelled, "the same figures too");
-    assert_eq!(sphinx.jobs_completed, 12, "{sphinx:#?}");
+    let failed: u64 = sphinx.jobs_failed.values().sum();
+    assert_eq!(sphinx.jobs_completed + failed, 12, "{sphinx:#?}");
+    assert!(sphinx.jobs_completed >= 10, "{sphinx:#?}");
     // The control: a change to the route stream's seed shows in the trace.
     config.seed = 2;
     let other = run_jobs::<X25519>(&config);
     assert_ne!(other.trace.expect("traced").observations, b.observations);
+}
+
+#[test]
+fn the_gate_refuses_double_spenders_and_recovers_their_secrets() {
+    let mut config = fast(8, 5);
+    config.jobs_per_client = Some(3);
+    config.double_spenders = 2;
+    let report = run_jobs::<X25519>(&config);
+    // Each cheater's first job pays; its next two reuse the same message
+    // ids with new signals, and each is caught.
+    assert_eq!(
+        report.jobs_refused_unpaid.get("double_spend"),
+        Some(&4),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.deposits_slashed, 2,
+        "both cheaters' deposits: {report:#?}"
+    );
+    assert_eq!(report.jobs_failed.get("refused"), Some(&4), "{report:#?}");
+    assert_eq!(report.jobs_completed, 20, "{report:#?}");
+    assert_eq!(report.tickets_accepted, 2 * 20, "{report:#?}");
+    // Without cheaters, nothing is refused: the refusals above are the
+    // gate's doing, not the network's.
+    config.double_spenders = 0;
+    let honest = run_jobs::<X25519>(&config);
+    assert!(honest.jobs_refused_unpaid.is_empty(), "{honest:#?}");
+    assert_eq!(honest.jobs_completed, 24, "{honest:#?}");
 }

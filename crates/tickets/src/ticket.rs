@@ -49,6 +49,25 @@ impl Ticket {
         out
     }
 
+    /// The checks before the proof's: the ticket names one of `periods`
+    /// and one of `roots`.
+    pub fn check_period_and_root(
+        &self,
+        periods: &[u64],
+        roots: &[Scalar],
+    ) -> Result<(), TicketError> {
+        if !periods.contains(&self.period) {
+            return Err(TicketError::WrongPeriod {
+                period: self.period,
+                accepted: periods.to_vec(),
+            });
+        }
+        if !roots.contains(&self.root) {
+            return Err(TicketError::UnknownRoot);
+        }
+        Ok(())
+    }
+
     /// Parses the wire form (the proof itself is checked by the verifier).
     pub fn decode(bytes: &[u8]) -> Result<Self, TicketError> {
         if bytes.len() != TICKET_LEN {

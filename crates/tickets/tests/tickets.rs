@@ -212,3 +212,22 @@ fn the_tree_removes_leaves_and_paths_are_checked() {
     };
     assert!(Prover::default().prove(&bad).is_err());
 }
+
+#[test]
+fn an_unproved_ticket_carries_the_proved_ones_values_and_is_refused() {
+    let d = depositor(5);
+    let scope = scope();
+    let prover = Prover::default();
+    let proved = prover.prove(&request(&d, &scope, 1, 42)).unwrap();
+    let unproved = request(&d, &scope, 1, 42).unproved().unwrap();
+    assert_eq!(
+        (unproved.period, unproved.root, unproved.nullifier),
+        (proved.period, proved.root, proved.nullifier)
+    );
+    assert_eq!((unproved.x, unproved.y), (proved.x, proved.y));
+    assert_ne!(unproved.proof, proved.proof);
+    assert!(Verifier::new("acme")
+        .verify(&unproved, &[7], &[d.root])
+        .is_err());
+    assert!(request(&d, &scope, d.limit, 1).unproved().is_err());
+}
