@@ -4,6 +4,7 @@
 use funion_compute::{Dispatch, Sampling, Task};
 use funion_credits::gate::{accepted_periods, job_identity, priced_tickets, Refusal};
 use funion_credits::nullifiers::{MemoryNullifiers, NullifierStore, Record, Recorded};
+use funion_credits::wallet::{reserve, spendable, stale, WalletError};
 use funion_pki::{Credits, PriceCell};
 use funion_tickets::Scalar;
 
@@ -105,4 +106,39 @@ fn prices_periods_and_job_identity() {
     );
     b.write_cap_out[0] ^= 1;
     assert_ne!(job_identity(&a), job_identity(&b));
+}
+
+#[test]
+fn a_wallet_reserves_only_ids_below_its_limit_and_drops_what_couriers_refuse() {
+    assert_eq!(reserve(0, 3, 10), Ok(0..3));
+    assert_eq!(reserve(7, 3, 10), Ok(7..10));
+    assert_eq!(
+        reserve(8, 3, 10),
+        Err(WalletError::Exhausted { left: 2, limit: 10 })
+    );
+    assert_eq!(
+        reserve(u32::MAX - 1, 5, 10),
+        Err(WalletError::Exhausted { left: 0, limit: 10 })
+    );
+    assert!(spendable("acme", 7, "acme", &[7, 6]));
+    assert!(!spendable("acme", 5, "acme", &[7, 6]));
+    assert!(!spendable("other", 7, "acme", &[7, 6]));
+    let ticket = funion_tickets::Ticket {
+        period: 7,
+        root: scalar(9),
+        nullifier: scalar(1),
+        x: scalar(2),
+        y: scalar(3),
+        proof: [0; 128],
+    }
+    .encode();
+    let live = [scalar(9)];
+    assert!(!stale("acme", 7, &ticket, "acme", 6, &live));
+    assert!(stale("acme", 5, &ticket, "acme", 6, &live), "an old period");
+    assert!(
+        stale("acme", 7, &ticket, "acme", 6, &[scalar(8)]),
+        "a dead root"
+    );
+    assert!(stale("acme", 7, b"junk", "acme", 6, &live), "unreadable");
+    assert!(!stale("other", 5, &ticket, "acme", 6, &live), "not judged");
 }

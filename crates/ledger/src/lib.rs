@@ -31,7 +31,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use funion_credits::ledger::{self as rules, LedgerRefusal, RefusalKind, StakeRules};
+pub use funion_credits::ledger::{
+    Burn, Deposit, DepositRequest, DepositState, BURN_LABEL, WITHDRAW_LABEL,
+};
 use funion_tickets::{commitment_of_secret, rate_commitment, MerklePath, RateTree, Scalar};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -42,11 +45,6 @@ const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
 const BURNS: TableDefinition<u64, &[u8]> = TableDefinition::new("burns");
 const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// What a withdrawal request signs: this label, then the id commitment.
-pub const WITHDRAW_LABEL: &[u8] = b"funion ledger withdraw v1";
-/// What a policy burn signs: this label, the id commitment, the evidence hash.
-pub const BURN_LABEL: &[u8] = b"funion ledger policy burn v1";
 
 /// The ledger's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,64 +87,6 @@ fn default_root_validity_s() -> u64 {
 }
 fn default_root_history() -> usize {
     256
-}
-
-/// Where a deposit stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DepositState {
-    /// In the tree; its tickets are good.
-    Active,
-    /// Out of the tree; stakes claimable from `claimable_at` (Unix s).
-    Withdrawing {
-        /// When the claim opens.
-        claimable_at: u64,
-    },
-    /// Paid back to its owner.
-    Withdrawn,
-    /// Its secret was revealed by a double spend; D went to `claimant`.
-    Slashed {
-        /// Who revealed it.
-        claimant: String,
-    },
-}
-
-/// One deposit, as the ledger keeps and shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deposit {
-    /// `Poseidon(k)`.
-    pub id_commitment: Scalar,
-    /// Tickets per credit period.
-    pub limit: u32,
-    /// Leaf index in the tree.
-    pub index: u32,
-    /// Stake D, paid to whoever reveals the secret.
-    pub double_spend_stake: u64,
-    /// Stake S, burned on a policy violation.
-    pub policy_stake: u64,
-    /// Whether S was burned.
-    pub policy_burned: bool,
-    /// Ed25519 key (hex) that signs withdrawals.
-    pub owner_key: String,
-    /// Where it stands.
-    pub state: DepositState,
-    /// Unix seconds.
-    pub deposited_at: u64,
-}
-
-/// A deposit request.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DepositRequest {
-    /// `Poseidon(k)`.
-    pub id_commitment: Scalar,
-    /// Tickets per credit period.
-    pub limit: u32,
-    /// Stake D.
-    pub double_spend_stake: u64,
-    /// Stake S.
-    pub policy_stake: u64,
-    /// Ed25519 key (hex) that will sign the withdrawal.
-    pub owner_key: String,
 }
 
 /// The answer to a deposit.
@@ -204,19 +144,6 @@ pub struct BurnRequest {
     pub signature: String,
 }
 
-/// One line of the public burn log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Burn {
-    /// The deposit.
-    pub id_commitment: Scalar,
-    /// Evidence hash.
-    pub evidence_hash: String,
-    /// Amount burned.
-    pub amount: u64,
-    /// Unix seconds.
-    pub at: u64,
-}
-
 /// A withdrawal request or claim.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WithdrawRequest {
@@ -261,19 +188,15 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Answer> {
     serde_json::from_str(body).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
 }
 
-fn check_signature(key_hex: &str, message: &[u8], signature_hex: &str) -> Result<(), Answer> {
-    let forbidden = |why: &str| bad(StatusCode::FORBIDDEN, why);
-    let key: [u8; 32] = hex::decode(key_hex)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| forbidden("the key is not 32 bytes of hex"))?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|_| forbidden("the key is not a point"))?;
-    let signature: [u8; 64] = hex::decode(signature_hex)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| forbidden("the signature is not 64 bytes of hex"))?;
-    key.verify(message, &Signature::from_bytes(&signature))
-        .map_err(|_| forbidden("the signature does not verify"))
+/// The answer to a refused request: its kind's status and message.
+fn refused(e: LedgerRefusal) -> Answer {
+    let status = match e.kind {
+        RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Full => StatusCode::INSUFFICIENT_STORAGE,
+    };
+    bad(status, e.message)
 }
 
 impl Inner {
@@ -420,17 +343,19 @@ impl Inner {
                 u64::from_le_bytes(v[32..].try_into().expect("8 bytes")),
             ));
         }
-        let now = unix_s();
-        let validity = self.config.root_validity_s;
-        Ok(all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                all.get(i + 1)
-                    .is_none_or(|(_, replaced)| now < replaced.saturating_add(validity))
-            })
-            .map(|(_, (root, _))| *root)
-            .collect())
+        Ok(rules::live_roots(
+            &all,
+            unix_s(),
+            self.config.root_validity_s,
+        ))
+    }
+
+    fn stakes(&self) -> StakeRules {
+        StakeRules {
+            stake_per_ticket: self.config.stake_per_ticket,
+            min_policy_stake: self.config.min_policy_stake,
+            withdraw_delay_s: self.config.withdraw_delay_s,
+        }
     }
 
     fn next_index(&self) -> Result<u64, Answer> {
@@ -492,57 +417,10 @@ async fn post_deposit(State(state): State<Shared>, body: String) -> Answer {
         &state,
         &body,
         |inner: &mut Inner, request: DepositRequest| {
-            if request.limit == 0 {
-                return Err(bad(StatusCode::BAD_REQUEST, "the limit must be positive"));
-            }
-            let want = u64::from(request.limit).saturating_mul(inner.config.stake_per_ticket);
-            if request.double_spend_stake < want {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "a limit of {} needs a double-spend stake of at least {want}",
-                        request.limit
-                    ),
-                ));
-            }
-            if request.policy_stake < inner.config.min_policy_stake {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the policy stake must be at least {}",
-                        inner.config.min_policy_stake
-                    ),
-                ));
-            }
-            rate_commitment(&request.id_commitment, request.limit)
-                .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-            let owner: Option<[u8; 32]> = hex::decode(&request.owner_key)
-                .ok()
-                .and_then(|k| k.try_into().ok());
-            if owner.is_none_or(|k| VerifyingKey::from_bytes(&k).is_err()) {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    "owner_key must be an Ed25519 public key (32 bytes of hex)",
-                ));
-            }
-            if inner.deposit(&request.id_commitment)?.is_some() {
-                return Err(bad(StatusCode::CONFLICT, "this identity already deposited"));
-            }
+            let exists = inner.deposit(&request.id_commitment)?.is_some();
             let index = inner.next_index()?;
-            if index >= 1 << funion_tickets::TREE_DEPTH {
-                return Err(bad(StatusCode::INSUFFICIENT_STORAGE, "the tree is full"));
-            }
-            let deposit = Deposit {
-                id_commitment: request.id_commitment,
-                limit: request.limit,
-                index: index as u32,
-                double_spend_stake: request.double_spend_stake,
-                policy_stake: request.policy_stake,
-                policy_burned: false,
-                owner_key: request.owner_key.clone(),
-                state: DepositState::Active,
-                deposited_at: unix_s(),
-            };
+            let deposit = rules::open_deposit(&inner.stakes(), &request, exists, index, unix_s())
+                .map_err(refused)?;
             inner.commit(&deposit, None, None, Some(index + 1))?;
             tracing::info!(index, limit = request.limit, "ledger: deposit");
             Ok(ok(&Deposited {
@@ -582,21 +460,8 @@ async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
     with_request(&state, &body, |inner: &mut Inner, request: SlashRequest| {
         let id =
             commitment_of_secret(&request.secret.0).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-        let mut deposit = inner.known(&id)?;
-        match deposit.state {
-            DepositState::Slashed { .. } => {
-                return Err(bad(StatusCode::CONFLICT, "already slashed"))
-            }
-            DepositState::Withdrawn => return Err(bad(StatusCode::CONFLICT, "already withdrawn")),
-            _ => {}
-        }
-        if request.claimant.is_empty() {
-            return Err(bad(StatusCode::BAD_REQUEST, "name a claimant"));
-        }
-        let paid = deposit.double_spend_stake;
-        deposit.state = DepositState::Slashed {
-            claimant: request.claimant.clone(),
-        };
+        let (deposit, paid) =
+            rules::slash(&inner.known(&id)?, &request.claimant).map_err(refused)?;
         inner.commit(&deposit, Some((&request.claimant, paid)), None, None)?;
         tracing::warn!(index = deposit.index, claimant = %request.claimant, "ledger: slashed a double spender");
         Ok(ok(&Slashed {
@@ -614,27 +479,14 @@ async fn post_burn(State(state): State<Shared>, body: String) -> Answer {
             request.evidence_hash.as_bytes(),
         ]
         .concat();
-        check_signature(&inner.config.policy_key, &message, &request.signature)?;
-        if request.evidence_hash.is_empty() {
-            return Err(bad(StatusCode::BAD_REQUEST, "an evidence hash is required"));
-        }
-        let mut deposit = inner.known(&request.id_commitment)?;
-        if deposit.policy_burned {
-            return Err(bad(
-                StatusCode::CONFLICT,
-                "the policy stake is already burned",
-            ));
-        }
-        if deposit.state == DepositState::Withdrawn {
-            return Err(bad(StatusCode::CONFLICT, "already withdrawn"));
-        }
-        deposit.policy_burned = true;
-        let burn = Burn {
-            id_commitment: request.id_commitment,
-            evidence_hash: request.evidence_hash.clone(),
-            amount: deposit.policy_stake,
-            at: unix_s(),
-        };
+        rules::check_signature(&inner.config.policy_key, &message, &request.signature)
+            .map_err(refused)?;
+        let (deposit, burn) = rules::burn(
+            &inner.known(&request.id_commitment)?,
+            &request.evidence_hash,
+            unix_s(),
+        )
+        .map_err(refused)?;
         inner.commit(&deposit, None, Some(&burn), None)?;
         Ok(ok(&burn))
     })
@@ -668,41 +520,15 @@ fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
         &state,
         &body,
         |inner: &mut Inner, request: WithdrawRequest| {
-            let mut deposit = inner.known(&request.id_commitment)?;
+            let deposit = inner.known(&request.id_commitment)?;
             let message = [WITHDRAW_LABEL, &request.id_commitment.0].concat();
-            check_signature(&deposit.owner_key, &message, &request.signature)?;
-            let now = unix_s();
-            match (&deposit.state, claim) {
-                (DepositState::Active, false) => {
-                    deposit.state = DepositState::Withdrawing {
-                        claimable_at: now + inner.config.withdraw_delay_s,
-                    };
-                    inner.commit(&deposit, None, None, None)?;
-                    Ok(ok(&deposit))
-                }
-                (DepositState::Withdrawing { claimable_at }, true) => {
-                    if now < *claimable_at {
-                        return Err(bad(
-                            StatusCode::CONFLICT,
-                            format!("the stakes can be claimed in {} s", claimable_at - now),
-                        ));
-                    }
-                    let account = format!("owner:{}", deposit.owner_key);
-                    let amount = deposit.double_spend_stake
-                        + if deposit.policy_burned {
-                            0
-                        } else {
-                            deposit.policy_stake
-                        };
-                    deposit.state = DepositState::Withdrawn;
-                    inner.commit(&deposit, Some((&account, amount)), None, None)?;
-                    Ok(ok(&deposit))
-                }
-                (state, _) => Err(bad(
-                    StatusCode::CONFLICT,
-                    format!("the deposit is {state:?}"),
-                )),
-            }
+            rules::check_signature(&deposit.owner_key, &message, &request.signature)
+                .map_err(refused)?;
+            let (deposit, payout) =
+                rules::withdraw(&inner.stakes(), &deposit, claim, unix_s()).map_err(refused)?;
+            let payout = payout.as_ref().map(|(account, n)| (account.as_str(), *n));
+            inner.commit(&deposit, payout, None, None)?;
+            Ok(ok(&deposit))
         },
     )
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey};
+use funion_credits::wallet as rules;
 use funion_tickets::{Identity, Prover, Scalar, Scope, Ticket, TicketRequest};
 use rand_core::{OsRng, RngCore};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -171,16 +172,10 @@ impl Wallet {
         let range = {
             let mut numbers = txn.open_table(NUMBERS)?;
             let next = numbers.get(key.as_str())?.map_or(0, |v| v.value()) as u32;
-            let end = next.saturating_add(count);
-            if end > info.limit {
-                anyhow::bail!(
-                    "only {} of this period's {} tickets are left at {provider}",
-                    info.limit - next.min(info.limit),
-                    info.limit
-                );
-            }
-            numbers.insert(key.as_str(), u64::from(end))?;
-            next..end
+            let range = rules::reserve(next, count, info.limit)
+                .map_err(|e| anyhow::anyhow!("{e} at {provider}"))?;
+            numbers.insert(key.as_str(), u64::from(range.end))?;
+            range
         };
         txn.commit()?;
         Ok(range)
@@ -218,7 +213,7 @@ impl Wallet {
         let taken = {
             let mut book = txn.open_table(BOOK)?;
             let chosen = select(&book, count, |entry| {
-                entry.provider == provider && periods.contains(&entry.period)
+                rules::spendable(&entry.provider, entry.period, provider, periods)
             })?;
             if chosen.len() < count {
                 anyhow::bail!(
@@ -251,10 +246,14 @@ impl Wallet {
         let dropped = {
             let mut book = txn.open_table(BOOK)?;
             let stale = select(&book, usize::MAX, |entry| {
-                entry.provider == provider
-                    && !(entry.period >= oldest_period
-                        && Ticket::decode(&entry.ticket)
-                            .is_ok_and(|t| live_roots.contains(&t.root)))
+                rules::stale(
+                    &entry.provider,
+                    entry.period,
+                    &entry.ticket,
+                    provider,
+                    oldest_period,
+                    live_roots,
+                )
             })?;
             for (k, _) in &stale {
                 book.remove(*k)?;
@@ -374,9 +373,8 @@ pub async fn drop_stale_tickets(
     credits: &funion_pki::Credits,
 ) -> anyhow::Result<usize> {
     let roots = LedgerClient::new(&credits.ledger_url)?.roots().await?;
-    // Couriers take the current period and the one just ended.
-    let period = credits.period_at(crate::unix_ms() / 1000);
-    wallet.drop_stale(&credits.provider, period.saturating_sub(1), &roots)
+    let [_, oldest] = rules::spendable_periods(credits, crate::unix_ms() / 1000);
+    wallet.drop_stale(&credits.provider, oldest, &roots)
 }
 
 /// Proves `count` more tickets for the current credit period at the

@@ -11,6 +11,7 @@
 use funion_compute::Dispatch;
 use funion_credits::gate::{admit, Refusal};
 use funion_credits::nullifiers::MemoryNullifiers;
+use funion_credits::wallet::reserve;
 use funion_pki::Credits;
 use funion_tickets::{
     commitment_of_secret, rate_commitment, Identity, MerklePath, RateTree, Scalar, Scope, Spend,
@@ -66,35 +67,36 @@ impl Wallet {
         if period != self.period {
             (self.period, self.next_id) = (period, 0);
         }
-        if !self.cheats && self.next_id + price > self.limit {
-            return Err(Unpaid::Exhausted);
-        }
-        let first = if self.cheats { 0 } else { self.next_id };
-        if !self.cheats {
-            self.next_id += price;
-        }
+        // The ids are taken before any ticket is made with them; a cheat
+        // makes its first ids again for every job.
+        let ids = if self.cheats {
+            0..price
+        } else {
+            let ids = reserve(self.next_id, price, self.limit).map_err(|_| Unpaid::Exhausted)?;
+            self.next_id = ids.end;
+            ids
+        };
         let scope = Scope {
             period,
             provider: credits.provider.clone(),
         };
-        (0..price)
-            .map(|i| {
-                let mut nonce = [0u8; 32];
-                rng.fill_bytes(&mut nonce);
-                let request = TicketRequest {
-                    identity: &self.identity,
-                    limit: self.limit,
-                    path: &self.path,
-                    scope: &scope,
-                    message_id: if self.cheats { i } else { first + i },
-                    nonce,
-                };
-                request
-                    .unproved()
-                    .map(|t| t.encode())
-                    .map_err(|_| Unpaid::Exhausted)
-            })
-            .collect()
+        ids.map(|message_id| {
+            let mut nonce = [0u8; 32];
+            rng.fill_bytes(&mut nonce);
+            let request = TicketRequest {
+                identity: &self.identity,
+                limit: self.limit,
+                path: &self.path,
+                scope: &scope,
+                message_id,
+                nonce,
+            };
+            request
+                .unproved()
+                .map(|t| t.encode())
+                .map_err(|_| Unpaid::Exhausted)
+        })
+        .collect()
     }
 }
 
