@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
+use funion_authority as authority;
+use funion_net::config::{self, hex32, AuthorityFile, NodeFile, NodeKeys};
+use funion_net::link::{self, Frame, FrameReceiver, FrameSender};
+use funion_net::unix_ms;
 use funion_pki::{epoch_at, EpochKey, NodeDescriptor, NodeEntry, Parameters, Role};
-use funion_runtime::config::{self, hex32, AuthorityFile, NodeFile, NodeKeys};
-use funion_runtime::link::{self, Frame, FrameReceiver, FrameSender};
-use funion_runtime::{authority, unix_ms};
 use funion_sphinx::kem::{Kem, XWing};
 use funion_sphinx::{create_packet, Delivery, NodeId, PathHop, SphinxNode};
 use rand_chacha::rand_core::{RngCore, SeedableRng};

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use funion_client::{session as client, storage};
+use funion_devnet as devnet;
 use funion_pki::Parameters;
-use funion_runtime::{client, devnet, storage};
 use funion_sim::summarize;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;

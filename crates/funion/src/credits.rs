@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use funion_client::jobs::{pay, JobSpec};
+use funion_client::session::Network;
+use funion_client::wallet::{drop_stale_tickets, top_up, Wallet};
+use funion_ledger::LedgerClient;
+use funion_net::config::{self, ClientFile};
 use funion_pki::Credits;
-use funion_runtime::client::Network;
-use funion_runtime::config::{self, ClientFile};
-use funion_runtime::jobs::{pay, JobSpec};
-use funion_runtime::ledger::LedgerClient;
-use funion_runtime::wallet::{drop_stale_tickets, top_up, Wallet};
 
 /// `funion credits ...`.
 #[derive(Subcommand)]
@@ -128,7 +128,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                 }
             }
             drop_stale(&w, &credits).await?;
-            let period = credits.period_at(funion_runtime::unix_ms() / 1000);
+            let period = credits.period_at(funion_net::unix_ms() / 1000);
             for (provider, p, count) in w.book()? {
                 let note = if p == period { " (this period)" } else { "" };
                 println!("book: {count} tickets for {provider}, period {p}{note}");

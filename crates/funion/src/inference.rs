@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use funion_client::jobs::{run_jobs, JobReport, JobSpec, JobsReport};
 use funion_compute::{class_for, Outcome, Sampling, Task, OUTPUT_CLASSES};
+use funion_compute_node::{journal_entry, ComputeRecord};
+use funion_devnet::{self as devnet, DevnetOptions};
 use funion_inference::{minilm_dir, tiny, TextTokenizer, MINILM};
+use funion_net::config::{self, ClientFile, ComputeFile, ModelFile};
 use funion_pki::Parameters;
-use funion_runtime::compute::{journal_entry, ComputeRecord};
-use funion_runtime::config::{self, ClientFile, ComputeFile, ModelFile};
-use funion_runtime::devnet::{self, DevnetOptions};
-use funion_runtime::jobs::{run_jobs, JobReport, JobSpec, JobsReport};
 use funion_sim::erlang_quantile;
 
 /// The name the tiny seeded llama is served under.
@@ -233,7 +233,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Fit the network to this machine as it is now: what one loop of cover
     // costs here, and how long the models take, both measured under
     // whatever else the machine is running.
-    let cost = funion_runtime::calibrate::measure(&parameters, Duration::from_millis(400)).await?;
+    let cost = funion_devnet::calibrate::measure(&parameters, Duration::from_millis(400)).await?;
     let fast_rate = parameters.send_rate();
     if !args.paper_params {
         let rate = cost
@@ -243,7 +243,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let minilm_tokens = TextTokenizer::load(&minilm)?.encode(&prompt)?;
     let llama_tokens = TextTokenizer::load(&llama_dir)?.encode(&prompt)?;
-    let models = funion_runtime::compute::load_models(&compute)?;
+    let models = funion_compute_node::load_models(&compute)?;
     let embed_s = time_model(
         &models,
         MINILM,
@@ -281,7 +281,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         cost.hops,
         cost.unwrap_us,
         cost.link_us,
-        funion_runtime::calibrate::RUNTIME_OVERHEAD,
+        funion_devnet::calibrate::RUNTIME_OVERHEAD,
         cost.cores,
     );
     if args.paper_params {
@@ -319,11 +319,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("network up in {:.1} s\n", started.elapsed().as_secs_f64());
 
     // Pay like any client: one deposit, then a ticket book proved ahead.
-    let wallet = std::sync::Arc::new(funion_runtime::wallet::Wallet::open(
+    let wallet = std::sync::Arc::new(funion_client::wallet::Wallet::open(
         &dir.join("wallet.redb"),
     )?);
     let credits = &parameters_with_ledger(&net, &parameters).credits;
-    let ledger = funion_runtime::ledger::LedgerClient::new(&net.ledger_url)?;
+    let ledger = funion_ledger::LedgerClient::new(&net.ledger_url)?;
     let info = wallet.deposit(&ledger, 100, 1_000, 100).await?;
     println!(
         "0. deposited D = 1000 and S = 100 at the ledger: leaf {} of the depth-20 tree, {} tickets per period",
@@ -493,7 +493,7 @@ struct BucketPlan {
 impl BucketPlan {
     fn new(
         parameters: &Parameters,
-        cost: &funion_runtime::calibrate::CoverCost,
+        cost: &funion_devnet::calibrate::CoverCost,
         model_s: f64,
         batch_window_ms: u64,
     ) -> Self {

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use funion_authority as authority;
+use funion_client::{session as client, storage};
+use funion_devnet as devnet;
+use funion_ledger::LedgerFile;
+use funion_net::config::{self, AuthorityFile, ClientFile, NodeFile};
+use funion_net::metrics::Metrics;
+use funion_node as node;
 use funion_pki::{KemKind, Parameters};
-use funion_runtime::config::{self, AuthorityFile, ClientFile, NodeFile};
-use funion_runtime::ledger::LedgerFile;
-use funion_runtime::metrics::Metrics;
-use funion_runtime::{authority, client, devnet, node, storage};
 use funion_sim::{erlang_quantile, summarize};
 use tokio::net::TcpListener;
 
@@ -177,7 +180,7 @@ fn storage_line(stats: &storage::StorageStats) -> String {
 pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let parameters = args.network.parameters()?;
     // What the compute couriers' cover will cost here, before it starts.
-    let cost = funion_runtime::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
+    let cost = funion_devnet::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
     let compute = crate::inference::devnet_models(&args.dir, &args.models)?;
     let served: Vec<String> = compute.models.iter().map(|m| m.name.clone()).collect();
     let options = devnet::DevnetOptions {
@@ -259,7 +262,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Ok(ledger_config) = toml::from_str::<LedgerFile>(&text) {
         let listener = TcpListener::bind(&ledger_config.listen).await?;
         println!("ledger serving on {}", ledger_config.listen);
-        return funion_runtime::ledger::serve(ledger_config, listener).await;
+        return funion_ledger::serve(ledger_config, listener).await;
     }
     let node_config: NodeFile = config::read(&args.config)?;
     let listener = TcpListener::bind(&node_config.listen).await?;

@@ -179,12 +179,12 @@ fn reachable((names, edges): &Graph, package: &str) -> std::collections::HashSet
 #[test]
 fn protocol_crates_depend_on_no_io_crate_even_transitively() {
     let graph = resolved_graph();
-    // The walk finds what is there: the runtime reaches tokio and redb.
-    let runtime = forbidden_reached(&graph, "funion-runtime");
+    // The walk finds what is there: a storage node reaches tokio and redb.
+    let shell = forbidden_reached(&graph, "funion-node");
     for expected in ["tokio", "redb"] {
         assert!(
-            runtime.iter().any(|(_, dep)| dep == expected),
-            "the walk missed {expected} under funion-runtime: {runtime:?}"
+            shell.iter().any(|(_, dep)| dep == expected),
+            "the walk missed {expected} under funion-node: {shell:?}"
         );
     }
     let (beneath, allowed) = ALLOWED_BENEATH;
@@ -207,5 +207,37 @@ fn protocol_crates_do_not_depend_on_the_binary_or_the_checker() {
         for upward in ["funion-vectors", "\nfunion ", "\nfunion."] {
             assert!(!manifest.contains(upward), "{name} depends on {upward:?}");
         }
+    }
+}
+
+/// Lines in the `.rs` files under `dir`.
+fn source_lines(dir: &Path) -> usize {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
+        .sum()
+}
+
+#[test]
+fn no_crate_holds_more_than_a_fifth_of_the_source() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sizes: Vec<(String, usize)> = std::fs::read_dir(&crates)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("Cargo.toml").exists())
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            (name, source_lines(&dir.join("src")))
+        })
+        .collect();
+    assert!(sizes.len() > 10, "too few crates found: {sizes:?}");
+    let total: usize = sizes.iter().map(|(_, n)| n).sum();
+    for (name, lines) in &sizes {
+        assert!(
+            lines * 5 <= total,
+            "{name} holds {lines} of {total} source lines, more than a fifth"
+        );
     }
 }

@@ -11,17 +11,17 @@
 
 use std::path::PathBuf;
 
+use funion_client::jobs::{pay, run_jobs, JobSpec};
+use funion_client::wallet::{top_up, Wallet};
 use funion_compute::{Outcome, Sampling, Task, WorkItem};
+use funion_compute_node::journal_entry;
+use funion_devnet::{self as devnet, DevnetOptions};
 use funion_inference::{
     candle_bert::BertEmbedder, load_folder, minilm_dir, tiny, TextTokenizer, MINILM,
 };
+use funion_ledger::{DepositState, LedgerClient};
+use funion_net::config::{ComputeFile, ModelFile};
 use funion_pki::Parameters;
-use funion_runtime::compute::journal_entry;
-use funion_runtime::config::{ComputeFile, ModelFile};
-use funion_runtime::devnet::{self, DevnetOptions};
-use funion_runtime::jobs::{pay, run_jobs, JobSpec};
-use funion_runtime::ledger::{DepositState, LedgerClient};
-use funion_runtime::wallet::{top_up, Wallet};
 use funion_tickets::{Prover, Scope, TicketRequest};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -253,7 +253,7 @@ async fn inference_on_a_devnet() {
     let info = wallet.deposit_info().unwrap().unwrap();
     let path = ledger.path(info.index).await.unwrap().path;
     let scope = Scope {
-        period: credits.period_at(funion_runtime::unix_ms() / 1000),
+        period: credits.period_at(funion_net::unix_ms() / 1000),
         provider: credits.provider.clone(),
     };
     let message_id = wallet

@@ -17,14 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use funion_client::session::{self as client, Network, Session};
+use funion_client::storage;
+use funion_devnet::calibrate::peak_rss_bytes;
+use funion_devnet::{self as devnet, Devnet, DevnetOptions};
 use funion_inference::tiny;
 use funion_mixnet::DropReason;
+use funion_net::config::{ComputeFile, ModelFile};
 use funion_pki::Parameters;
-use funion_runtime::calibrate::peak_rss_bytes;
-use funion_runtime::client::{self, Network, Session};
-use funion_runtime::config::{ComputeFile, ModelFile};
-use funion_runtime::devnet::{self, Devnet, DevnetOptions};
-use funion_runtime::storage;
 use funion_sphinx::kem::XWing;
 
 static TURNS: Mutex<()> = Mutex::new(());

@@ -162,7 +162,7 @@ pub struct Link {
 /// The frame body length for packets of `packet_len` bytes: room for a
 /// packet with its length field, or a reply (SURB ID, length, payload; the
 /// payload is shorter than the packet).
-pub fn body_len_for(packet_len: usize) -> usize {
+fn body_len_for(packet_len: usize) -> usize {
     packet_len + 24
 }
 

@@ -101,6 +101,16 @@ impl Sizes {
         })
     }
 
+    /// The sizes for one geometry: an envelope fills what one echo request
+    /// carries beside its SURB.
+    pub fn for_geometry(geometry: &funion_sphinx::Geometry) -> Result<Self, EnvelopeError> {
+        let capacity = geometry
+            .message_capacity()
+            .checked_sub(geometry.surb_len())
+            .ok_or(EnvelopeError::TooSmall(0))?;
+        Self::fit(geometry.kem_ciphertext_len(), capacity)
+    }
+
     /// The largest box ciphertext an envelope carries.
     pub fn max_box_ciphertext(&self) -> usize {
         self.max_box

@@ -1219,10 +1219,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         link_class.push(class);
         entries.push(entry);
     }
-    let sizes = {
-        let capacity = geometry.message_capacity() - geometry.surb_len();
-        Sizes::fit(geometry.kem_ciphertext_len(), capacity).expect("payload holds an envelope")
-    };
+    let sizes = Sizes::for_geometry(&geometry).expect("payload holds an envelope");
     let k = usize::from(parameters.replicas.max(1));
     let mut replicas = Vec::new();
     let mut replica_index = HashMap::new();

@@ -17,25 +17,15 @@ use funion_pigeonhole::envelope::{Request, Sizes};
 use funion_pigeonhole::stream;
 use funion_pki::KemKind;
 use funion_sphinx::kem::{Kem, XWing, X25519};
-use funion_sphinx::{Geometry, NodeId};
+use funion_sphinx::NodeId;
 
-use crate::client::{Network, Session};
-use crate::config::ClientFile;
+use crate::session::{Network, Session};
+use funion_net::config::ClientFile;
 
 /// The BACAP context of streams written by `funion client put`.
-pub const STREAM_CONTEXT: &[u8] = b"funion client stream v1";
+const STREAM_CONTEXT: &[u8] = b"funion client stream v1";
 /// Largest stream `get` accepts.
-pub const MAX_STREAM: u64 = 1 << 32;
-
-/// Envelope sizes for a geometry: an envelope fills what one echo request
-/// carries beside its SURB.
-pub fn sizes(geometry: &Geometry) -> anyhow::Result<Sizes> {
-    let capacity = geometry
-        .message_capacity()
-        .checked_sub(geometry.surb_len())
-        .ok_or_else(|| anyhow::anyhow!("payload too small for a SURB"))?;
-    Ok(Sizes::fit(geometry.kem_ciphertext_len(), capacity)?)
-}
+const MAX_STREAM: u64 = 1 << 32;
 
 /// Counts of one client's storage traffic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,7 +62,7 @@ impl<K: Kem> StorageClient<K> {
     /// Connects over an already fetched network.
     pub async fn over(network: Network) -> anyhow::Result<Self> {
         let geometry = network.parameters.geometry()?;
-        let sizes = sizes(&geometry)?;
+        let sizes = Sizes::for_geometry(&geometry)?;
         // Resend after the courier's hold, a slow round trip and a margin.
         let retransmit =
             Duration::from_micros(network.parameters.mean_delay_us * 60) + Duration::from_secs(6);
@@ -115,7 +105,7 @@ impl<K: Kem> StorageClient<K> {
     /// The clock the state machines run on: microseconds since the Unix
     /// epoch.
     pub fn now(&self) -> u64 {
-        crate::unix_us()
+        funion_net::unix_us()
     }
 
     /// The state machine and the session's RNG, for a state machine above
@@ -269,7 +259,7 @@ impl<K: Kem> StorageClient<K> {
 }
 
 /// The tokio instant of `at` on the clock that reads `now` at present.
-pub fn at_time(now: u64, at: u64) -> tokio::time::Instant {
+pub(crate) fn at_time(now: u64, at: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_micros(at.saturating_sub(now))
 }
 

@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
+use funion_client::session as client;
+use funion_devnet as devnet;
 use funion_mixnet::{service_recipient, Topology};
+use funion_net::config::{hex32, NodeKeys};
+use funion_net::link::{self, Frame, FrameSender};
+use funion_net::{fetch_document, unix_ms};
 use funion_pki::{epoch_at, Parameters};
-use funion_runtime::config::{hex32, NodeKeys};
-use funion_runtime::link::{self, Frame, FrameSender};
-use funion_runtime::{client, devnet, fetch_document, unix_ms};
 use funion_sphinx::kem::{Kem, XWing};
 use funion_sphinx::{create_packet, Action, Delivery, PathHop, SphinxNode};
 use rand_chacha::rand_core::SeedableRng;

@@ -2,6 +2,10 @@
 //! mixes, 2 service nodes (echo and courier) and 4 storage replicas, each
 //! with its config written to a folder, plus a client config. Also
 //! `genconfig`: the same configs for many hosts.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod calibrate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,15 +15,13 @@ use rand_core::{OsRng, RngCore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::authority;
-use crate::config::{self, AuthorityFile, ClientFile, NodeFile};
-use crate::ledger::{self, LedgerFile};
-use crate::metrics::Metrics;
-use crate::node;
+use funion_ledger::LedgerFile;
+use funion_net::config::{self, AuthorityFile, ClientFile, NodeFile};
+use funion_net::metrics::Metrics;
 
 /// Replicas in a standard network: four, so intermediates can always be
 /// chosen disjoint from a box's two holders.
-pub const REPLICAS: usize = 4;
+const REPLICAS: usize = 4;
 
 /// The nodes of a standard network: (name, role, layer).
 pub fn layout(
@@ -56,7 +58,7 @@ pub struct DevnetOptions {
     /// Couriers' SURB hold time, milliseconds.
     pub courier_hold_ms: u64,
     /// A compute courier on every service node, serving these models.
-    pub compute: Option<crate::config::ComputeFile>,
+    pub compute: Option<funion_net::config::ComputeFile>,
 }
 
 impl Default for DevnetOptions {
@@ -158,7 +160,12 @@ impl Devnet {
         let config = self.nodes[index].config.clone();
         let listener = bind_retrying(&config.listen).await?;
         let metrics = Arc::new(Metrics::new(config.name.clone()));
-        let task = tokio::spawn(node::run(config.clone(), listener, None, metrics.clone()));
+        let task = tokio::spawn(funion_node::run(
+            config.clone(),
+            listener,
+            None,
+            metrics.clone(),
+        ));
         self.nodes[index] = DevnetNode {
             config,
             metrics,
@@ -219,9 +226,9 @@ async fn wait_for_all(
                 );
             }
         }
-        let epoch = funion_pki::epoch_at(crate::unix_ms(), parameters.epoch_ms);
+        let epoch = funion_pki::epoch_at(funion_net::unix_ms(), parameters.epoch_ms);
         if let Ok(document) =
-            crate::fetch_document(&http, &client.authority_url, &key, epoch, false).await
+            funion_net::fetch_document(&http, &client.authority_url, &key, epoch, false).await
         {
             listed = document.nodes.len();
             if listed >= nodes.len() {
@@ -278,7 +285,7 @@ pub async fn start_with(
     let ledger_config = LedgerFile {
         listen: ledger_listener.local_addr()?.to_string(),
         store: dir.join("data").join("ledger").join("ledger.redb"),
-        policy_key: authority::public_key_hex(&policy_seed)?,
+        policy_key: funion_authority::public_key_hex(&policy_seed)?,
         withdraw_delay_s: 3600,
         stake_per_ticket: 10,
         min_policy_stake: 100,
@@ -286,21 +293,24 @@ pub async fn start_with(
         root_validity_s: 3600,
     };
     config::write(&dir.join("ledger.toml"), &ledger_config)?;
-    let ledger = tokio::spawn(ledger::serve(ledger_config, ledger_listener));
+    let ledger = tokio::spawn(funion_ledger::serve(ledger_config, ledger_listener));
     let mut parameters = parameters;
     parameters.credits.ledger_url = ledger_url.clone();
     let mut keeper: Option<String> = None;
     let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
     let authority_url = format!("http://{}", authority_listener.local_addr()?);
     let authority_seed = random_seed();
-    let authority_key = authority::public_key_hex(&authority_seed)?;
+    let authority_key = funion_authority::public_key_hex(&authority_seed)?;
     let authority_config = AuthorityFile {
         listen: authority_listener.local_addr()?.to_string(),
         secret_seed: authority_seed,
         parameters: parameters.clone(),
     };
     config::write(&dir.join("authority.toml"), &authority_config)?;
-    let authority = tokio::spawn(authority::serve(authority_config, authority_listener));
+    let authority = tokio::spawn(funion_authority::serve(
+        authority_config,
+        authority_listener,
+    ));
 
     let mut nodes = Vec::new();
     for (name, role, layer) in layout(parameters.layers, 2, 2, REPLICAS) {
@@ -343,7 +353,7 @@ pub async fn start_with(
             continue;
         }
         let metrics = Arc::new(Metrics::new(name));
-        let task = tokio::spawn(node::run(
+        let task = tokio::spawn(funion_node::run(
             config.clone(),
             listener,
             metrics_listener,
@@ -386,7 +396,7 @@ pub fn genconfig(
     anyhow::ensure!(!hosts.is_empty(), "give at least one host");
     std::fs::create_dir_all(dir)?;
     let authority_seed = random_seed();
-    let authority_key = authority::public_key_hex(&authority_seed)?;
+    let authority_key = funion_authority::public_key_hex(&authority_seed)?;
     let authority_address = format!("{}:{base_port}", hosts[0]);
     let layout = layout(parameters.layers, 2, 2, REPLICAS);
     // The ledger on the first host, on the port after the nodes'.
@@ -399,7 +409,7 @@ pub fn genconfig(
         &LedgerFile {
             listen: ledger_address,
             store: PathBuf::from("data").join("ledger").join("ledger.redb"),
-            policy_key: authority::public_key_hex(&policy_seed)?,
+            policy_key: funion_authority::public_key_hex(&policy_seed)?,
             withdraw_delay_s: 7 * 24 * 3600,
             stake_per_ticket: 10,
             min_policy_stake: 100,

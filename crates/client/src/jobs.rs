@@ -11,9 +11,9 @@ use funion_pki::KemKind;
 use funion_sphinx::kem::{Kem, XWing, X25519};
 use rand_core::RngCore;
 
-use crate::client::Network;
-use crate::config::ClientFile;
+use crate::session::Network;
 use crate::storage::{at_time, StorageClient, StorageStats};
+use funion_net::config::ClientFile;
 
 /// Takes the tickets `spec`'s cell costs out of `wallet`'s book (durably:
 /// they are never handed out again) and puts them in the spec.
@@ -32,7 +32,7 @@ pub fn pay(
             )
         })?;
     // Couriers still take the period just ended: spend its leftovers first.
-    let period = credits.period_at(crate::unix_us() / 1_000_000);
+    let period = credits.period_at(funion_net::unix_us() / 1_000_000);
     let periods = [period.saturating_sub(1), period];
     spec.tickets = wallet.take(&credits.provider, &periods, price as usize)?;
     Ok(())
@@ -56,7 +56,7 @@ pub async fn run_jobs(config: &ClientFile, specs: Vec<JobSpec>) -> anyhow::Resul
 }
 
 /// Runs `specs` over an already fetched network.
-pub async fn run_jobs_over(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
+async fn run_jobs_over(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
     match network.parameters.kem {
         KemKind::XWing => run_kem::<XWing>(network, specs).await,
         KemKind::X25519 => run_kem::<X25519>(network, specs).await,

@@ -3,6 +3,10 @@
 //! gateway, with cover traffic, like any client) that reads inputs and
 //! stores outputs through the storage couriers. Models run on a thread of
 //! their own; the state machine in `funion-compute` decides when.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod gate;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,17 +14,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
-use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId, Outcome};
+use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
 use funion_pki::{KemKind, Parameters};
 use funion_sphinx::kem::{Kem, XWing, X25519};
 use tokio::sync::{mpsc, Notify};
 
-use crate::client::Network;
-use crate::config::{ClientFile, ComputeFile};
-use crate::metrics::Metrics;
-use crate::storage::{BatchId, StorageClient};
+use funion_client::session::Network;
+use funion_client::storage::{BatchId, StorageClient};
+use funion_net::config::{ClientFile, ComputeFile};
+use funion_net::metrics::Metrics;
 use funion_pigeonhole::client::{open_stream, read_requests, write_requests};
 
 pub use funion_compute::client::{boxes_for, COMPUTE_SERVICE};
@@ -38,7 +42,7 @@ pub struct ComputeOptions {
     /// Most jobs in one batch.
     pub max_batch: usize,
     /// The ticket check every job passes before it is taken.
-    pub gate: Arc<crate::credits::TicketGate>,
+    pub gate: Arc<crate::gate::TicketGate>,
 }
 
 /// One job as the compute courier saw it, wall-clock times in
@@ -430,8 +434,8 @@ fn seal_output(
 fn export(
     metrics: &Metrics,
     courier: &ComputeCourier,
-    storage: &crate::storage::StorageStats,
-    gate: &crate::credits::TicketGate,
+    storage: &funion_client::storage::StorageStats,
+    gate: &crate::gate::TicketGate,
 ) {
     let c = courier.counters();
     for (name, value) in [
@@ -464,11 +468,6 @@ fn export(
         let value = value.load(std::sync::atomic::Ordering::Relaxed);
         metrics.set_compute(name, value);
     }
-}
-
-/// Decodes the outcome a client read back.
-pub fn decode_outcome(bytes: &[u8], output_class: u32) -> anyhow::Result<Outcome> {
-    Outcome::decode(bytes, output_class).map_err(|e| anyhow::anyhow!("output: {e}"))
 }
 
 /// Loads every model (folders are read now: a bad one stops the node

@@ -6,6 +6,8 @@
 //! - `GET /document/{epoch}`: the signed document; 503 while it is not
 //!   complete (a layer still empty), with the reason.
 //! - `GET /parameters`: the network's parameters as TOML.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,8 @@ use ed25519_dalek::SigningKey;
 use funion_pki::{epoch_at, NetworkDocument, NodeDescriptor, NodeEntry, Parameters};
 use tokio::net::TcpListener;
 
-use crate::config::{hex32, AuthorityFile};
-use crate::unix_ms;
+use funion_net::config::{hex32, AuthorityFile};
+use funion_net::unix_ms;
 
 struct Inner {
     parameters: Parameters,

@@ -4,7 +4,7 @@
 
 use funion_bacap::{BoxSignature, WriteCap, Writer};
 use funion_pigeonhole::ErrorCode;
-use funion_runtime::store::{BoxStore, WriteOp, Written};
+use funion_replica::store::{BoxStore, WriteOp, Written};
 use funion_sphinx::NodeId;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

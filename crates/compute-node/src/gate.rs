@@ -32,8 +32,8 @@ use funion_tickets::{judge, Scalar, Spend, TicketError, Verifier};
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::net::TcpListener;
 
-use crate::config::NullifierFile;
-use crate::ledger::LedgerClient;
+use funion_ledger::LedgerClient;
+use funion_net::config::NullifierFile;
 
 const NULLIFIERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("nullifiers");
 

@@ -3,6 +3,10 @@
 //! replicator) over Noise links from couriers and other replicas, its
 //! storage effects carried out against redb ([`BoxStore`]) on blocking
 //! threads, and the epoch clock.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,21 +19,22 @@ use funion_sphinx::NodeId;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::config::{hex32, NodeFile, NodeKeys};
-use crate::directory::{publish, publish_at_start};
-use crate::link::Frame;
-use crate::metrics::Metrics;
-use crate::peers::{start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use crate::store::BoxStore;
-use crate::{fetch_document, unix_ms};
+use funion_net::config::{hex32, NodeFile, NodeKeys};
+use funion_net::directory::{publish, publish_at_start};
+use funion_net::link::Frame;
+use funion_net::metrics::Metrics;
+use funion_net::peers::{start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
+use funion_net::{fetch_document, unix_ms};
 
 /// How often the loop looks at timeouts and the replication queue.
 const TICK: Duration = Duration::from_millis(50);
 /// Inbound messages handled per durable batch.
 const BATCH: usize = 256;
 
-/// Runs a replica until the task is dropped or fails.
-pub(crate) async fn run<K: Kem>(
+/// Runs a replica until the task is dropped or fails (the node's `run`
+/// starts it for a storage node).
+pub async fn run<K: Kem>(
     config: NodeFile,
     parameters: Parameters,
     listener: TcpListener,
@@ -68,7 +73,7 @@ pub(crate) async fn run<K: Kem>(
     );
 
     let own_id = NodeId(keys.identity.verifying_key().to_bytes());
-    let sizes = crate::storage::sizes(&geometry)?;
+    let sizes = funion_pigeonhole::envelope::Sizes::for_geometry(&geometry)?;
     let holders = usize::from(parameters.replicas.max(1));
     let replica = Replica::<K>::new(ReplicaConfig::new(
         own_id,

@@ -2,6 +2,8 @@
 //! [`funion_mixnet::Node`] state machine on the wall clock, replay tags made
 //! durable before any packet leaves, replies pushed to subscribed clients,
 //! Prometheus metrics.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,12 +21,14 @@ use funion_sphinx::{NodeId, ReplayTag, Surb};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::config::{hex32, NodeFile, NodeKeys};
-use crate::directory::{publish, publish_at_start};
-use crate::link::Frame;
-use crate::metrics::Metrics;
-use crate::peers::{link_keys, sleep_until, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
-use crate::{fetch_document, fetch_parameters, unix_ms};
+use funion_net::config::{hex32, NodeFile, NodeKeys};
+use funion_net::directory::{publish, publish_at_start};
+use funion_net::link::Frame;
+use funion_net::metrics::Metrics;
+use funion_net::peers::{
+    link_keys, sleep_until, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers,
+};
+use funion_net::{fetch_document, fetch_parameters, unix_ms};
 
 /// Most packets held for the replay log's sync at once; past it, new
 /// packets are dropped (counted as `replay_log_stalled`) until the log syncs.
@@ -238,7 +242,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         http,
     } = context;
     if config.role == Role::Replica {
-        return crate::replica::run::<K>(
+        return funion_replica::run::<K>(
             config,
             parameters,
             listener,
@@ -253,7 +257,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
     // Service nodes run the Pigeonhole courier beside the echo service.
-    let sizes = crate::storage::sizes(&geometry)?;
+    let sizes = funion_pigeonhole::envelope::Sizes::for_geometry(&geometry)?;
     let mut courier = (config.role == Role::Service).then(|| {
         Courier::new(
             sizes,
@@ -277,26 +281,27 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let mut node_config = NodeConfig::for_role(config.role, parameters.send_rate());
     node_config.max_wait_us = max_wait_us(&parameters);
     if courier.is_some() {
-        node_config
-            .external_services
-            .push(service_recipient(crate::storage::COURIER_SERVICE));
+        node_config.external_services.push(service_recipient(
+            funion_pigeonhole::client::COURIER_SERVICE,
+        ));
     }
     // Service nodes with models run a compute courier too: a task of its
     // own that is also a mixnet client.
     let compute_models = match (&config.compute, config.role) {
-        (Some(compute), Role::Service) => Some(crate::compute::load_models(compute)?),
+        (Some(compute), Role::Service) => Some(funion_compute_node::load_models(compute)?),
         _ => None,
     };
     let compute_wake = Arc::new(tokio::sync::Notify::new());
-    let (compute_tx, compute_rx) = mpsc::channel::<crate::compute::Delivery>(1024);
-    let (compute_reply_tx, mut compute_replies) = mpsc::channel::<crate::compute::Delivery>(1024);
+    let (compute_tx, compute_rx) = mpsc::channel::<funion_compute_node::Delivery>(1024);
+    let (compute_reply_tx, mut compute_replies) =
+        mpsc::channel::<funion_compute_node::Delivery>(1024);
     let mut compute_rx = Some(compute_rx);
     if compute_models.is_some() {
         node_config
             .external_services
-            .push(service_recipient(crate::compute::COMPUTE_SERVICE));
+            .push(service_recipient(funion_compute::client::COMPUTE_SERVICE));
     }
-    let compute_recipient = service_recipient(crate::compute::COMPUTE_SERVICE);
+    let compute_recipient = service_recipient(funion_compute::client::COMPUTE_SERVICE);
     let mut node = Node::<K>::new(node_config, geometry);
     // The courier's counters as last exported.
     let mut courier_counters = None;
@@ -333,24 +338,24 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         &mut tasks,
     );
     if let (Some(models), Some(compute)) = (compute_models, config.compute.as_ref()) {
-        let gate = crate::credits::TicketGate::new(
+        let gate = funion_compute_node::gate::TicketGate::new(
             parameters.credits.clone(),
             &compute.nullifiers,
             &config.data_dir,
         )
         .await
         .map_err(|e| anyhow::anyhow!("compute courier's ticket check: {e}"))?;
-        let options = crate::compute::ComputeOptions {
+        let options = funion_compute_node::ComputeOptions {
             models,
             batch_window: Duration::from_millis(compute.batch_window_ms),
             max_batch: compute.max_batch.max(1),
             gate: Arc::new(gate),
         };
-        let client = crate::config::ClientFile {
+        let client = funion_net::config::ClientFile {
             authority_url: config.authority_url.clone(),
             authority_key: config.authority_key.clone(),
         };
-        let task = crate::compute::run(
+        let task = funion_compute_node::run(
             client,
             parameters.clone(),
             options,
@@ -389,7 +394,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             Synced,
             NewEpoch,
             GraceOver,
-            ComputeReply(crate::compute::Delivery),
+            ComputeReply(funion_compute_node::Delivery),
         }
         let step = tokio::select! {
             message = inbound.recv() => {

@@ -3,21 +3,21 @@
 //! several batch sizes, and reads per second. Boxes are full-size for the
 //! default geometry (X-Wing, 30,000-byte payloads). Prints its figures.
 //!
-//! `cargo bench -p funion-runtime --bench replica_store`
+//! `cargo bench -p funion-replica --bench replica_store`
 
 use std::time::Instant;
 
 use funion_bacap::{SealedBox, WriteCap, Writer};
+use funion_pigeonhole::envelope::Sizes;
 use funion_pki::Parameters;
-use funion_runtime::storage;
-use funion_runtime::store::{BoxStore, WriteOp, Written};
+use funion_replica::store::{BoxStore, WriteOp, Written};
 use funion_sphinx::NodeId;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 fn main() {
     let geometry = Parameters::paper().geometry().unwrap();
-    let sizes = storage::sizes(&geometry).unwrap();
+    let sizes = Sizes::for_geometry(&geometry).unwrap();
     let plaintext_len = sizes.max_plaintext();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let total = 2_048;

@@ -20,7 +20,7 @@ use funion_sphinx::NodeId;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::link::{self, Frame, FrameReceiver, FrameSender};
+use funion_net::link::{self, Frame, FrameReceiver, FrameSender};
 
 /// CPU time a running node spends per packet beyond the cryptography and
 /// the link measured here (task wake-ups, channels, copying 37 kB frames
@@ -195,17 +195,6 @@ async fn link_cost(packet_len: usize, budget: Duration) -> anyhow::Result<f64> {
         frames += 1;
     }
     Ok(spent.as_secs_f64() * 1e6 / f64::from(frames))
-}
-
-/// CPU seconds this process has used so far (user and system, all
-/// threads), from `/proc/self/stat`; `None` where there is no such file.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after it.
-    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// The most resident memory this process has had (`VmHWM`), in bytes;

@@ -10,14 +10,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use ed25519_dalek::{Signer, SigningKey};
+use funion_client::wallet::{drop_stale_tickets, top_up, Wallet};
 use funion_compute::{Dispatch, Sampling, Task};
-use funion_pki::Credits;
-use funion_runtime::config::NullifierFile;
-use funion_runtime::credits::TicketGate;
-use funion_runtime::ledger::{
-    self, BurnRequest, DepositRequest, DepositState, LedgerClient, LedgerFile, BURN_LABEL,
+use funion_compute_node::gate::TicketGate;
+use funion_ledger::{
+    BurnRequest, DepositRequest, DepositState, LedgerClient, LedgerFile, BURN_LABEL,
 };
-use funion_runtime::wallet::{drop_stale_tickets, top_up, Wallet};
+use funion_net::config::NullifierFile;
+use funion_pki::Credits;
 use funion_tickets::{Identity, Prover, Scalar, Scope, Ticket, TicketRequest};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -60,7 +60,7 @@ async fn start_ledger_with(
         root_validity_s,
     };
     let task = tokio::spawn(async move {
-        ledger::serve(config, listener).await.unwrap();
+        funion_ledger::serve(config, listener).await.unwrap();
     });
     (url, task)
 }
@@ -105,7 +105,7 @@ fn dispatch(job: u8, tickets: Vec<Vec<u8>>) -> Dispatch {
 }
 
 fn now_s() -> u64 {
-    funion_runtime::unix_ms() / 1000
+    funion_net::unix_ms() / 1000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,10 +198,10 @@ async fn the_ledger_takes_deposits_slashes_burns_and_delays_withdrawals() {
 
     // Withdrawal: signed by the owner key, the leaf leaves at once, the
     // stakes (less the burned S) only after the delay (0 s here).
-    let sign = |id: &Scalar, key: &SigningKey| funion_runtime::ledger::WithdrawRequest {
+    let sign = |id: &Scalar, key: &SigningKey| funion_ledger::WithdrawRequest {
         id_commitment: *id,
         signature: hex::encode(
-            key.sign(&[ledger::WITHDRAW_LABEL, &id.0].concat())
+            key.sign(&[funion_ledger::WITHDRAW_LABEL, &id.0].concat())
                 .to_bytes(),
         ),
     };
@@ -247,11 +247,11 @@ async fn a_withdrawal_waits_out_its_delay() {
     let alice = Identity::generate(&mut ChaCha20Rng::seed_from_u64(12));
     ledger.deposit(&deposit_request(&alice, 10)).await.unwrap();
     let id = alice.commitment();
-    let request = funion_runtime::ledger::WithdrawRequest {
+    let request = funion_ledger::WithdrawRequest {
         id_commitment: id,
         signature: hex::encode(
             owner()
-                .sign(&[ledger::WITHDRAW_LABEL, &id.0].concat())
+                .sign(&[funion_ledger::WITHDRAW_LABEL, &id.0].concat())
                 .to_bytes(),
         ),
     };

@@ -16,7 +16,7 @@ use rand_core::{OsRng, RngCore};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{DepositRequest, LedgerClient, WithdrawRequest, WITHDRAW_LABEL};
+use funion_ledger::{DepositRequest, LedgerClient, WithdrawRequest, WITHDRAW_LABEL};
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("numbers");
@@ -303,7 +303,7 @@ fn select(
 /// proof for the deposit's current path, then the tickets finished on
 /// `threads` threads; `progress` counts finished tickets. Each ticket is in
 /// the book as soon as it is proved.
-pub fn prove_book(
+fn prove_book(
     wallet: &Wallet,
     path: &funion_tickets::MerklePath,
     scope: &Scope,
@@ -373,7 +373,7 @@ pub async fn drop_stale_tickets(
     credits: &funion_pki::Credits,
 ) -> anyhow::Result<usize> {
     let roots = LedgerClient::new(&credits.ledger_url)?.roots().await?;
-    let [_, oldest] = rules::spendable_periods(credits, crate::unix_ms() / 1000);
+    let [_, oldest] = rules::spendable_periods(credits, funion_net::unix_ms() / 1000);
     wallet.drop_stale(&credits.provider, oldest, &roots)
 }
 
@@ -393,7 +393,7 @@ pub async fn top_up(
     let ledger = LedgerClient::new(&credits.ledger_url)?;
     let answer = ledger.path(info.index).await?;
     let scope = Scope {
-        period: credits.period_at(crate::unix_ms() / 1000),
+        period: credits.period_at(funion_net::unix_ms() / 1000),
         provider: credits.provider.clone(),
     };
     let tickets = tokio::task::spawn_blocking(move || {

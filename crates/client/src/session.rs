@@ -14,9 +14,9 @@ use rand_core::{OsRng, RngCore};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::config::{hex32, ClientFile};
-use crate::link::{self, Frame, FrameReceiver, FrameSender, NoiseSender};
-use crate::{fetch_document, fetch_parameters, unix_ms};
+use funion_net::config::{hex32, ClientFile};
+use funion_net::link::{self, Frame, FrameReceiver, FrameSender, NoiseSender};
+use funion_net::{fetch_document, fetch_parameters, unix_ms};
 
 /// What one ping run measured.
 #[derive(Clone, Debug, Default)]
