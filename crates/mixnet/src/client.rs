@@ -17,6 +17,7 @@
 //! resending never multiplies the load of a slow network.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use funion_sphinx::kem::Kem;
 use funion_sphinx::{
@@ -170,7 +171,7 @@ const MAX_BACKOFF: Micros = 16;
 pub struct Client<K: Kem> {
     config: ClientConfig,
     geometry: Geometry,
-    topology: Topology<K>,
+    topology: Arc<Topology<K>>,
     gateway: usize,
     next_slot: Option<Micros>,
     outbox: VecDeque<Outgoing>,
@@ -186,13 +187,15 @@ pub struct Client<K: Kem> {
 }
 
 impl<K: Kem> Client<K> {
-    /// A client entering through a uniformly chosen gateway.
+    /// A client entering through a uniformly chosen gateway. Many clients
+    /// may share one topology (an `Arc`).
     pub fn new<R: RngCore + CryptoRng>(
         config: ClientConfig,
         geometry: Geometry,
-        topology: Topology<K>,
+        topology: impl Into<Arc<Topology<K>>>,
         rng: &mut R,
     ) -> Self {
+        let topology = topology.into();
         let gateway = pick(rng, topology.gateways.len());
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
@@ -217,7 +220,8 @@ impl<K: Kem> Client<K> {
     }
 
     /// Switches to a new epoch's keys (the gateway is kept if still listed).
-    pub fn set_topology(&mut self, topology: Topology<K>) {
+    pub fn set_topology(&mut self, topology: impl Into<Arc<Topology<K>>>) {
+        let topology = topology.into();
         let current = self.gateway().id;
         self.gateway = topology
             .gateways
@@ -392,13 +396,12 @@ impl<K: Kem> Client<K> {
     }
 
     /// One mix per layer, drawn from the route stream.
-    fn mixes(&mut self) -> Vec<Hop<K>> {
-        let routes = &mut self.routes;
-        self.topology
-            .layers
-            .iter()
-            .map(|layer| layer[pick(routes, layer.len())].clone())
-            .collect()
+    /// One mix of each layer, drawn from the route stream, appended to
+    /// `hops`.
+    fn mixes<'t>(&mut self, topology: &'t Topology<K>, hops: &mut Vec<&'t Hop<K>>) {
+        for layer in &topology.layers {
+            hops.push(&layer[pick(&mut self.routes, layer.len())]);
+        }
     }
 
     /// A delay for each hop, drawn from the route stream.
@@ -414,7 +417,7 @@ impl<K: Kem> Client<K> {
     fn surb_to_self<R: RngCore + CryptoRng>(
         &self,
         surb_id: [u8; SURB_ID_LEN],
-        hops: &[Hop<K>],
+        hops: &[&Hop<K>],
         delays: &[u32],
         rng: &mut R,
     ) -> (Surb, SurbKeys) {
@@ -433,19 +436,23 @@ impl<K: Kem> Client<K> {
     }
 
     fn fill_slot<R: RngCore + CryptoRng>(&mut self, at: Micros, rng: &mut R) -> Option<Vec<u8>> {
+        // Hops are borrowed from the shared topology, never copied.
+        let topology = Arc::clone(&self.topology);
+        let gateway = &topology.gateways[self.gateway];
+        let route_len = topology.layers.len() + 2;
         Some(match self.outbox.pop_front() {
             Some(request) => {
                 // The way home: from layer 1 through the mixes to the gateway.
-                let mut home = self.mixes();
-                home.push(self.gateway().clone());
+                let mut home = Vec::with_capacity(route_len);
+                self.mixes(&topology, &mut home);
+                home.push(gateway);
                 let surb_id = self.surb_id();
                 let home_delays = self.delays(home.len());
-                let mut hops = vec![self.gateway().clone()];
-                hops.extend(self.mixes());
-                let node = request
-                    .node
-                    .min(self.topology.services.len().saturating_sub(1));
-                hops.push(self.topology.services[node].clone());
+                let mut hops = Vec::with_capacity(route_len);
+                hops.push(gateway);
+                self.mixes(&topology, &mut hops);
+                let node = request.node.min(topology.services.len().saturating_sub(1));
+                hops.push(&topology.services[node]);
                 let delays = self.delays(hops.len());
                 let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
                 let mut message = surb.to_bytes().to_vec();
@@ -479,9 +486,10 @@ impl<K: Kem> Client<K> {
             None => {
                 // A loop: a SURB-built packet that starts at the gateway and
                 // comes back to this client's own queue.
-                let mut hops = vec![self.gateway().clone()];
-                hops.extend(self.mixes());
-                hops.push(self.gateway().clone());
+                let mut hops = Vec::with_capacity(route_len);
+                hops.push(gateway);
+                self.mixes(&topology, &mut hops);
+                hops.push(gateway);
                 let surb_id = self.surb_id();
                 let delays = self.delays(hops.len());
                 let (surb, keys) = self.surb_to_self(surb_id, &hops, &delays, rng);
@@ -589,7 +597,7 @@ impl<K: Kem> Client<K> {
 }
 
 /// The path through `hops` with these delays.
-fn path<'a, K: Kem>(hops: &'a [Hop<K>], delays: &[u32]) -> Vec<PathHop<'a, K>> {
+fn path<'a, K: Kem>(hops: &[&'a Hop<K>], delays: &[u32]) -> Vec<PathHop<'a, K>> {
     hops.iter()
         .zip(delays)
         .map(|(hop, &delay_us)| PathHop {

@@ -1266,7 +1266,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     }
     let document = NetworkDocument::new(epoch, parameters.clone(), entries)
         .expect("simulated network is valid");
-    let topology = Topology::<K>::from_document(&document, epoch).expect("keys decode");
+    let topology =
+        std::sync::Arc::new(Topology::<K>::from_document(&document, epoch).expect("keys decode"));
     let replica_keys: Vec<(NodeId, K::PublicKey)> = topology
         .replicas
         .iter()

@@ -270,7 +270,8 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
     }
     let document = NetworkDocument::new(epoch, parameters.clone(), entries)
         .expect("simulated network is valid");
-    let topology = Topology::<K>::from_document(&document, epoch).expect("keys decode");
+    let topology =
+        std::sync::Arc::new(Topology::<K>::from_document(&document, epoch).expect("keys decode"));
 
     let mut clients = Vec::new();
     let mut client_gateway = Vec::new();

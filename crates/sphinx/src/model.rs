@@ -134,6 +134,13 @@ pub(crate) fn unwrap(
     let mut tag = [0u8; 32];
     tag[..NONCE_LEN].copy_from_slice(&packet[2..2 + NONCE_LEN]);
     tag[NONCE_LEN] = index as u8;
+    // The hop's index is folded into the first 8 bytes too, so tags stay
+    // uniform there as a Sphinx tag is (a node keeps tags by that prefix),
+    // even for a loop that passes its gateway twice.
+    let spread = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for (byte, mask) in tag.iter_mut().zip(spread.to_le_bytes()) {
+        *byte ^= mask;
+    }
     let replay_tag = ReplayTag(tag);
     if seen(&replay_tag) {
         return Err(Error::Replay);
