@@ -22,13 +22,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use funion_compute::Dispatch;
-use funion_credits::gate::{
-    accepted_periods, conflict_within, job_identity, needs_fresh_roots, priced_tickets, records,
-    refusal, Refusal,
-};
+use funion_credits::gate::{Admission, Refusal};
 use funion_credits::nullifiers::{decide, NullifierStore, Record, Recorded};
 use funion_pki::Credits;
-use funion_tickets::{judge, Scalar, Spend, TicketError, Verifier};
+use funion_tickets::{Scalar, Verifier};
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::net::TcpListener;
 
@@ -236,55 +233,41 @@ impl TicketGate {
         Ok(roots)
     }
 
-    fn refuse(&self, reason: String) -> Result<(), String> {
-        self.counters.invalid.fetch_add(1, Ordering::Relaxed);
-        Err(reason)
-    }
-
     /// Checks and records the tickets of `dispatch`; `Ok` means the job is
-    /// paid and may be taken. `now_s` is Unix time in seconds.
+    /// paid and may be taken. `now_s` is Unix time in seconds. The steps
+    /// and every verdict are `funion_credits::gate`'s; this shell fetches
+    /// the roots, verifies on a blocking thread and records through the
+    /// provider's keeper.
     pub async fn admit(&self, dispatch: &Dispatch, now_s: u64) -> Result<(), String> {
-        let tickets = match priced_tickets(&self.credits, dispatch) {
-            Ok(tickets) => tickets,
-            Err(refused) => return self.refuse(refused.to_string()),
+        let admission = match Admission::begin(&self.credits, dispatch, now_s) {
+            Ok(admission) => admission,
+            Err(refused) => return self.caught(refused).await,
         };
-        let periods = accepted_periods(&self.credits, now_s);
         let mut roots = self.roots(false).await?;
-        if needs_fresh_roots(&tickets, &roots) {
+        if admission.needs_fresh_roots(&roots) {
             roots = self.roots(true).await?;
         }
         let verifier = self.verifier.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            tickets
-                .iter()
-                .map(|t| verifier.verify(t, &periods, &roots))
-                .collect::<Result<Vec<Spend>, TicketError>>()
+        let verified = tokio::task::spawn_blocking(move || {
+            admission.verify(&roots, |t, periods, roots| {
+                verifier.verify(t, periods, roots)
+            })
         })
         .await
         .map_err(|e| format!("ticket check failed: {e}"))?;
-        let spends = match checked {
-            Ok(s) => s,
-            Err(e) => return self.refuse(Refusal::BadTicket(e.to_string()).to_string()),
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(refused) => return self.caught(refused).await,
         };
-        if let Some(refused) = conflict_within(&spends) {
-            return self.caught(refused).await;
-        }
-        match self
-            .store
-            .record(records(&spends, job_identity(dispatch)))
-            .await
-        {
-            Ok(Recorded::Fresh) => {
+        let recorded = self.store.record(verified.records().to_vec()).await;
+        match verified.settle(recorded) {
+            Ok(paid) => {
                 self.counters
                     .accepted
-                    .fetch_add(spends.len() as u64, Ordering::Relaxed);
+                    .fetch_add(paid as u64, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Recorded::Conflict { index, seen }) => {
-                self.caught(refusal(judge(&seen.spend(), &spends[index])))
-                    .await
-            }
-            Err(e) => Err(Refusal::Unavailable(e.to_string()).to_string()),
+            Err(refused) => self.caught(refused).await,
         }
     }
 
@@ -301,9 +284,13 @@ impl TicketGate {
                     Err(error) => tracing::warn!(%error, "double spend: slashing failed"),
                 }
             }
-            _ => {
+            Refusal::Replay => {
                 self.counters.replays.fetch_add(1, Ordering::Relaxed);
             }
+            Refusal::NoPrice { .. } | Refusal::WrongPrice { .. } | Refusal::BadTicket(_) => {
+                self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            Refusal::Unavailable(_) => {}
         }
         Err(refused.to_string())
     }

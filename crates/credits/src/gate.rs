@@ -98,12 +98,6 @@ pub fn accepted_periods(credits: &Credits, now_s: u64) -> [u64; 2] {
     [period, period.saturating_sub(1)]
 }
 
-/// Whether a ticket names a root the gate does not hold: then it fetches the
-/// ledger's recent roots again before it judges.
-pub fn needs_fresh_roots(tickets: &[Ticket], roots: &[Scalar]) -> bool {
-    tickets.iter().any(|t| !roots.contains(&t.root))
-}
-
 /// What identifies a job in the nullifier set: SHA-256 of its output write
 /// cap, which only the client and this job's courier know. A resend of the
 /// same job carries the same cap, so it may present the same tickets again.
@@ -112,7 +106,7 @@ pub fn job_identity(dispatch: &Dispatch) -> Scalar {
 }
 
 /// Two of one job's own tickets for one message id.
-pub fn conflict_within(spends: &[Spend]) -> Option<Refusal> {
+fn conflict_within(spends: &[Spend]) -> Option<Refusal> {
     spends.iter().enumerate().find_map(|(i, a)| {
         spends[..i]
             .iter()
@@ -122,32 +116,103 @@ pub fn conflict_within(spends: &[Spend]) -> Option<Refusal> {
 }
 
 /// The refusal a nullifier collision means.
-pub fn refusal(verdict: Verdict) -> Refusal {
+fn refusal(verdict: Verdict) -> Refusal {
     match verdict {
         Verdict::Replay => Refusal::Replay,
         Verdict::DoubleSpend { secret } => Refusal::DoubleSpend { secret },
     }
 }
 
-/// The records a verified job's spends become.
-pub fn records(spends: &[Spend], job: Scalar) -> Vec<Record> {
-    spends
-        .iter()
-        .map(|s| Record {
-            nullifier: s.nullifier,
-            x: s.x,
-            y: s.y,
-            job,
+/// A job on its way through the gate: priced, its periods fixed, its
+/// tickets parsed but not yet verified. Every driver takes the same three
+/// steps: [`Admission::begin`], [`Admission::verify`] against the ledger's
+/// roots, then [`Verified::settle`] with what the nullifier set answered to
+/// [`Verified::records`]. Between them it may fetch roots, verify on
+/// another thread or record over the network.
+pub struct Admission {
+    tickets: Vec<Ticket>,
+    periods: [u64; 2],
+    job: Scalar,
+}
+
+impl Admission {
+    /// Prices `dispatch` and fixes the periods its tickets may name at
+    /// `now_s` (Unix seconds).
+    pub fn begin(credits: &Credits, dispatch: &Dispatch, now_s: u64) -> Result<Self, Refusal> {
+        Ok(Admission {
+            tickets: priced_tickets(credits, dispatch)?,
+            periods: accepted_periods(credits, now_s),
+            job: job_identity(dispatch),
         })
-        .collect()
+    }
+
+    /// Whether a ticket names a root not in `roots`: then the driver fetches
+    /// the ledger's recent roots again before it verifies.
+    pub fn needs_fresh_roots(&self, roots: &[Scalar]) -> bool {
+        self.tickets.iter().any(|t| !roots.contains(&t.root))
+    }
+
+    /// Checks each ticket with `verify` (period, root, proof), then looks for
+    /// two of the job's own tickets on one message id.
+    pub fn verify(
+        self,
+        roots: &[Scalar],
+        verify: impl Fn(&Ticket, &[u64], &[Scalar]) -> Result<Spend, TicketError>,
+    ) -> Result<Verified, Refusal> {
+        let spends = self
+            .tickets
+            .iter()
+            .map(|t| verify(t, &self.periods, roots))
+            .collect::<Result<Vec<Spend>, TicketError>>()
+            .map_err(|e| Refusal::BadTicket(e.to_string()))?;
+        if let Some(refused) = conflict_within(&spends) {
+            return Err(refused);
+        }
+        let records = spends
+            .iter()
+            .map(|s| Record {
+                nullifier: s.nullifier,
+                x: s.x,
+                y: s.y,
+                job: self.job,
+            })
+            .collect();
+        Ok(Verified { spends, records })
+    }
+}
+
+/// A job whose tickets all verified: what remains is the atomic record.
+pub struct Verified {
+    spends: Vec<Spend>,
+    records: Vec<Record>,
+}
+
+impl Verified {
+    /// What the nullifier set must record, all or none.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The gate's verdict once the set answered: the tickets paid, or why
+    /// not (a replay, a double spend with the secret it gives away, or a set
+    /// that could not record now).
+    pub fn settle<E: std::fmt::Display>(
+        &self,
+        recorded: Result<Recorded, E>,
+    ) -> Result<usize, Refusal> {
+        match recorded {
+            Ok(Recorded::Fresh) => Ok(self.spends.len()),
+            Ok(Recorded::Conflict { index, seen }) => {
+                Err(refusal(judge(&seen.spend(), &self.spends[index])))
+            }
+            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
 }
 
 /// The whole gate in one step, for a driver that holds the ledger's roots
-/// and whose nullifier set answers at once (the simulator): the price, each
-/// ticket checked by `verify` (period, root, proof), conflicts among the
-/// job's own tickets, then the atomic record. Returns the tickets paid.
-/// The runtime takes the same steps, fetching roots and recording over the
-/// network in between.
+/// and whose nullifier set answers at once (the simulator). Returns the
+/// tickets paid.
 pub fn admit<S: NullifierStore>(
     credits: &Credits,
     dispatch: &Dispatch,
@@ -156,21 +221,6 @@ pub fn admit<S: NullifierStore>(
     verify: impl Fn(&Ticket, &[u64], &[Scalar]) -> Result<Spend, TicketError>,
     store: &mut S,
 ) -> Result<usize, Refusal> {
-    let tickets = priced_tickets(credits, dispatch)?;
-    let periods = accepted_periods(credits, now_s);
-    let spends = tickets
-        .iter()
-        .map(|t| verify(t, &periods, roots))
-        .collect::<Result<Vec<Spend>, TicketError>>()
-        .map_err(|e| Refusal::BadTicket(e.to_string()))?;
-    if let Some(refused) = conflict_within(&spends) {
-        return Err(refused);
-    }
-    match store.record(&records(&spends, job_identity(dispatch))) {
-        Ok(Recorded::Fresh) => Ok(spends.len()),
-        Ok(Recorded::Conflict { index, seen }) => {
-            Err(refusal(judge(&seen.spend(), &spends[index])))
-        }
-        Err(e) => Err(Refusal::Unavailable(e.to_string())),
-    }
+    let verified = Admission::begin(credits, dispatch, now_s)?.verify(roots, verify)?;
+    verified.settle(store.record(verified.records()))
 }

@@ -354,13 +354,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "1. embedding {prompt:?} with {MINILM} (bucket j = {bucket}, t_j = {:.2} s)",
         f64::from(bucket) * spacing
     );
-    let echoes_before = compute_echoes(&net);
-    let mut specs = vec![embed];
-    crate::credits::pay_all(credits, &wallet, &mut specs)?;
-    println!("   paid with {} tickets", specs[0].tickets.len());
-    let report = run_jobs(&net.client, specs).await?;
-    let courier_echoes = compute_echoes(&net) - echoes_before;
-    show(&report, courier_echoes, &parameters, |o| match o {
+    let describe_embedding = |o: &Outcome| match o {
         Outcome::Embedding(v) => format!(
             "{} dimensions, L2 norm {:.4}, first values {:.4?} …",
             v.len(),
@@ -368,7 +362,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             &v[..v.len().min(3)]
         ),
         other => describe(other),
-    })?;
+    };
+    demo_job(
+        &net,
+        credits,
+        &wallet,
+        embed,
+        &parameters,
+        describe_embedding,
+    )
+    .await?;
 
     let llama = TextTokenizer::load(&llama_dir)?;
     let ask = JobSpec {
@@ -389,20 +392,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    let echoes_before = compute_echoes(&net);
-    let mut specs = vec![ask];
-    crate::credits::pay_all(credits, &wallet, &mut specs)?;
-    println!("   paid with {} tickets", specs[0].tickets.len());
-    let report = run_jobs(&net.client, specs).await?;
-    let courier_echoes = compute_echoes(&net) - echoes_before;
-    show(&report, courier_echoes, &parameters, |o| match o {
+    let describe_tokens = |o: &Outcome| match o {
         Outcome::Tokens(ids) => format!(
             "{:?} (token IDs {:?})",
             llama.decode(ids).unwrap_or_default(),
             ids
         ),
         other => describe(other),
-    })?;
+    };
+    demo_job(&net, credits, &wallet, ask, &parameters, describe_tokens).await?;
     let shed: u64 = net
         .nodes
         .iter()
@@ -425,6 +423,41 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Pays for one demo job, runs it and shows its answer and timeline. A job
+/// that overflows its bucket (the machine was slower now than when the
+/// bucket was sized) is asked once more with j doubled and fresh tickets,
+/// as a user told OVERFLOW would.
+async fn demo_job(
+    net: &devnet::Devnet,
+    credits: &funion_pki::Credits,
+    wallet: &funion_client::wallet::Wallet,
+    mut spec: JobSpec,
+    parameters: &Parameters,
+    answer: impl Fn(&Outcome) -> String,
+) -> anyhow::Result<()> {
+    for attempt in 0..2 {
+        let echoes_before = compute_echoes(net);
+        let mut specs = vec![spec.clone()];
+        crate::credits::pay_all(credits, wallet, &mut specs)?;
+        println!("   paid with {} tickets", specs[0].tickets.len());
+        let report = run_jobs(&net.client, specs).await?;
+        let courier_echoes = compute_echoes(net) - echoes_before;
+        show(&report, courier_echoes, parameters, &answer)?;
+        let overflowed =
+            matches!(report.jobs.first(), Some(Ok(job)) if job.outcome == Outcome::Overflow);
+        if !overflowed || attempt == 1 {
+            break;
+        }
+        spec.bucket *= 2;
+        println!(
+            "   the work overran t_j on this machine as loaded now: asking again with j = {} (t_j = {:.2} s)",
+            spec.bucket,
+            f64::from(spec.bucket) * parameters.bucket_spacing_us as f64 / 1e6
+        );
+    }
     Ok(())
 }
 
