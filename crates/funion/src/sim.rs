@@ -45,6 +45,9 @@ pub enum SimCommand {
     /// Whole jobs (upload, dispatch, fetch, compute, store, read) through
     /// storage couriers, replicas and compute couriers, under faults.
     Jobs(JobsArgs),
+    /// Anonymity experiments: adversaries on the observation trace, scored
+    /// against the ground truth, beside positive and negative controls.
+    Privacy(crate::privacy::PrivacyArgs),
 }
 
 /// Options of `funion sim jobs`.
@@ -112,8 +115,10 @@ pub struct JobsArgs {
 
 /// Runs the simulation and prints the report.
 pub fn run_sim(args: SimArgs) -> anyhow::Result<()> {
-    if let Some(SimCommand::Jobs(jobs)) = args.command {
-        return run_jobs_sim(jobs);
+    match args.command {
+        Some(SimCommand::Jobs(jobs)) => return run_jobs_sim(jobs),
+        Some(SimCommand::Privacy(privacy)) => return crate::privacy::run_privacy(privacy),
+        None => {}
     }
     let base = if args.fast {
         Parameters::fast()

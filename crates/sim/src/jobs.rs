@@ -150,6 +150,9 @@ pub struct JobsConfig {
     pub think_us: Micros,
     /// Most jobs a client runs; `None` for as many as fit.
     pub jobs_per_client: Option<usize>,
+    /// The last this many clients run no jobs at all: they only send cover
+    /// (the idle side of the active-against-idle experiment).
+    pub idle_clients: usize,
     /// How long a storage courier holds a SURB before it ACKs.
     pub courier_hold_us: Micros,
     /// Whether clients send cover loops in empty slots.
@@ -204,6 +207,7 @@ impl JobsConfig {
             bucket: None,
             think_us: 30_000_000,
             jobs_per_client: None,
+            idle_clients: 0,
             courier_hold_us: 3_000_000,
             cover: true,
             faults: Vec::new(),
@@ -278,6 +282,11 @@ pub struct Trace {
     pub observations: Vec<Observation>,
     /// Every job started, in order.
     pub truth: Vec<JobTruth>,
+    /// Ground truth beside each observation: which packet it was (the
+    /// first 8 bytes of a modelled packet's nonce, kept across its hops),
+    /// or 0 for a frame that is not a modelled packet. Only the abstract
+    /// mode fills it; it is for scoring adversaries, never for them.
+    pub packets: Vec<u64>,
 }
 
 /// What a run measured.
@@ -470,7 +479,28 @@ fn stream(seed: u64, purpose: u64) -> ChaCha20Rng {
 
 impl<K: Kem> World<K> {
     fn observe(&mut self, at_us: Micros, from: u32, to: u32, bytes: usize, kind: FrameKind) {
+        self.observe_packet(at_us, from, to, bytes, kind, &[]);
+    }
+
+    /// Observes a frame carrying `packet` (whose identity goes into the
+    /// ground truth when it is a modelled packet).
+    fn observe_packet(
+        &mut self,
+        at_us: Micros,
+        from: u32,
+        to: u32,
+        bytes: usize,
+        kind: FrameKind,
+        packet: &[u8],
+    ) {
         if let Some(trace) = &mut self.report.trace {
+            let id = match packet.get(2..10) {
+                Some(nonce) if self.config.abstract_packets => {
+                    u64::from_le_bytes(nonce.try_into().expect("8 bytes"))
+                }
+                _ => 0,
+            };
+            trace.packets.push(id);
             trace.observations.push(Observation {
                 at_us,
                 from,
@@ -522,7 +552,7 @@ impl<K: Kem> World<K> {
         let (a, b) = (self.node_name[from], self.node_name[target]);
         // Every Sphinx packet is one length; a modelled one stands for it.
         let len = self.geometry.packet_len();
-        self.observe(now, a, b, len, FrameKind::Sphinx);
+        self.observe_packet(now, a, b, len, FrameKind::Sphinx, &packet);
         if let Some(at) = self.transit(now) {
             let from = Source::Peer(self.ids[from]);
             let packet_event = Event::AtNode {
@@ -785,7 +815,9 @@ impl<K: Kem> World<K> {
         let Kind::User { count, .. } = &self.endpoints[e].kind else {
             return;
         };
-        if self.config.jobs_per_client.is_some_and(|n| *count >= n) {
+        if self.config.jobs_per_client.is_some_and(|n| *count >= n)
+            || e + self.config.idle_clients >= self.config.clients
+        {
             return;
         }
         let u = ((self.work.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
@@ -870,7 +902,8 @@ impl<K: Kem> World<K> {
         for packet in packets {
             self.count_link("client", self.link_class[gateway]);
             let (a, b) = (self.endpoint_name[e], self.node_name[gateway]);
-            self.observe(now, a, b, self.geometry.packet_len(), FrameKind::Sphinx);
+            let len = self.geometry.packet_len();
+            self.observe_packet(now, a, b, len, FrameKind::Sphinx, &packet);
             if let Some(at) = self.transit(now) {
                 let event = Event::AtNode {
                     node: gateway,

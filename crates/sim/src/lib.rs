@@ -12,6 +12,8 @@
 
 mod credits;
 pub mod jobs;
+pub mod privacy;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,0 +1,808 @@
+//! Adversaries on the simulator's observation trace, and the experiments
+//! that score them against the ground truth kept beside it.
+//!
+//! The global passive adversary sees every link ([`Trace::observations`]:
+//! time, sender, receiver, size, kind) and knows the public design: the
+//! stratified topology, that every hop holds a packet for an Exp(μ) delay,
+//! and the links' latency. It never sees [`Trace::packets`], which only
+//! scores it.
+//!
+//! Its model of a node is the continuous-time mix (Danezis, "The traffic
+//! analysis of continuous-time mixes", 2004): a packet leaving node X at
+//! time t is input i with probability proportional to the Exp(μ) density
+//! of its stay, e^{−(t − a_i)/μ}, over the inputs that arrived before t.
+//! Carried back hop by hop to the clients' links this gives, for any frame,
+//! a distribution over the endpoints that may have sent it. (It ignores
+//! that each packet leaves once, so it is not the optimal adversary; it
+//! is the standard one, and the positive controls show it is strong where
+//! mixing is weak.)
+
+use std::collections::HashMap;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::jobs::{FrameKind, Trace};
+use crate::stats::{advantage, entropy_bits, mean_interval, Interval};
+
+/// What a name in a trace stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A user's client.
+    Client,
+    /// A compute courier's own mix client.
+    Courier,
+    /// A gateway node.
+    Gateway,
+    /// A mix node.
+    Mix,
+    /// A service node (storage and compute couriers).
+    Service,
+    /// A storage replica.
+    Replica,
+}
+
+impl Role {
+    /// The role a trace name stands for (the simulator names every actor
+    /// by role and number).
+    pub fn of(name: &str) -> Role {
+        if name.starts_with("client") {
+            Role::Client
+        } else if name.starts_with("compute") {
+            Role::Courier
+        } else if name.starts_with("gateway") {
+            Role::Gateway
+        } else if name.starts_with("mix") {
+            Role::Mix
+        } else if name.starts_with("service") {
+            Role::Service
+        } else {
+            Role::Replica
+        }
+    }
+
+    /// Whether it is an endpoint (a sender of packets into the network).
+    pub fn is_endpoint(self) -> bool {
+        matches!(self, Role::Client | Role::Courier)
+    }
+}
+
+/// How far back (in mean delays) the adversary looks for a packet's inputs:
+/// e^{−12} of the density lies beyond.
+const WINDOW_MEANS: f64 = 12.0;
+/// The widest span of output times (in mean delays) handled in one pass,
+/// so the exponentials stay within a double's range.
+const SEGMENT_MEANS: f64 = 200.0;
+/// Weights below this are dropped as the distribution is carried back.
+const NEGLIGIBLE: f64 = 1e-12;
+
+/// An output frame carrying weight back: (time, weight, observation).
+type Weighted = (f64, f64, u32);
+
+/// The global passive adversary's continuous-mix model of a trace.
+pub struct MixObserver<'a> {
+    trace: &'a Trace,
+    roles: Vec<Role>,
+    mean_us: f64,
+    /// Each node's Sphinx inputs by arrival time, split by whether they came
+    /// from an endpoint: (arrival, observation).
+    from_endpoints: Vec<Vec<(f64, u32)>>,
+    from_nodes: Vec<Vec<(f64, u32)>>,
+    /// For each output observation, Σ e^{−(t − a_i)/μ} over the inputs it
+    /// may be (0 for frames that are not a node's Sphinx output).
+    normaliser: Vec<f64>,
+}
+
+impl<'a> MixObserver<'a> {
+    /// The adversary of `trace` for a network whose mean hop delay is
+    /// `mean_delay_us` and whose links take `latency_us`.
+    pub fn new(trace: &'a Trace, mean_delay_us: u64, latency_us: u64) -> Self {
+        let roles: Vec<Role> = trace.names.iter().map(|n| Role::of(n)).collect();
+        let count = trace.names.len();
+        let mut from_endpoints = vec![Vec::new(); count];
+        let mut from_nodes = vec![Vec::new(); count];
+        let mut outputs: Vec<Vec<(f64, u32)>> = vec![Vec::new(); count];
+        let latency = latency_us as f64;
+        for (i, o) in trace.observations.iter().enumerate() {
+            if o.kind != FrameKind::Sphinx {
+                continue;
+            }
+            let (from, to) = (o.from as usize, o.to as usize);
+            let arrival = (o.at_us as f64 + latency, i as u32);
+            if roles[from].is_endpoint() {
+                from_endpoints[to].push(arrival);
+            } else {
+                from_nodes[to].push(arrival);
+                outputs[from].push((o.at_us as f64, i as u32));
+            }
+        }
+        for list in from_endpoints.iter_mut().chain(from_nodes.iter_mut()) {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let mut observer = MixObserver {
+            trace,
+            roles,
+            mean_us: mean_delay_us.max(1) as f64,
+            from_endpoints,
+            from_nodes,
+            normaliser: vec![0.0; trace.observations.len()],
+        };
+        for (node, outs) in outputs.iter().enumerate() {
+            observer.normalise(node, outs);
+        }
+        observer
+    }
+
+    /// Whether output `o` can only be an input that came from an endpoint:
+    /// a gateway's packets into the first layer are its clients' packets.
+    fn takes_endpoint_inputs(&self, o: u32) -> bool {
+        let o = &self.trace.observations[o as usize];
+        self.roles[o.from as usize] == Role::Gateway && self.roles[o.to as usize] == Role::Mix
+    }
+
+    fn inputs(&self, node: usize, endpoint_class: bool) -> &[(f64, u32)] {
+        if endpoint_class {
+            &self.from_endpoints[node]
+        } else {
+            &self.from_nodes[node]
+        }
+    }
+
+    /// Fills the normaliser of each of `node`'s outputs (sorted by time):
+    /// a running sum of the inputs' densities, decayed as time passes.
+    fn normalise(&mut self, node: usize, outputs: &[(f64, u32)]) {
+        for class in [true, false] {
+            let inputs = self.inputs(node, class).to_vec();
+            let (mut sum, mut at, mut next) = (0.0f64, f64::NEG_INFINITY, 0);
+            for &(t, o) in outputs {
+                if self.takes_endpoint_inputs(o) != class {
+                    continue;
+                }
+                while next < inputs.len() && inputs[next].0 <= t {
+                    let a = inputs[next].0;
+                    sum = decay(sum, at, a, self.mean_us) + 1.0;
+                    at = a;
+                    next += 1;
+                }
+                self.normaliser[o as usize] = decay(sum, at, t, self.mean_us);
+            }
+        }
+    }
+
+    /// The adversary's distribution over the endpoints (trace name index)
+    /// that may have sent the packet of observation `target`: every weight
+    /// carried back through the nodes to the clients' links, normalised.
+    pub fn senders(&self, target: usize) -> HashMap<u32, f64> {
+        let mut senders: HashMap<u32, f64> = HashMap::new();
+        let mut frontier: HashMap<u32, f64> = HashMap::from([(target as u32, 1.0)]);
+        // Every step goes back at least one hop; loops in time cannot form,
+        // but a bound keeps a malformed trace from spinning.
+        for _ in 0..64 {
+            if frontier.is_empty() {
+                break;
+            }
+            let mut groups: HashMap<(u32, bool), Vec<Weighted>> = HashMap::new();
+            for (o, w) in frontier.drain() {
+                let obs = &self.trace.observations[o as usize];
+                if self.roles[obs.from as usize].is_endpoint() {
+                    *senders.entry(obs.from).or_default() += w;
+                } else {
+                    let key = (obs.from, self.takes_endpoint_inputs(o));
+                    groups
+                        .entry(key)
+                        .or_default()
+                        .push((obs.at_us as f64, w, o));
+                }
+            }
+            let mut next: HashMap<u32, f64> = HashMap::new();
+            for ((node, class), mut outs) in groups {
+                outs.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let inputs = self.inputs(node as usize, class);
+                let mut start = 0;
+                while start < outs.len() {
+                    let first = outs[start].0;
+                    let end = start
+                        + outs[start..]
+                            .partition_point(|x| x.0 - first <= SEGMENT_MEANS * self.mean_us);
+                    self.carry_back(&outs[start..end], inputs, &mut next);
+                    start = end;
+                }
+            }
+            frontier = next;
+        }
+        let total: f64 = senders.values().sum();
+        if total > 0.0 {
+            senders.values_mut().for_each(|w| *w /= total);
+        }
+        senders
+    }
+
+    /// Spreads the weights of one node's outputs (sorted, within one
+    /// segment) over the inputs each may be, in one pass: input i's share is
+    /// e^{(a_i − T)/μ} · Σ_{outputs k after a_i} w_k e^{(T − t_k)/μ} / Z_k.
+    fn carry_back(&self, outs: &[Weighted], inputs: &[(f64, u32)], next: &mut HashMap<u32, f64>) {
+        let mu = self.mean_us;
+        let reference = outs[outs.len() - 1].0;
+        let mut suffix = vec![0.0; outs.len() + 1];
+        for k in (0..outs.len()).rev() {
+            let (t, w, o) = outs[k];
+            let z = self.normaliser[o as usize];
+            let c = if z > 0.0 {
+                w * ((reference - t) / mu).exp() / z
+            } else {
+                0.0
+            };
+            suffix[k] = suffix[k + 1] + c;
+        }
+        let earliest = outs[0].0 - WINDOW_MEANS * mu;
+        let from = inputs.partition_point(|x| x.0 < earliest);
+        for &(a, i) in &inputs[from..] {
+            if a > reference {
+                break;
+            }
+            let k = outs.partition_point(|x| x.0 < a);
+            let share = ((a - reference) / mu).exp() * suffix[k];
+            if share > NEGLIGIBLE {
+                *next.entry(i).or_default() += share;
+            }
+        }
+    }
+}
+
+/// `sum`, last updated at `from`, decayed to `to`.
+fn decay(sum: f64, from: f64, to: f64, mean: f64) -> f64 {
+    if from.is_finite() {
+        sum * (-(to - from) / mean).exp()
+    } else {
+        sum
+    }
+}
+
+/// The one-echo experiment's raw scores, to pool over seeds.
+#[derive(Clone, Debug, Default)]
+pub struct EchoScores {
+    /// Sender entropy of each message scored, bits.
+    pub entropies: Vec<f64>,
+    /// Mean entropy of each run pooled in, bits.
+    pub run_means: Vec<f64>,
+    /// Two-sender games played (one per message).
+    pub games: u64,
+    /// Games the adversary won.
+    pub wins: u64,
+    /// Games it won with the senders' labels shuffled among the messages
+    /// (the negative control).
+    pub shuffled_wins: u64,
+}
+
+impl EchoScores {
+    /// Adds another run's scores.
+    pub fn merge(&mut self, other: EchoScores) {
+        self.entropies.extend(other.entropies);
+        self.run_means.extend(other.run_means);
+        self.games += other.games;
+        self.wins += other.wins;
+        self.shuffled_wins += other.shuffled_wins;
+    }
+
+    /// Mean sender entropy, with its interval taken over the runs' means
+    /// when there are several (messages of one run are not independent).
+    pub fn entropy(&self) -> Interval {
+        let mut interval = mean_interval(&self.entropies);
+        if self.run_means.len() > 1 {
+            let runs = mean_interval(&self.run_means);
+            interval.low = runs.low;
+            interval.high = runs.high;
+        }
+        interval
+    }
+
+    /// The two-sender game's advantage.
+    pub fn advantage(&self) -> Interval {
+        advantage(self.wins, self.games)
+    }
+
+    /// The negative control's advantage.
+    pub fn shuffled_advantage(&self) -> Interval {
+        advantage(self.shuffled_wins, self.games)
+    }
+}
+
+/// Scores the global passive adversary on one echo: for up to `targets`
+/// real requests from user clients that reach a service node after
+/// `burn_in_us`, the sender distribution at the service node's link,
+/// its entropy and the two-sender game (the adversary names which of the
+/// true sender and another client, drawn uniformly, sent it, by the larger
+/// likelihood). `seed` draws the targets, the other client and the coin
+/// for ties. Needs an abstract-mode trace (for the packets' identities).
+pub fn one_echo(
+    trace: &Trace,
+    mean_delay_us: u64,
+    latency_us: u64,
+    burn_in_us: u64,
+    targets: usize,
+    seed: u64,
+) -> EchoScores {
+    let observer = MixObserver::new(trace, mean_delay_us, latency_us);
+    let roles = &observer.roles;
+    let clients: Vec<u32> = (0..roles.len() as u32)
+        .filter(|&i| roles[i as usize] == Role::Client)
+        .collect();
+    // Who put each packet on the network (ground truth).
+    let mut sender_of: HashMap<u64, u32> = HashMap::new();
+    for (o, &id) in trace.observations.iter().zip(&trace.packets) {
+        if id != 0 && o.kind == FrameKind::Sphinx && roles[o.from as usize].is_endpoint() {
+            sender_of.entry(id).or_insert(o.from);
+        }
+    }
+    let mut candidates: Vec<(usize, u32)> = trace
+        .observations
+        .iter()
+        .zip(&trace.packets)
+        .enumerate()
+        .filter(|(_, (o, _))| {
+            o.kind == FrameKind::Sphinx
+                && o.at_us >= burn_in_us
+                && roles[o.to as usize] == Role::Service
+        })
+        .filter_map(|(i, (_, id))| {
+            let sender = *sender_of.get(id)?;
+            (roles[sender as usize] == Role::Client).then_some((i, sender))
+        })
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    shuffle(&mut candidates, &mut rng);
+    candidates.truncate(targets);
+    let mut shuffled: Vec<u32> = candidates.iter().map(|c| c.1).collect();
+    shuffle(&mut shuffled, &mut rng);
+
+    let mut scores = EchoScores::default();
+    for (&(target, sender), &label) in candidates.iter().zip(&shuffled) {
+        let distribution = observer.senders(target);
+        scores
+            .entropies
+            .push(entropy_bits(distribution.values().copied()));
+        let p = |c: u32| distribution.get(&c).copied().unwrap_or(0.0);
+        scores.games += 1;
+        for (truth, won) in [
+            (sender, &mut scores.wins),
+            (label, &mut scores.shuffled_wins),
+        ] {
+            let other = loop {
+                let c = clients[(rng.next_u64() % clients.len() as u64) as usize];
+                if c != truth || clients.len() == 1 {
+                    break c;
+                }
+            };
+            let coin = rng.next_u32() & 1 == 1;
+            let says_truth = match p(truth).total_cmp(&p(other)) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => coin,
+            };
+            *won += u64::from(says_truth);
+        }
+    }
+    if !scores.entropies.is_empty() {
+        let mean = scores.entropies.iter().sum::<f64>() / scores.entropies.len() as f64;
+        scores.run_means.push(mean);
+    }
+    scores
+}
+
+/// Fisher–Yates with the experiment's own stream.
+fn shuffle<T>(items: &mut [T], rng: &mut ChaCha20Rng) {
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// One line of the privacy table: what was measured, against what target,
+/// beside the positive control (a setting that must leak) and the negative
+/// control (shuffled labels, which must show nothing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The experiment and its setting.
+    pub name: String,
+    /// Who attacks.
+    pub adversary: String,
+    /// What is measured.
+    pub metric: String,
+    /// The measured value, its 95 % interval.
+    pub value: Interval,
+    /// The target, in words (`none set` where the issue names none).
+    pub target: String,
+    /// Whether the value meets the target (`None` without one).
+    pub meets: Option<bool>,
+    /// The positive control's value (NaN where it has none).
+    pub control_value: f64,
+    /// The negative control's value (NaN where it has none).
+    pub null_value: f64,
+}
+
+/// How big a privacy run is.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// User clients in each population measured.
+    pub populations: Vec<usize>,
+    /// Virtual seconds measured after the burn-in.
+    pub seconds: u64,
+    /// Virtual seconds before any message is scored.
+    pub burn_in_s: u64,
+    /// Seeds, one run each per population and setting.
+    pub seeds: Vec<u64>,
+    /// Messages scored per run.
+    pub targets: usize,
+    /// The positive control's mean hop delay, microseconds.
+    pub control_mean_delay_us: u64,
+}
+
+impl Plan {
+    /// The CI-sized plan: 100 clients, two seeds, two virtual minutes.
+    pub fn quick() -> Plan {
+        Plan {
+            populations: vec![100],
+            seconds: 90,
+            burn_in_s: 30,
+            seeds: vec![1, 2],
+            targets: 150,
+            control_mean_delay_us: 1_000,
+        }
+    }
+
+    /// The issue's plan: 100, 1,000 and 10,000 clients, five seeds, one
+    /// virtual hour after a minute's burn-in.
+    pub fn full() -> Plan {
+        Plan {
+            populations: vec![100, 1_000, 10_000],
+            seconds: 3_600,
+            burn_in_s: 60,
+            seeds: vec![1, 2, 3, 4, 5],
+            targets: 400,
+            control_mean_delay_us: 1_000,
+        }
+    }
+}
+
+/// The simulated network for a population of `clients`: the paper's
+/// parameters, modelled packets, a trace; service nodes and the compute
+/// couriers' send rate grow with the population so jobs keep flowing.
+pub fn population_config(clients: usize, seconds: u64, seed: u64) -> crate::jobs::JobsConfig {
+    let mut config = crate::jobs::JobsConfig::paper(clients, seconds);
+    config.seed = seed;
+    config.abstract_packets = true;
+    config.trace = true;
+    config.think_us = 60_000_000;
+    config.services = 2 + clients / 250;
+    config.gateways = clients.div_ceil(1_000).max(1);
+    config.mixes_per_layer = if clients > 1_000 { 4 } else { 2 };
+    // A courier needs about two send slots per job.
+    let jobs_per_s = clients as f64 / 60.0;
+    let rate = 4.0 * jobs_per_s / config.services as f64;
+    config.courier_send_rate = (rate > config.parameters.send_rate()).then_some(rate);
+    config
+}
+
+/// Experiment 1, one echo under the global passive adversary, for every
+/// population of `plan`: sender entropy and the two-sender game at the
+/// paper's μ, beside μ = `plan.control_mean_delay_us` (positive control) and
+/// shuffled labels (negative control). `simulate` runs one configuration
+/// (the caller picks the KEM); `progress` hears of each run.
+pub fn echo_rows(
+    plan: &Plan,
+    simulate: impl Fn(&crate::jobs::JobsConfig) -> Trace,
+    mut progress: impl FnMut(&str),
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &clients in &plan.populations {
+        let mut paper = EchoScores::default();
+        let mut control = EchoScores::default();
+        for &seed in &plan.seeds {
+            for (mean_delay_us, scores) in [
+                (None, &mut paper),
+                (Some(plan.control_mean_delay_us), &mut control),
+            ] {
+                let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
+                if let Some(mu) = mean_delay_us {
+                    config.parameters.mean_delay_us = mu;
+                }
+                let mu = config.parameters.mean_delay_us;
+                let trace = simulate(&config);
+                let burn_in = plan.burn_in_s * 1_000_000;
+                let latency = config.links.latency_us;
+                scores.merge(one_echo(&trace, mu, latency, burn_in, plan.targets, seed));
+                progress(&format!(
+                    "one echo: {clients} clients, seed {seed}, μ = {} s: {} observations",
+                    mu as f64 / 1e6,
+                    trace.observations.len()
+                ));
+            }
+        }
+        let ideal = (clients as f64).log2();
+        let entropy = paper.entropy();
+        rows.push(Row {
+            name: format!("1 one echo, N = {clients}"),
+            adversary: "global passive".into(),
+            metric: "sender entropy H (bits)".into(),
+            value: entropy,
+            target: format!("≥ log2 N − 0.5 = {:.2}", ideal - 0.5),
+            meets: Some(entropy.value >= ideal - 0.5),
+            control_value: control.entropy().value,
+            null_value: f64::NAN,
+        });
+        rows.push(Row {
+            name: format!("1 one echo, N = {clients}"),
+            adversary: "global passive".into(),
+            metric: "two-sender advantage".into(),
+            value: paper.advantage(),
+            target: "none set".into(),
+            meets: None,
+            control_value: control.advantage().value,
+            null_value: paper.shuffled_advantage().value,
+        });
+    }
+    rows
+}
+
+/// What the client's own link shows in one window, as features a local
+/// adversary (the gateway, or anyone on the client's line) can compute.
+const LINK_FEATURES: [&str; 4] = [
+    "sends",
+    "replies",
+    "replies − sends",
+    "late share of send→reply lags",
+];
+
+/// One (client, window) of the active-against-idle experiment.
+#[derive(Clone, Debug)]
+pub struct LinkSample {
+    /// The bootstrap block it belongs to: the run and the client, so that
+    /// one client's windows, which are not independent, are drawn together.
+    pub block: u64,
+    /// The client (trace name index).
+    pub client: u32,
+    /// Whether the client had a job in flight in the window (ground truth);
+    /// windows of idle clients are `false`.
+    pub active: bool,
+    /// The features, in [`LINK_FEATURES`] order.
+    pub features: [f64; 4],
+}
+
+/// The samples of one run: every window of `window_us` after `burn_in_us`
+/// for each client that is either idle all run (the last `idle` clients)
+/// or had a job in flight in that window. `run` numbers the bootstrap
+/// blocks apart between runs.
+pub fn link_samples(
+    trace: &Trace,
+    mean_delay_us: u64,
+    burn_in_us: u64,
+    window_us: u64,
+    idle: usize,
+    run: u64,
+) -> Vec<LinkSample> {
+    let roles: Vec<Role> = trace.names.iter().map(|n| Role::of(n)).collect();
+    let clients: Vec<u32> = (0..roles.len() as u32)
+        .filter(|&i| roles[i as usize] == Role::Client)
+        .collect();
+    let idle_from = clients.len().saturating_sub(idle);
+    let end_us = trace.observations.last().map_or(0, |o| o.at_us);
+    let windows = end_us.saturating_sub(burn_in_us) / window_us.max(1);
+    let mut sends: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut replies: HashMap<u32, Vec<u64>> = HashMap::new();
+    for o in &trace.observations {
+        match o.kind {
+            FrameKind::Sphinx if roles[o.from as usize] == Role::Client => {
+                sends.entry(o.from).or_default().push(o.at_us)
+            }
+            FrameKind::Reply if roles[o.to as usize] == Role::Client => {
+                replies.entry(o.to).or_default().push(o.at_us)
+            }
+            _ => {}
+        }
+    }
+    let mut busy: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    for job in &trace.truth {
+        busy.entry(job.client)
+            .or_default()
+            .push((job.started_us, job.ended_us.unwrap_or(u64::MAX)));
+    }
+    let short = 6 * mean_delay_us;
+    let long = 20 * mean_delay_us;
+    let mut samples = Vec::new();
+    for (rank, &client) in clients.iter().enumerate() {
+        let (sent, answered) = (
+            sends.get(&client).map_or(&[][..], Vec::as_slice),
+            replies.get(&client).map_or(&[][..], Vec::as_slice),
+        );
+        for w in 0..windows {
+            let from = burn_in_us + w * window_us;
+            let to = from + window_us;
+            let active = busy
+                .get(&client)
+                .is_some_and(|jobs| jobs.iter().any(|&(s, e)| s < to && e > from));
+            if rank < idle_from && !active {
+                continue;
+            }
+            let within = |times: &[u64]| {
+                let a = times.partition_point(|&t| t < from);
+                let b = times.partition_point(|&t| t < to);
+                (a, b)
+            };
+            let (sa, sb) = within(sent);
+            let (ra, rb) = within(answered);
+            let (mut early, mut late) = (0u64, 0u64);
+            for &r in &answered[ra..rb] {
+                let first = sent.partition_point(|&s| s + long < r);
+                for &s in sent[first..].iter().take_while(|&&s| s <= r) {
+                    if r - s < short {
+                        early += 1;
+                    } else {
+                        late += 1;
+                    }
+                }
+            }
+            let (n_sends, n_replies) = ((sb - sa) as f64, (rb - ra) as f64);
+            samples.push(LinkSample {
+                block: run * 1_000_000 + u64::from(client),
+                client,
+                active,
+                features: [
+                    n_sends,
+                    n_replies,
+                    n_replies - n_sends,
+                    late as f64 / (early + late).max(1) as f64,
+                ],
+            });
+        }
+    }
+    samples
+}
+
+/// The best of the link adversary's features: chosen, with its direction,
+/// on the even-numbered clients, and scored by AUC on the odd-numbered
+/// ones. Returns the feature's name and the test AUC, with a bootstrap
+/// interval over blocks (runs × windows), `resamples` times from `seed`.
+pub fn best_link_feature(
+    samples: &[LinkSample],
+    resamples: usize,
+    seed: u64,
+) -> (&'static str, Interval) {
+    let (train, test): (Vec<&LinkSample>, Vec<&LinkSample>) =
+        samples.iter().partition(|s| s.client % 2 == 0);
+    let auc_of = |set: &[&LinkSample], f: usize, sign: f64| {
+        let score = |s: &&LinkSample| sign * s.features[f];
+        let positives: Vec<f64> = set.iter().filter(|s| s.active).map(score).collect();
+        let negatives: Vec<f64> = set.iter().filter(|s| !s.active).map(score).collect();
+        crate::stats::auc(&positives, &negatives)
+    };
+    let (mut best, mut best_auc) = ((0, 1.0), f64::NEG_INFINITY);
+    for f in 0..LINK_FEATURES.len() {
+        for sign in [1.0, -1.0] {
+            let a = auc_of(&train, f, sign);
+            if a > best_auc {
+                best_auc = a;
+                best = (f, sign);
+            }
+        }
+    }
+    let (f, sign) = best;
+    let value = auc_of(&test, f, sign);
+    // Bootstrap over blocks: draw blocks with replacement, pool their test
+    // samples, and take the 2.5 and 97.5 percentiles of the AUC.
+    let mut blocks: HashMap<u64, Vec<&LinkSample>> = HashMap::new();
+    for s in &test {
+        blocks.entry(s.block).or_default().push(s);
+    }
+    let mut keys: Vec<u64> = blocks.keys().copied().collect();
+    keys.sort_unstable();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut aucs = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let drawn: Vec<&LinkSample> = (0..keys.len())
+            .flat_map(|_| {
+                blocks[&keys[(rng.next_u64() % keys.len() as u64) as usize]]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let a = auc_of(&drawn, f, sign);
+        if a.is_finite() {
+            aucs.push(a);
+        }
+    }
+    aucs.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        aucs.get(((aucs.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (
+        LINK_FEATURES[f],
+        Interval {
+            value,
+            low: pick(0.025),
+            high: pick(0.975),
+        },
+    )
+}
+
+/// The same samples with the active/idle labels shuffled among them (the
+/// negative control).
+pub fn shuffled_labels(samples: &[LinkSample], seed: u64) -> Vec<LinkSample> {
+    let mut labels: Vec<bool> = samples.iter().map(|s| s.active).collect();
+    shuffle(&mut labels, &mut ChaCha20Rng::seed_from_u64(seed));
+    samples
+        .iter()
+        .zip(labels)
+        .map(|(s, active)| LinkSample {
+            active,
+            ..s.clone()
+        })
+        .collect()
+}
+
+/// Experiment 5, sender online unobservability: active against idle
+/// clients on the client's own link, for each window of `windows_s` that
+/// fits the plan's measured time. Half the population is idle. The positive
+/// control turns cover off.
+pub fn online_rows(
+    plan: &Plan,
+    windows_s: &[u64],
+    simulate: impl Fn(&crate::jobs::JobsConfig) -> Trace,
+    mut progress: impl FnMut(&str),
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &clients in &plan.populations {
+        let windows: Vec<u64> = windows_s
+            .iter()
+            .copied()
+            .filter(|&w| w <= plan.seconds)
+            .collect();
+        let mut with_cover: Vec<Vec<LinkSample>> = vec![Vec::new(); windows.len()];
+        let mut without: Vec<Vec<LinkSample>> = vec![Vec::new(); windows.len()];
+        for &seed in &plan.seeds {
+            for (cover, pooled) in [(true, &mut with_cover), (false, &mut without)] {
+                let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
+                config.idle_clients = clients / 2;
+                config.cover = cover;
+                let trace = simulate(&config);
+                let mu = config.parameters.mean_delay_us;
+                for (i, &w) in windows.iter().enumerate() {
+                    pooled[i].extend(link_samples(
+                        &trace,
+                        mu,
+                        plan.burn_in_s * 1_000_000,
+                        w * 1_000_000,
+                        clients / 2,
+                        seed,
+                    ));
+                }
+                progress(&format!(
+                    "online: {clients} clients, seed {seed}, cover {}: {} observations",
+                    if cover { "on" } else { "off" },
+                    trace.observations.len()
+                ));
+            }
+        }
+        for (i, &w) in windows.iter().enumerate() {
+            let (feature, auc) = best_link_feature(&with_cover[i], 200, 5);
+            let (_, control) = best_link_feature(&without[i], 200, 5);
+            let (_, null) = best_link_feature(&shuffled_labels(&with_cover[i], 9), 200, 5);
+            rows.push(Row {
+                name: format!("5 online, N = {clients}, {w} s"),
+                adversary: "client's link".into(),
+                metric: format!("AUC active/idle ({feature})"),
+                value: auc,
+                target: if w >= 3_600 {
+                    "≤ 0.55".into()
+                } else {
+                    "≤ 0.55 (at 1 h)".into()
+                },
+                meets: (w >= 3_600).then_some(auc.value <= 0.55),
+                control_value: control.value,
+                null_value: null.value,
+            });
+        }
+    }
+    rows
+}
