@@ -373,6 +373,11 @@ enum Event {
         index: usize,
         end: bool,
     },
+    /// Key epoch `e` begins: nodes switch to its key, clients to its
+    /// topology.
+    NewEpoch(u64),
+    /// The grace period of key epoch `e` is over.
+    RetireEpoch(u64),
 }
 
 enum Pending {
@@ -427,6 +432,10 @@ struct ReplicaSlot<K: Kem> {
 
 struct World<K: Kem> {
     config: JobsConfig,
+    /// The current key epoch.
+    epoch: u64,
+    /// Each key epoch's topology, from the one document.
+    topologies: Vec<std::sync::Arc<Topology<K>>>,
     geometry: funion_sphinx::Geometry,
     nodes: Vec<Node<K>>,
     node_config: Vec<NodeConfig>,
@@ -469,6 +478,20 @@ struct World<K: Kem> {
     /// and the compute courier's (fetch and store).
     client_echoes: BTreeMap<BoxId, u64>,
     courier_echoes: HashMap<BoxId, u64>,
+}
+
+/// The seed of a node's Sphinx key for `epoch`: the node's seed itself for
+/// epoch 0, otherwise drawn from a stream of its own, so that adding epochs
+/// takes nothing from the simulator's shared random streams.
+fn epoch_key_seed(seed: &[u8; 32], epoch: u64) -> [u8; 32] {
+    if epoch == 0 {
+        return *seed;
+    }
+    let mut rng = ChaCha20Rng::from_seed(*seed);
+    rng.set_stream(epoch);
+    let mut out = [0u8; 32];
+    rng.fill_bytes(&mut out);
+    out
 }
 
 fn stream(seed: u64, purpose: u64) -> ChaCha20Rng {
@@ -1143,12 +1166,20 @@ impl<K: Kem> World<K> {
                 self.node_down[node] = !end;
                 if !end {
                     // A crash loses the delay queue.
+                    // It comes back with the keys of the previous epoch
+                    // (while in its grace period), the current and the next.
                     let mut fresh = Node::<K>::new(self.node_config[node].clone(), self.geometry);
-                    let key = K::secret_from_seed(&self.node_keys[node]);
-                    fresh
-                        .add_epoch_key(0, key, [])
-                        .expect("geometry matches the KEM");
-                    fresh.set_current_epoch(0);
+                    let epoch_us = self.config.parameters.epoch_ms.max(1) * 1000;
+                    let grace_us = self.config.parameters.grace_ms * 1000;
+                    let in_grace = self.epoch > 0 && now < self.epoch * epoch_us + grace_us;
+                    let first = if in_grace { self.epoch - 1 } else { self.epoch };
+                    for e in first..=self.epoch + 1 {
+                        let key = K::secret_from_seed(&epoch_key_seed(&self.node_keys[node], e));
+                        fresh
+                            .add_epoch_key(e, key, [])
+                            .expect("geometry matches the KEM");
+                    }
+                    fresh.set_current_epoch(self.epoch);
                     self.nodes[node] = fresh;
                     self.node_wake[node] = None;
                 }
@@ -1156,6 +1187,26 @@ impl<K: Kem> World<K> {
             Fault::SlowCompute { factor, .. } => {
                 self.slow = if end { 1.0 } else { factor.max(0.0) };
             }
+        }
+    }
+
+    /// Key epoch `e` begins: each node adds the next epoch's key, drops the
+    /// one before the previous, and switches; each client takes the new
+    /// topology. The previous key is retired after the grace period.
+    fn new_epoch(&mut self, e: u64) {
+        self.epoch = e;
+        for (node, seed) in self.nodes.iter_mut().zip(&self.node_keys) {
+            let key = K::secret_from_seed(&epoch_key_seed(seed, e + 1));
+            node.add_epoch_key(e + 1, key, [])
+                .expect("geometry matches the KEM");
+            if e >= 2 {
+                node.retire_epoch(e - 2);
+            }
+            node.set_current_epoch(e);
+        }
+        let topology = &self.topologies[e as usize];
+        for endpoint in &mut self.endpoints {
+            endpoint.mix.set_topology(topology.clone());
         }
     }
 
@@ -1183,6 +1234,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     };
     let mut crypto = stream(config.seed, 1);
     let epoch = 0;
+    // Mix keys rotate every `epoch_ms` as in the runtime; the document lists
+    // every epoch the run reaches, and one more.
+    let epoch_us = parameters.epoch_ms.max(1) * 1000;
+    let last_epoch = config.duration_us / epoch_us;
 
     let mut layout: Vec<(Role, u8, String, &'static str)> = (0..config.gateways.max(1))
         .map(|i| (Role::Gateway, 0, format!("gateway{i}"), "gateway"))
@@ -1214,7 +1269,19 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let mut key_seed = [0u8; 32];
         crypto.fill_bytes(&mut key_seed);
         let secret = K::secret_from_seed(&key_seed);
-        let public = K::public_key(&secret);
+        let sphinx_keys = (0..=last_epoch + 1)
+            .map(|e| {
+                let public = if e == 0 {
+                    K::public_key(&secret)
+                } else {
+                    K::public_key(&K::secret_from_seed(&epoch_key_seed(&key_seed, e)))
+                };
+                EpochKey {
+                    epoch: e,
+                    public_key: K::public_key_bytes(&public),
+                }
+            })
+            .collect();
         let entry = NodeEntry {
             name: name.clone(),
             role,
@@ -1222,10 +1289,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             identity_key: identity.verifying_key().to_bytes(),
             link_key: [0; 32],
             addresses: vec![format!("sim:{name}")],
-            sphinx_keys: vec![EpochKey {
-                epoch,
-                public_key: K::public_key_bytes(&public),
-            }],
+            sphinx_keys,
         };
         // The gateway lets each client send at twice its rate: the couriers'
         // clients, when they send faster, too.
@@ -1243,6 +1307,12 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let mut node = Node::<K>::new(nc.clone(), geometry);
         node.add_epoch_key(epoch, secret, [])
             .expect("geometry matches the KEM");
+        node.add_epoch_key(
+            epoch + 1,
+            K::secret_from_seed(&epoch_key_seed(&key_seed, epoch + 1)),
+            [],
+        )
+        .expect("geometry matches the KEM");
         node.set_current_epoch(epoch);
         index.insert(entry.id(), nodes.len());
         ids.push(entry.id());
@@ -1272,10 +1342,14 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             identity_key: identity.verifying_key().to_bytes(),
             link_key: [0; 32],
             addresses: vec![format!("sim:replica{i}")],
-            sphinx_keys: vec![EpochKey {
-                epoch,
-                public_key: K::public_key_bytes(&public),
-            }],
+            // A replica's envelope key does not rotate with the mixes' keys
+            // (in the runtime neither): the same key under every epoch.
+            sphinx_keys: (0..=last_epoch + 1)
+                .map(|e| EpochKey {
+                    epoch: e,
+                    public_key: K::public_key_bytes(&public),
+                })
+                .collect(),
         };
         let id = entry.id();
         let rc = ReplicaConfig::new(id, sizes, k, 86_400);
@@ -1299,8 +1373,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     }
     let document = NetworkDocument::new(epoch, parameters.clone(), entries)
         .expect("simulated network is valid");
-    let topology =
-        std::sync::Arc::new(Topology::<K>::from_document(&document, epoch).expect("keys decode"));
+    let topologies: Vec<std::sync::Arc<Topology<K>>> = (0..=last_epoch)
+        .map(|e| std::sync::Arc::new(Topology::from_document(&document, e).expect("keys decode")))
+        .collect();
+    let topology = topologies[0].clone();
     let replica_keys: Vec<(NodeId, K::PublicKey)> = topology
         .replicas
         .iter()
@@ -1430,6 +1506,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         (Vec::new(), None)
     };
     let mut world = World {
+        epoch,
+        topologies,
         wallets,
         gate,
         geometry,
@@ -1486,6 +1564,9 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         }
     }
     world.queue.push(0, Event::TickReplicas);
+    if last_epoch > 0 {
+        world.queue.push(epoch_us, Event::NewEpoch(1));
+    }
     for (index, fault) in config.faults.iter().enumerate() {
         let (at, until) = match fault {
             Fault::ReplicaDown {
@@ -1581,6 +1662,19 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 world.drive_compute(now, actor);
             }
             Event::Fault { index, end } => world.fault(now, index, end),
+            Event::NewEpoch(e) => {
+                world.new_epoch(e);
+                let grace_us = parameters.grace_ms * 1000;
+                world.queue.push(now + grace_us, Event::RetireEpoch(e - 1));
+                if e < last_epoch {
+                    world.queue.push(now + epoch_us, Event::NewEpoch(e + 1));
+                }
+            }
+            Event::RetireEpoch(e) => {
+                for node in &mut world.nodes {
+                    node.retire_epoch(e);
+                }
+            }
         }
     }
 
