@@ -3,7 +3,7 @@
 
 use clap::Args;
 use funion_sim::jobs::{run_jobs, JobsConfig, Trace};
-use funion_sim::privacy::{echo_rows, online_rows, Plan, Row};
+use funion_sim::privacy::{online_rows, passive_rows, Plan, Row};
 use funion_sphinx::kem::XWing;
 
 /// Options of `funion sim privacy`.
@@ -59,7 +59,7 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     let progress = |line: &str| {
         eprintln!("[{:>6.1} s] {line}", started.elapsed().as_secs_f64());
     };
-    let mut rows = echo_rows(&plan, simulate, progress);
+    let mut rows = passive_rows(&plan, simulate, progress);
     rows.extend(online_rows(&plan, &[60, 600, 3_600], simulate, progress));
     println!(
         "privacy at the paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s), {} s after a {} s burn-in, {} seeds; positive control μ = {} ms",

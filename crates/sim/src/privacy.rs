@@ -133,6 +133,45 @@ impl<'a> MixObserver<'a> {
         observer
     }
 
+    /// The user clients (trace name indices).
+    fn clients(&self) -> Vec<u32> {
+        (0..self.roles.len() as u32)
+            .filter(|&i| self.roles[i as usize] == Role::Client)
+            .collect()
+    }
+
+    /// Who put each modelled packet on the network (ground truth, for
+    /// scoring only).
+    fn sent_by(&self) -> HashMap<u64, u32> {
+        let mut sender_of = HashMap::new();
+        for (o, &id) in self.trace.observations.iter().zip(&self.trace.packets) {
+            if id != 0 && o.kind == FrameKind::Sphinx && self.roles[o.from as usize].is_endpoint() {
+                sender_of.entry(id).or_insert(o.from);
+            }
+        }
+        sender_of
+    }
+
+    /// The user clients' requests as they reach a service node:
+    /// (observation, the client that sent it).
+    fn requests<'s>(
+        &'s self,
+        sender_of: &'s HashMap<u64, u32>,
+    ) -> impl Iterator<Item = (usize, u32)> + 's {
+        self.trace
+            .observations
+            .iter()
+            .zip(&self.trace.packets)
+            .enumerate()
+            .filter(|(_, (o, _))| {
+                o.kind == FrameKind::Sphinx && self.roles[o.to as usize] == Role::Service
+            })
+            .filter_map(|(i, (_, id))| {
+                let sender = *sender_of.get(id)?;
+                (self.roles[sender as usize] == Role::Client).then_some((i, sender))
+            })
+    }
+
     /// Whether output `o` can only be an input that came from an endpoint:
     /// a gateway's packets into the first layer are its clients' packets.
     fn takes_endpoint_inputs(&self, o: u32) -> bool {
@@ -323,31 +362,11 @@ pub fn one_echo(
     seed: u64,
 ) -> EchoScores {
     let observer = MixObserver::new(trace, mean_delay_us, latency_us);
-    let roles = &observer.roles;
-    let clients: Vec<u32> = (0..roles.len() as u32)
-        .filter(|&i| roles[i as usize] == Role::Client)
-        .collect();
-    // Who put each packet on the network (ground truth).
-    let mut sender_of: HashMap<u64, u32> = HashMap::new();
-    for (o, &id) in trace.observations.iter().zip(&trace.packets) {
-        if id != 0 && o.kind == FrameKind::Sphinx && roles[o.from as usize].is_endpoint() {
-            sender_of.entry(id).or_insert(o.from);
-        }
-    }
-    let mut candidates: Vec<(usize, u32)> = trace
-        .observations
-        .iter()
-        .zip(&trace.packets)
-        .enumerate()
-        .filter(|(_, (o, _))| {
-            o.kind == FrameKind::Sphinx
-                && o.at_us >= burn_in_us
-                && roles[o.to as usize] == Role::Service
-        })
-        .filter_map(|(i, (_, id))| {
-            let sender = *sender_of.get(id)?;
-            (roles[sender as usize] == Role::Client).then_some((i, sender))
-        })
+    let clients = observer.clients();
+    let sender_of = observer.sent_by();
+    let mut candidates: Vec<(usize, u32)> = observer
+        .requests(&sender_of)
+        .filter(|&(i, _)| trace.observations[i].at_us >= burn_in_us)
         .collect();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     shuffle(&mut candidates, &mut rng);
@@ -363,27 +382,160 @@ pub fn one_echo(
             .push(entropy_bits(distribution.values().copied()));
         let p = |c: u32| distribution.get(&c).copied().unwrap_or(0.0);
         scores.games += 1;
-        for (truth, won) in [
-            (sender, &mut scores.wins),
-            (label, &mut scores.shuffled_wins),
-        ] {
-            let other = loop {
-                let c = clients[(rng.next_u64() % clients.len() as u64) as usize];
-                if c != truth || clients.len() == 1 {
-                    break c;
-                }
-            };
-            let coin = rng.next_u32() & 1 == 1;
-            let says_truth = match p(truth).total_cmp(&p(other)) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => coin,
-            };
-            *won += u64::from(says_truth);
-        }
+        scores.wins += u64::from(two_sender_game(p, sender, &clients, &mut rng));
+        scores.shuffled_wins += u64::from(two_sender_game(p, label, &clients, &mut rng));
     }
     if !scores.entropies.is_empty() {
         let mean = scores.entropies.iter().sum::<f64>() / scores.entropies.len() as f64;
+        scores.run_means.push(mean);
+    }
+    scores
+}
+
+/// The two-sender game: `truth` and another client drawn uniformly from
+/// `clients`; the adversary names the one `likelihood` scores higher (a
+/// coin on ties). Whether it named `truth`.
+fn two_sender_game(
+    likelihood: impl Fn(u32) -> f64,
+    truth: u32,
+    clients: &[u32],
+    rng: &mut ChaCha20Rng,
+) -> bool {
+    let other = loop {
+        let c = clients[(rng.next_u64() % clients.len() as u64) as usize];
+        if c != truth || clients.len() == 1 {
+            break c;
+        }
+    };
+    let coin = rng.next_u32() & 1 == 1;
+    match likelihood(truth).total_cmp(&likelihood(other)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => coin,
+    }
+}
+
+/// The whole-job experiment's raw scores, to pool over seeds.
+#[derive(Clone, Debug, Default)]
+pub struct JobScores {
+    /// Bits the adversary learnt about each job's client: log2 N minus the
+    /// entropy of its posterior over the N clients.
+    pub bits_leaked: Vec<f64>,
+    /// Mean bits leaked of each run pooled in.
+    pub run_means: Vec<f64>,
+    /// Echoes each scored job sent through the mixes.
+    pub echoes: Vec<u64>,
+    /// Two-sender games played (one per job).
+    pub games: u64,
+    /// Games the adversary won.
+    pub wins: u64,
+    /// Games won against labels shuffled among the jobs (negative control).
+    pub shuffled_wins: u64,
+}
+
+impl JobScores {
+    /// Adds another run's scores.
+    pub fn merge(&mut self, other: JobScores) {
+        self.bits_leaked.extend(other.bits_leaked);
+        self.run_means.extend(other.run_means);
+        self.echoes.extend(other.echoes);
+        self.games += other.games;
+        self.wins += other.wins;
+        self.shuffled_wins += other.shuffled_wins;
+    }
+
+    /// Mean bits leaked per job, its interval over the runs' means when
+    /// there are several.
+    pub fn leaked(&self) -> Interval {
+        let mut interval = mean_interval(&self.bits_leaked);
+        if self.run_means.len() > 1 {
+            let runs = mean_interval(&self.run_means);
+            interval.low = runs.low;
+            interval.high = runs.high;
+        }
+        interval
+    }
+}
+
+/// The share of an echo's likelihood spread evenly over every client, so
+/// that one echo the model rules a client out of (a weight cut as
+/// negligible) cannot rule it out of the whole job.
+const SMOOTHING: f64 = 1e-3;
+
+/// Scores the global passive adversary on whole jobs, the grouping of a
+/// job's echoes given to it (an upper bound on what it learns): for up to
+/// `targets` jobs started after `burn_in_us` and completed, every request
+/// the job's client sent to a service node while the job ran (clients run
+/// one job at a time, and cover loops never reach a service node) is
+/// carried back to the clients' links; the job's posterior over the N
+/// clients is the normalised product of the echoes' (smoothed)
+/// distributions. Reports the bits it leaks and the two-sender game over
+/// the job.
+pub fn whole_job(
+    trace: &Trace,
+    mean_delay_us: u64,
+    latency_us: u64,
+    burn_in_us: u64,
+    targets: usize,
+    seed: u64,
+) -> JobScores {
+    let observer = MixObserver::new(trace, mean_delay_us, latency_us);
+    let clients = observer.clients();
+    let sender_of = observer.sent_by();
+    let mut requests: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, sender) in observer.requests(&sender_of) {
+        requests.entry(sender).or_default().push(i);
+    }
+    let mut jobs: Vec<(u32, Vec<usize>)> = trace
+        .truth
+        .iter()
+        .filter(|j| j.completed && j.started_us >= burn_in_us)
+        .filter_map(|j| {
+            let ended = j.ended_us?;
+            let echoes: Vec<usize> = requests
+                .get(&j.client)?
+                .iter()
+                .copied()
+                .filter(|&i| (j.started_us..=ended).contains(&trace.observations[i].at_us))
+                .collect();
+            (!echoes.is_empty()).then_some((j.client, echoes))
+        })
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    shuffle(&mut jobs, &mut rng);
+    jobs.truncate(targets);
+    let mut shuffled: Vec<u32> = jobs.iter().map(|j| j.0).collect();
+    shuffle(&mut shuffled, &mut rng);
+
+    let n = clients.len() as f64;
+    let mut scores = JobScores::default();
+    for ((client, echoes), &label) in jobs.iter().zip(&shuffled) {
+        // Log-likelihood of each client over the job's echoes.
+        let mut log_l: HashMap<u32, f64> = clients.iter().map(|&c| (c, 0.0)).collect();
+        for &echo in echoes {
+            let distribution = observer.senders(echo);
+            let mass: f64 = clients
+                .iter()
+                .map(|c| distribution.get(c).copied().unwrap_or(0.0))
+                .sum();
+            for (c, l) in log_l.iter_mut() {
+                let p = distribution.get(c).copied().unwrap_or(0.0) / mass.max(f64::MIN_POSITIVE);
+                *l += ((1.0 - SMOOTHING) * p + SMOOTHING / n).ln();
+            }
+        }
+        let top = log_l.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        let posterior: Vec<f64> = log_l.values().map(|l| (l - top).exp()).collect();
+        scores
+            .bits_leaked
+            .push(n.log2() - entropy_bits(posterior.iter().copied()));
+        scores.echoes.push(echoes.len() as u64);
+        let likelihood = |c: u32| log_l.get(&c).copied().unwrap_or(f64::NEG_INFINITY);
+        scores.games += 1;
+        scores.wins += u64::from(two_sender_game(likelihood, *client, &clients, &mut rng));
+        scores.shuffled_wins += u64::from(two_sender_game(likelihood, label, &clients, &mut rng));
+    }
+    if !scores.bits_leaked.is_empty() {
+        let mean = scores.bits_leaked.iter().sum::<f64>() / scores.bits_leaked.len() as f64;
         scores.run_means.push(mean);
     }
     scores
@@ -483,24 +635,29 @@ pub fn population_config(clients: usize, seconds: u64, seed: u64) -> crate::jobs
     config
 }
 
-/// Experiment 1, one echo under the global passive adversary, for every
-/// population of `plan`: sender entropy and the two-sender game at the
-/// paper's μ, beside μ = `plan.control_mean_delay_us` (positive control) and
-/// shuffled labels (negative control). `simulate` runs one configuration
-/// (the caller picks the KEM); `progress` hears of each run.
-pub fn echo_rows(
+/// Experiments 1 and 2 under the global passive adversary, for every
+/// population of `plan`: one echo's sender entropy and two-sender game, and
+/// a whole job's bits leaked and two-sender game, at the paper's μ, beside
+/// μ = `plan.control_mean_delay_us` (positive control) and shuffled labels
+/// (negative control). `simulate` runs one configuration (the caller picks
+/// the KEM); `progress` hears of each run.
+pub fn passive_rows(
     plan: &Plan,
     simulate: impl Fn(&crate::jobs::JobsConfig) -> Trace,
     mut progress: impl FnMut(&str),
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     for &clients in &plan.populations {
-        let mut paper = EchoScores::default();
-        let mut control = EchoScores::default();
+        let (mut paper, mut control) = (EchoScores::default(), EchoScores::default());
+        let (mut paper_jobs, mut control_jobs) = (JobScores::default(), JobScores::default());
         for &seed in &plan.seeds {
-            for (mean_delay_us, scores) in [
-                (None, &mut paper),
-                (Some(plan.control_mean_delay_us), &mut control),
+            for (mean_delay_us, scores, jobs) in [
+                (None, &mut paper, &mut paper_jobs),
+                (
+                    Some(plan.control_mean_delay_us),
+                    &mut control,
+                    &mut control_jobs,
+                ),
             ] {
                 let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
                 if let Some(mu) = mean_delay_us {
@@ -511,6 +668,7 @@ pub fn echo_rows(
                 let burn_in = plan.burn_in_s * 1_000_000;
                 let latency = config.links.latency_us;
                 scores.merge(one_echo(&trace, mu, latency, burn_in, plan.targets, seed));
+                jobs.merge(whole_job(&trace, mu, latency, burn_in, plan.targets, seed));
                 progress(&format!(
                     "one echo: {clients} clients, seed {seed}, μ = {} s: {} observations",
                     mu as f64 / 1e6,
@@ -539,6 +697,29 @@ pub fn echo_rows(
             meets: None,
             control_value: control.advantage().value,
             null_value: paper.shuffled_advantage().value,
+        });
+        let leaked = paper_jobs.leaked();
+        let echoes =
+            paper_jobs.echoes.iter().sum::<u64>() as f64 / paper_jobs.echoes.len().max(1) as f64;
+        rows.push(Row {
+            name: format!("2 whole job, N = {clients}"),
+            adversary: "global passive, grouping given".into(),
+            metric: format!("bits leaked per job ({echoes:.1} echoes)"),
+            value: leaked,
+            target: "≤ 0.25".into(),
+            meets: Some(leaked.value <= 0.25),
+            control_value: control_jobs.leaked().value,
+            null_value: f64::NAN,
+        });
+        rows.push(Row {
+            name: format!("2 whole job, N = {clients}"),
+            adversary: "global passive, grouping given".into(),
+            metric: "two-sender advantage".into(),
+            value: advantage(paper_jobs.wins, paper_jobs.games),
+            target: "none set".into(),
+            meets: None,
+            control_value: advantage(control_jobs.wins, control_jobs.games).value,
+            null_value: advantage(paper_jobs.shuffled_wins, paper_jobs.games).value,
         });
     }
     rows
