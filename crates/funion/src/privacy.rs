@@ -2,7 +2,7 @@
 //! table of what each adversary achieved beside its controls.
 
 use clap::Args;
-use funion_sim::jobs::{run_jobs, JobsConfig, Trace};
+use funion_sim::jobs::{run_jobs, JobsConfig, JobsReport};
 use funion_sim::privacy::{online_rows, passive_rows, Plan, Row};
 use funion_sphinx::kem::XWing;
 
@@ -28,10 +28,8 @@ pub struct PrivacyArgs {
     json: Option<std::path::PathBuf>,
 }
 
-fn simulate(config: &JobsConfig) -> Trace {
+fn simulate(config: &JobsConfig) -> JobsReport {
     run_jobs::<XWing>(config)
-        .trace
-        .expect("privacy runs ask for a trace")
 }
 
 /// Runs the experiments and prints the table.

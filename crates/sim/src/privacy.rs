@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::jobs::{FrameKind, Trace};
+use crate::jobs::{FrameKind, JobsReport, Trace};
 use crate::stats::{advantage, entropy_bits, mean_interval, Interval};
 
 /// What a name in a trace stands for.
@@ -570,6 +570,29 @@ pub struct Row {
     pub control_value: f64,
     /// The negative control's value (NaN where it has none).
     pub null_value: f64,
+    /// Where the row goes in the figures, if anywhere.
+    pub plot: Option<PlotPoint>,
+}
+
+/// A row's place in a figure: which figure, which line, and its x.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlotPoint {
+    /// The figure's file stem.
+    pub figure: &'static str,
+    /// The line it belongs to.
+    pub series: String,
+    /// Its abscissa.
+    pub x: f64,
+}
+
+impl PlotPoint {
+    fn new(figure: &'static str, series: &str, x: f64) -> Self {
+        PlotPoint {
+            figure,
+            series: series.into(),
+            x,
+        }
+    }
 }
 
 /// How big a privacy run is.
@@ -587,6 +610,9 @@ pub struct Plan {
     pub targets: usize,
     /// The positive control's mean hop delay, microseconds.
     pub control_mean_delay_us: u64,
+    /// Mean hop delays the passive experiments also run at, for the first
+    /// population (the cost of more mixing in latency), microseconds.
+    pub sweep_mean_delays_us: Vec<u64>,
 }
 
 impl Plan {
@@ -599,6 +625,7 @@ impl Plan {
             seeds: vec![1, 2],
             targets: 150,
             control_mean_delay_us: 1_000,
+            sweep_mean_delays_us: vec![50_000, 500_000],
         }
     }
 
@@ -612,6 +639,7 @@ impl Plan {
             seeds: vec![1, 2, 3, 4, 5],
             targets: 400,
             control_mean_delay_us: 1_000,
+            sweep_mean_delays_us: vec![50_000, 100_000, 500_000, 1_000_000],
         }
     }
 }
@@ -635,49 +663,97 @@ pub fn population_config(clients: usize, seconds: u64, seed: u64) -> crate::jobs
     config
 }
 
+/// What the passive experiments measured in one setting, over the seeds.
+struct Passive {
+    echo: EchoScores,
+    jobs: JobScores,
+    /// Mean latency minus compute of the jobs completed, seconds.
+    latency_s: f64,
+}
+
+/// Runs experiments 1 and 2 for `clients` at mean hop delay `mean_delay_us`
+/// over the plan's seeds.
+fn passive_setting(
+    plan: &Plan,
+    clients: usize,
+    mean_delay_us: u64,
+    simulate: &impl Fn(&crate::jobs::JobsConfig) -> JobsReport,
+    progress: &mut impl FnMut(&str),
+) -> Passive {
+    let mut passive = Passive {
+        echo: EchoScores::default(),
+        jobs: JobScores::default(),
+        latency_s: 0.0,
+    };
+    let mut latencies = Vec::new();
+    // Slower mixing stretches every job: the run stretches with it, so
+    // that as many jobs finish after the burn-in.
+    let paper_mu = crate::jobs::JobsConfig::paper(1, 1)
+        .parameters
+        .mean_delay_us;
+    let stretch = mean_delay_us.div_ceil(paper_mu).max(1);
+    for &seed in &plan.seeds {
+        let seconds = stretch * (plan.burn_in_s + plan.seconds);
+        let mut config = population_config(clients, seconds, seed);
+        config.parameters.mean_delay_us = mean_delay_us;
+        let report = simulate(&config);
+        let Some(trace) = &report.trace else {
+            continue;
+        };
+        let burn_in = stretch * plan.burn_in_s * 1_000_000;
+        let latency = config.links.latency_us;
+        let (mu, n) = (mean_delay_us, plan.targets);
+        passive
+            .echo
+            .merge(one_echo(trace, mu, latency, burn_in, n, seed));
+        passive
+            .jobs
+            .merge(whole_job(trace, mu, latency, burn_in, n, seed));
+        latencies.extend(
+            report
+                .latency_minus_compute_us
+                .iter()
+                .map(|&l| l as f64 / 1e6),
+        );
+        progress(&format!(
+            "passive: {clients} clients, seed {seed}, μ = {} s: {} observations",
+            mu as f64 / 1e6,
+            trace.observations.len()
+        ));
+    }
+    passive.latency_s = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+    passive
+}
+
 /// Experiments 1 and 2 under the global passive adversary, for every
 /// population of `plan`: one echo's sender entropy and two-sender game, and
 /// a whole job's bits leaked and two-sender game, at the paper's μ, beside
 /// μ = `plan.control_mean_delay_us` (positive control) and shuffled labels
-/// (negative control). `simulate` runs one configuration (the caller picks
-/// the KEM); `progress` hears of each run.
+/// (negative control); then, for the first population, the same at each μ
+/// of `plan.sweep_mean_delays_us`, with the jobs' latency (the cost).
+/// `simulate` runs one configuration (the caller picks the KEM); `progress`
+/// hears of each run.
 pub fn passive_rows(
     plan: &Plan,
-    simulate: impl Fn(&crate::jobs::JobsConfig) -> Trace,
+    simulate: impl Fn(&crate::jobs::JobsConfig) -> JobsReport,
     mut progress: impl FnMut(&str),
 ) -> Vec<Row> {
+    let paper = crate::jobs::JobsConfig::paper(1, 1).parameters;
+    let (paper_mu, send_rate) = (paper.mean_delay_us, paper.send_rate());
+    let mu_lambda = |mu: u64| mu as f64 / 1e6 * send_rate;
     let mut rows = Vec::new();
     for &clients in &plan.populations {
-        let (mut paper, mut control) = (EchoScores::default(), EchoScores::default());
-        let (mut paper_jobs, mut control_jobs) = (JobScores::default(), JobScores::default());
-        for &seed in &plan.seeds {
-            for (mean_delay_us, scores, jobs) in [
-                (None, &mut paper, &mut paper_jobs),
-                (
-                    Some(plan.control_mean_delay_us),
-                    &mut control,
-                    &mut control_jobs,
-                ),
-            ] {
-                let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
-                if let Some(mu) = mean_delay_us {
-                    config.parameters.mean_delay_us = mu;
-                }
-                let mu = config.parameters.mean_delay_us;
-                let trace = simulate(&config);
-                let burn_in = plan.burn_in_s * 1_000_000;
-                let latency = config.links.latency_us;
-                scores.merge(one_echo(&trace, mu, latency, burn_in, plan.targets, seed));
-                jobs.merge(whole_job(&trace, mu, latency, burn_in, plan.targets, seed));
-                progress(&format!(
-                    "one echo: {clients} clients, seed {seed}, μ = {} s: {} observations",
-                    mu as f64 / 1e6,
-                    trace.observations.len()
-                ));
-            }
-        }
+        let paper = passive_setting(plan, clients, paper_mu, &simulate, &mut progress);
+        let control = passive_setting(
+            plan,
+            clients,
+            plan.control_mean_delay_us,
+            &simulate,
+            &mut progress,
+        );
         let ideal = (clients as f64).log2();
-        let entropy = paper.entropy();
+        let entropy = paper.echo.entropy();
+        let n = clients as f64;
         rows.push(Row {
             name: format!("1 one echo, N = {clients}"),
             adversary: "global passive".into(),
@@ -685,44 +761,96 @@ pub fn passive_rows(
             value: entropy,
             target: format!("≥ log2 N − 0.5 = {:.2}", ideal - 0.5),
             meets: Some(entropy.value >= ideal - 0.5),
-            control_value: control.entropy().value,
+            control_value: control.echo.entropy().value,
             null_value: f64::NAN,
+            plot: Some(PlotPoint::new("entropy_vs_population", "H", n)),
         });
-        rows.push(Row {
-            name: format!("1 one echo, N = {clients}"),
-            adversary: "global passive".into(),
-            metric: "two-sender advantage".into(),
-            value: paper.advantage(),
-            target: "none set".into(),
-            meets: None,
-            control_value: control.advantage().value,
-            null_value: paper.shuffled_advantage().value,
-        });
-        let leaked = paper_jobs.leaked();
-        let echoes =
-            paper_jobs.echoes.iter().sum::<u64>() as f64 / paper_jobs.echoes.len().max(1) as f64;
-        rows.push(Row {
-            name: format!("2 whole job, N = {clients}"),
+        let mut echo = echo_advantage_row(&paper, &control, clients, None);
+        let [leaked, mut game] = job_rows(&paper, &control, clients, None);
+        if Some(&clients) == plan.populations.first() {
+            let x = mu_lambda(paper_mu);
+            echo.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "one echo", x));
+            game.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "whole job", x));
+        }
+        rows.extend([echo, leaked, game]);
+    }
+    let Some(&clients) = plan.populations.first() else {
+        return rows;
+    };
+    // The sweep around the paper's point (which the rows above hold); the
+    // positive control is the same for every point, so it is not repeated.
+    let control = Passive {
+        echo: EchoScores::default(),
+        jobs: JobScores::default(),
+        latency_s: f64::NAN,
+    };
+    for &mu in plan
+        .sweep_mean_delays_us
+        .iter()
+        .filter(|&&mu| mu != paper_mu)
+    {
+        let setting = passive_setting(plan, clients, mu, &simulate, &mut progress);
+        let x = mu_lambda(mu);
+        let mut echo = echo_advantage_row(&setting, &control, clients, Some(mu));
+        echo.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "one echo", x));
+        let [leaked, mut game] = job_rows(&setting, &control, clients, Some(mu));
+        game.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "whole job", x));
+        rows.extend([echo, leaked, game]);
+    }
+    rows
+}
+
+/// The label of a sweep point, empty for the paper's setting.
+fn at_mu(mu: Option<u64>) -> String {
+    mu.map_or(String::new(), |mu| format!(", μ = {} s", mu as f64 / 1e6))
+}
+
+fn echo_advantage_row(paper: &Passive, control: &Passive, clients: usize, mu: Option<u64>) -> Row {
+    Row {
+        name: format!("1 one echo, N = {clients}{}", at_mu(mu)),
+        adversary: "global passive".into(),
+        metric: "two-sender advantage".into(),
+        value: paper.echo.advantage(),
+        target: "none set".into(),
+        meets: None,
+        control_value: control.echo.advantage().value,
+        null_value: paper.echo.shuffled_advantage().value,
+        plot: None,
+    }
+}
+
+fn job_rows(paper: &Passive, control: &Passive, clients: usize, mu: Option<u64>) -> [Row; 2] {
+    let leaked = paper.jobs.leaked();
+    let jobs = &paper.jobs;
+    let echoes = jobs.echoes.iter().sum::<u64>() as f64 / jobs.echoes.len().max(1) as f64;
+    let name = format!("2 whole job, N = {clients}{}", at_mu(mu));
+    [
+        Row {
+            name: name.clone(),
             adversary: "global passive, grouping given".into(),
-            metric: format!("bits leaked per job ({echoes:.1} echoes)"),
+            metric: format!(
+                "bits leaked per job ({echoes:.1} echoes, {:.1} s beyond compute)",
+                paper.latency_s
+            ),
             value: leaked,
             target: "≤ 0.25".into(),
             meets: Some(leaked.value <= 0.25),
-            control_value: control_jobs.leaked().value,
+            control_value: control.jobs.leaked().value,
             null_value: f64::NAN,
-        });
-        rows.push(Row {
-            name: format!("2 whole job, N = {clients}"),
+            plot: None,
+        },
+        Row {
+            name,
             adversary: "global passive, grouping given".into(),
             metric: "two-sender advantage".into(),
-            value: advantage(paper_jobs.wins, paper_jobs.games),
+            value: advantage(jobs.wins, jobs.games),
             target: "none set".into(),
             meets: None,
-            control_value: advantage(control_jobs.wins, control_jobs.games).value,
-            null_value: advantage(paper_jobs.shuffled_wins, paper_jobs.games).value,
-        });
-    }
-    rows
+            control_value: advantage(control.jobs.wins, control.jobs.games).value,
+            null_value: advantage(jobs.shuffled_wins, jobs.games).value,
+            plot: None,
+        },
+    ]
 }
 
 /// What the client's own link shows in one window, as features a local
@@ -929,7 +1057,7 @@ pub fn shuffled_labels(samples: &[LinkSample], seed: u64) -> Vec<LinkSample> {
 pub fn online_rows(
     plan: &Plan,
     windows_s: &[u64],
-    simulate: impl Fn(&crate::jobs::JobsConfig) -> Trace,
+    simulate: impl Fn(&crate::jobs::JobsConfig) -> JobsReport,
     mut progress: impl FnMut(&str),
 ) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -946,11 +1074,14 @@ pub fn online_rows(
                 let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
                 config.idle_clients = clients / 2;
                 config.cover = cover;
-                let trace = simulate(&config);
+                let report = simulate(&config);
+                let Some(trace) = &report.trace else {
+                    continue;
+                };
                 let mu = config.parameters.mean_delay_us;
                 for (i, &w) in windows.iter().enumerate() {
                     pooled[i].extend(link_samples(
-                        &trace,
+                        trace,
                         mu,
                         plan.burn_in_s * 1_000_000,
                         w * 1_000_000,
@@ -982,6 +1113,11 @@ pub fn online_rows(
                 meets: (w >= 3_600).then_some(auc.value <= 0.55),
                 control_value: control.value,
                 null_value: null.value,
+                plot: Some(PlotPoint::new(
+                    "auc_vs_window",
+                    &format!("N = {clients}"),
+                    w as f64,
+                )),
             });
         }
     }
