@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod credits;
 mod inference;
 mod network;
+mod plots;
 mod privacy;
 mod sim;
 mod vectors;

@@ -26,6 +26,10 @@ pub struct PrivacyArgs {
     /// Writes the rows as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
+    /// Writes the figures as SVG into DIR (entropy against the population,
+    /// advantage against μ·λ_s, AUC against the observation window).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<std::path::PathBuf>,
 }
 
 fn simulate(config: &JobsConfig) -> JobsReport {
@@ -71,6 +75,11 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
         let json: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        for path in crate::plots::write_plots(&rows, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     eprintln!("wall time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
