@@ -39,6 +39,10 @@ pub struct CourierConfig {
     pub max_jobs: usize,
     /// The (model, task) pairs this courier serves.
     pub served: Vec<(String, Task)>,
+    /// Release each output as soon as it is computed instead of at its
+    /// bucket edge. Never for a deployment: it is the positive control of
+    /// the computation-time experiment, the leak the buckets close.
+    pub release_at_finish: bool,
 }
 
 impl Default for CourierConfig {
@@ -50,6 +54,7 @@ impl Default for CourierConfig {
             batch_window_us: 50_000,
             max_jobs: 1_024,
             served: Vec::new(),
+            release_at_finish: false,
         }
     }
 }
@@ -452,6 +457,9 @@ impl ComputeCourier {
             job.times.finished = Some(now);
             if !matches!(job.state, State::Running) {
                 continue; // already released as OVERFLOW
+            }
+            if self.config.release_at_finish {
+                job.times.edge = job.times.edge.min(now);
             }
             let outcome = outcome
                 .and_then(|o| {

@@ -181,6 +181,13 @@ pub struct JobsConfig {
     /// Move modelled packets instead of Sphinx packets: the same routes,
     /// delays, sizes and trace, without the cryptography.
     pub abstract_packets: bool,
+    /// Each batch's compute time is the model's times a factor drawn
+    /// uniformly from [1 − spread, 1 + spread] (prompts of one class take
+    /// different times); 0 for the model's time exactly.
+    pub compute_spread: f64,
+    /// Compute couriers release outputs when computed, not at the bucket
+    /// edge (the computation-time experiment's positive control).
+    pub release_at_finish: bool,
 }
 
 impl JobsConfig {
@@ -218,6 +225,8 @@ impl JobsConfig {
             double_spenders: 0,
             ticket_verify_us: 2_000,
             abstract_packets: false,
+            compute_spread: 0.0,
+            release_at_finish: false,
         }
     }
 }
@@ -287,6 +296,24 @@ pub struct Trace {
     /// or 0 for a frame that is not a modelled packet. Only the abstract
     /// mode fills it; it is for scoring adversaries, never for them.
     pub packets: Vec<u64>,
+    /// Each completed job's compute time beside the times it showed, for
+    /// the computation-time experiment.
+    pub computes: Vec<ComputeTruth>,
+}
+
+/// One job's compute time and the times that follow from it (ground truth).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComputeTruth {
+    /// Its batch's compute time (0 for an OVERFLOW).
+    pub compute_us: Micros,
+    /// The bucket index `j` it ran under.
+    pub bucket: u32,
+    /// From the courier taking the job to its releasing the output.
+    pub release_after_us: Micros,
+    /// From the client's dispatch to its read of the output being sent.
+    pub read_after_us: Micros,
+    /// From the client's dispatch to the output in its hands.
+    pub done_after_us: Micros,
 }
 
 /// What a run measured.
@@ -478,6 +505,12 @@ struct World<K: Kem> {
     /// and the compute courier's (fetch and store).
     client_echoes: BTreeMap<BoxId, u64>,
     courier_echoes: HashMap<BoxId, u64>,
+    /// With a trace: each output's compute time and release time after
+    /// the courier took the job, by output box.
+    released: HashMap<BoxId, (Micros, Micros)>,
+    /// With a trace: each client's read and done times after its
+    /// dispatch, by output box (in completion order).
+    read_times: BTreeMap<BoxId, (Micros, Micros)>,
 }
 
 /// The seed of a node's Sphinx key for `epoch`: the node's seed itself for
@@ -787,6 +820,14 @@ impl<K: Kem> World<K> {
                             }
                             self.report.client_echoes_per_job.push(result.echoes);
                             self.client_echoes.insert(result.output_box, result.echoes);
+                            if self.report.trace.is_some() {
+                                let t = &result.timeline;
+                                let after = |x: Micros| x.saturating_sub(t.dispatched);
+                                self.read_times.insert(
+                                    result.output_box,
+                                    (after(t.fetch_sent), after(t.done)),
+                                );
+                            }
                             let latency = result.timeline.done.saturating_sub(start);
                             self.report
                                 .latency_minus_compute_us
@@ -1050,7 +1091,12 @@ impl<K: Kem> World<K> {
                     .map(|i| i.sampling.max_tokens.min(i.output_class))
                     .max()
                     .unwrap_or(0);
-                let time = self.config.compute.time_us(n_out) as f64 * self.slow;
+                let mut time = self.config.compute.time_us(n_out) as f64 * self.slow;
+                let spread = self.config.compute_spread.clamp(0.0, 1.0);
+                if spread > 0.0 {
+                    let u = (self.work.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    time *= 1.0 - spread + 2.0 * spread * u;
+                }
                 let event = Event::ComputeDone {
                     actor: a,
                     batch,
@@ -1063,8 +1109,14 @@ impl<K: Kem> World<K> {
                 write_cap,
                 ctx,
                 payload,
+                times,
                 ..
             } => {
+                let compute_us = match (times.started, times.finished) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                };
+                let release_after_us = now.saturating_sub(times.taken);
                 let storage = &mut self.endpoints[e].storage;
                 let box_len = storage.box_payload();
                 let requests = WriteCap::from_bytes(&write_cap)
@@ -1085,6 +1137,10 @@ impl<K: Kem> World<K> {
                 });
                 match started {
                     Ok((batch, output_box)) => {
+                        if self.report.trace.is_some() {
+                            self.released
+                                .insert(output_box, (compute_us, release_after_us));
+                        }
                         let pending = Pending::Store { job, output_box };
                         self.actors[a].pending.insert(batch, pending);
                     }
@@ -1453,6 +1509,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                     delta_us: parameters.bucket_spacing_us,
                     max_bucket: bucket.max(1) * 4,
                     served: vec![("sim".into(), Task::Generate)],
+                    release_at_finish: config.release_at_finish,
                     ..ComputeConfig::default()
                 }),
                 endpoint: e,
@@ -1555,6 +1612,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         truth_index: HashMap::new(),
         client_echoes: BTreeMap::new(),
         courier_echoes: HashMap::new(),
+        released: HashMap::new(),
+        read_times: BTreeMap::new(),
         config: config.clone(),
     };
     for e in 0..world.endpoints.len() {
@@ -1682,6 +1741,20 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     for (output_box, client) in client_echoes {
         if let Some(courier) = world.courier_echoes.get(&output_box) {
             world.report.echoes_per_job.push(client + courier);
+        }
+    }
+    let read_times = std::mem::take(&mut world.read_times);
+    if let Some(trace) = &mut world.report.trace {
+        for (output_box, (read_after_us, done_after_us)) in read_times {
+            if let Some(&(compute_us, release_after_us)) = world.released.get(&output_box) {
+                trace.computes.push(ComputeTruth {
+                    compute_us,
+                    bucket: world.report.bucket,
+                    release_after_us,
+                    read_after_us,
+                    done_after_us,
+                });
+            }
         }
     }
     // Every acknowledged write must be on at least one of its holders.
