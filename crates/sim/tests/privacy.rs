@@ -1,13 +1,15 @@
-//! The one-echo experiment's controls: mixing at μ = 1 ms must leak the
-//! sender to the global passive adversary; the paper's μ must hide it among
-//! the clients; shuffled labels must show nothing.
+//! The passive experiments' controls: mixing at μ = 1 ms must leak the
+//! sender of an echo and of a whole job to the global passive adversary;
+//! the paper's μ must hide an echo's sender among the clients; shuffled
+//! labels must show nothing.
 
 use funion_sim::jobs::{run_jobs, JobsConfig};
-use funion_sim::privacy::one_echo;
+use funion_sim::privacy::{one_echo, whole_job, EchoScores, JobScores};
 use funion_sphinx::kem::XWing;
 
-/// One run's one-echo scores at mean delay `mean_delay_us`, seed 7.
-fn scores(clients: usize, seconds: u64, mean_delay_us: u64) -> funion_sim::privacy::EchoScores {
+/// One run's one-echo and whole-job scores at mean delay `mean_delay_us`,
+/// seed 7.
+fn scores(clients: usize, seconds: u64, mean_delay_us: u64) -> (EchoScores, JobScores) {
     let mut config = JobsConfig::paper(clients, seconds);
     config.seed = 7;
     config.parameters.mean_delay_us = mean_delay_us;
@@ -16,18 +18,22 @@ fn scores(clients: usize, seconds: u64, mean_delay_us: u64) -> funion_sim::priva
     config.tickets = false;
     let trace = run_jobs::<XWing>(&config).trace.expect("asked for a trace");
     let scores = one_echo(&trace, mean_delay_us, 0, 10_000_000, 200, 1);
+    let jobs = whole_job(&trace, mean_delay_us, 0, 10_000_000, 200, 1);
     eprintln!(
-        "μ = {mean_delay_us} µs: H {:?}, advantage {:?}",
+        "μ = {mean_delay_us} µs: H {:?}, advantage {:?}; job: {:?} bits, {} of {} games",
         scores.entropy(),
-        scores.advantage()
+        scores.advantage(),
+        jobs.leaked(),
+        jobs.wins,
+        jobs.games
     );
-    scores
+    (scores, jobs)
 }
 
 #[test]
-fn one_echo_controls() {
-    let weak = scores(30, 130, 1_000);
-    let strong = scores(30, 130, 200_000);
+fn passive_controls() {
+    let (weak, weak_jobs) = scores(30, 130, 1_000);
+    let (strong, strong_jobs) = scores(30, 130, 200_000);
     assert!(
         weak.games >= 80 && strong.games >= 80,
         "{} {}",
@@ -49,4 +55,21 @@ fn one_echo_controls() {
         let null = r.shuffled_advantage();
         assert!(null.low < 0.0 && null.high > 0.0, "{null:?}");
     }
+    // A whole job: the control gives its client away, the paper's μ keeps
+    // most of the log2 N bits, shuffled labels show nothing.
+    let n = (30f64).log2();
+    assert!(weak_jobs.games >= 20, "{}", weak_jobs.games);
+    assert!(weak_jobs.wins as f64 >= 0.95 * weak_jobs.games as f64);
+    assert!(
+        weak_jobs.leaked().value > n - 0.5,
+        "{:?}",
+        weak_jobs.leaked()
+    );
+    assert!(
+        strong_jobs.leaked().value < n / 2.0,
+        "{:?}",
+        strong_jobs.leaked()
+    );
+    let null = funion_sim::stats::advantage(strong_jobs.shuffled_wins, strong_jobs.games);
+    assert!(null.low < 0.0 && null.high > 0.0, "{null:?}");
 }
