@@ -207,6 +207,52 @@ pub fn auc(positives: &[f64], negatives: &[f64]) -> f64 {
     (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
 }
 
+/// Equal-frequency bins of `values`: each value's bin is `bins` times the
+/// share of values below it, so equal values share a bin.
+fn quantile_bins(values: &[f64], bins: usize) -> Vec<usize> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = values.len().max(1);
+    values
+        .iter()
+        .map(|v| {
+            let below = sorted.partition_point(|x| x < v);
+            (below * bins / n).min(bins - 1)
+        })
+        .collect()
+}
+
+/// Mutual information in bits between `xs` and `ys` (paired), each cut
+/// into `bins` equal-frequency bins, with the Miller–Madow correction for
+/// the plug-in estimate's bias; clamped at 0.
+pub fn mutual_information_bits(xs: &[f64], ys: &[f64], bins: usize) -> f64 {
+    let n = xs.len().min(ys.len());
+    if n < 2 || bins < 2 {
+        return f64::NAN;
+    }
+    let (bx, by) = (quantile_bins(&xs[..n], bins), quantile_bins(&ys[..n], bins));
+    let mut joint = vec![0.0f64; bins * bins];
+    let (mut px, mut py) = (vec![0.0f64; bins], vec![0.0f64; bins]);
+    for (&a, &b) in bx.iter().zip(&by) {
+        joint[a * bins + b] += 1.0;
+        px[a] += 1.0;
+        py[b] += 1.0;
+    }
+    let entropy = |counts: &[f64]| {
+        let occupied = counts.iter().filter(|&&c| c > 0.0).count() as f64;
+        let plug_in = -counts
+            .iter()
+            .filter(|&&c| c > 0.0)
+            .map(|&c| {
+                let p = c / n as f64;
+                p * p.log2()
+            })
+            .sum::<f64>();
+        plug_in + (occupied - 1.0).max(0.0) / (2.0 * n as f64 * std::f64::consts::LN_2)
+    };
+    (entropy(&px) + entropy(&py) - entropy(&joint)).max(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +275,18 @@ mod tests {
         assert_eq!(auc(&[2.0, 3.0], &[0.0, 1.0]), 1.0);
         assert_eq!(auc(&[1.0], &[1.0]), 0.5);
         assert!((auc(&[0.0, 3.0], &[1.0, 2.0]) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mutual_information_of_known_cases() {
+        let xs: Vec<f64> = (0..4_000).map(|i| ((i * 7_919) % 4_000) as f64).collect();
+        // A copy carries all log2(bins) bits; a constant carries none.
+        assert!((mutual_information_bits(&xs, &xs, 8) - 3.0).abs() < 0.01);
+        assert_eq!(mutual_information_bits(&xs, &vec![1.0; xs.len()], 8), 0.0);
+        // An unrelated sequence carries (almost) none.
+        let ys: Vec<f64> = (0..4_000)
+            .map(|i| ((i * 104_729 + 13) % 3_989) as f64)
+            .collect();
+        assert!(mutual_information_bits(&xs, &ys, 8) < 0.02);
     }
 }
