@@ -297,6 +297,18 @@ fn decay(sum: f64, from: f64, to: f64, mean: f64) -> f64 {
     }
 }
 
+/// The mean of `samples`, its interval taken over the runs' means when
+/// there are several (samples of one run are not independent).
+fn pooled_mean(samples: &[f64], run_means: &[f64]) -> Interval {
+    let mut interval = mean_interval(samples);
+    if run_means.len() > 1 {
+        let runs = mean_interval(run_means);
+        interval.low = runs.low;
+        interval.high = runs.high;
+    }
+    interval
+}
+
 /// The one-echo experiment's raw scores, to pool over seeds.
 #[derive(Clone, Debug, Default)]
 pub struct EchoScores {
@@ -326,13 +338,7 @@ impl EchoScores {
     /// Mean sender entropy, with its interval taken over the runs' means
     /// when there are several (messages of one run are not independent).
     pub fn entropy(&self) -> Interval {
-        let mut interval = mean_interval(&self.entropies);
-        if self.run_means.len() > 1 {
-            let runs = mean_interval(&self.run_means);
-            interval.low = runs.low;
-            interval.high = runs.high;
-        }
-        interval
+        pooled_mean(&self.entropies, &self.run_means)
     }
 
     /// The two-sender game's advantage.
@@ -447,13 +453,7 @@ impl JobScores {
     /// Mean bits leaked per job, its interval over the runs' means when
     /// there are several.
     pub fn leaked(&self) -> Interval {
-        let mut interval = mean_interval(&self.bits_leaked);
-        if self.run_means.len() > 1 {
-            let runs = mean_interval(&self.run_means);
-            interval.low = runs.low;
-            interval.high = runs.high;
-        }
-        interval
+        pooled_mean(&self.bits_leaked, &self.run_means)
     }
 }
 
