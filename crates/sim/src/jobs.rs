@@ -38,6 +38,7 @@ use funion_pigeonhole::envelope::{Request, Sizes};
 use funion_pigeonhole::replica::storage::{execute, BoxStorage, MemoryStore};
 use funion_pigeonhole::replica::{Replica, ReplicaConfig, ReplicaEffect};
 use funion_pigeonhole::shard;
+use funion_pigeonhole::wire::StorageMessage;
 use funion_pki::{EpochKey, NetworkDocument, NodeEntry, Parameters, Role};
 use funion_sphinx::kem::Kem;
 use funion_sphinx::{NodeId, Surb};
@@ -299,6 +300,22 @@ pub struct Trace {
     /// Each completed job's compute time beside the times it showed, for
     /// the computation-time experiment.
     pub computes: Vec<ComputeTruth>,
+    /// Every write and read between two replicas (intermediate to holder,
+    /// holder to holder), for the box-linking experiment: which
+    /// observation, its kind (an observer tells them apart by size), and
+    /// its box (ground truth only).
+    pub storage_ops: Vec<StorageOp>,
+}
+
+/// A box write or read between two replicas, as the trace keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOp {
+    /// Its [`Trace::observations`] index.
+    pub observation: u32,
+    /// A write (else a read).
+    pub write: bool,
+    /// The first 8 bytes of the box ID (ground truth, for scoring).
+    pub box_tag: u64,
 }
 
 /// One job's compute time and the times that follow from it (ground truth).
@@ -630,6 +647,22 @@ impl<K: Kem> World<K> {
         };
         self.count_link(class(self, &from), class(self, &to));
         let (a, b) = (self.storage_name(&from), self.storage_name(&to));
+        if let Some(trace) = &mut self.report.trace {
+            if self.replica_index.contains_key(&from) && self.replica_index.contains_key(&to) {
+                let op = match StorageMessage::decode(&bytes) {
+                    Ok(StorageMessage::Write { item, .. }) => Some((true, item.id)),
+                    Ok(StorageMessage::Read { box_id, .. }) => Some((false, box_id)),
+                    _ => None,
+                };
+                if let Some((write, id)) = op {
+                    trace.storage_ops.push(StorageOp {
+                        observation: trace.observations.len() as u32,
+                        write,
+                        box_tag: u64::from_le_bytes(id[..8].try_into().expect("8 bytes")),
+                    });
+                }
+            }
+        }
         self.observe(now, a, b, bytes.len(), FrameKind::Storage);
         if let Some(at) = self.transit(now) {
             self.queue.push(at, Event::Storage { to, from, bytes });

@@ -23,7 +23,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::jobs::{FrameKind, JobsReport, Trace};
-use crate::stats::{advantage, entropy_bits, mean_interval, Interval};
+use crate::stats::{advantage, entropy_bits, mean_interval, percentile, Interval};
 
 /// What a name in a trace stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +91,9 @@ pub struct MixObserver<'a> {
     /// For each output observation, Σ e^{−(t − a_i)/μ} over the inputs it
     /// may be (0 for frames that are not a node's Sphinx output).
     normaliser: Vec<f64>,
+    /// The compromised nodes' knowledge: which input observation each of
+    /// their outputs was, by (node, packet).
+    known: HashMap<(u32, u64), u32>,
 }
 
 impl<'a> MixObserver<'a> {
@@ -126,11 +129,36 @@ impl<'a> MixObserver<'a> {
             from_endpoints,
             from_nodes,
             normaliser: vec![0.0; trace.observations.len()],
+            known: HashMap::new(),
         };
         for (node, outs) in outputs.iter().enumerate() {
             observer.normalise(node, outs);
         }
         observer
+    }
+
+    /// Makes `nodes` (trace name indices) the adversary's: it knows which
+    /// of their inputs each of their outputs is (a compromised node's own
+    /// log), so the distribution passes them unmixed.
+    pub fn compromise(&mut self, nodes: &[u32]) {
+        for (i, (o, &id)) in self
+            .trace
+            .observations
+            .iter()
+            .zip(&self.trace.packets)
+            .enumerate()
+        {
+            if id != 0 && o.kind == FrameKind::Sphinx && nodes.contains(&o.to) {
+                self.known.entry((o.to, id)).or_insert(i as u32);
+            }
+        }
+    }
+
+    /// The nodes of `role` (trace name indices).
+    pub fn nodes(&self, role: Role) -> Vec<u32> {
+        (0..self.roles.len() as u32)
+            .filter(|&i| self.roles[i as usize] == role)
+            .collect()
     }
 
     /// The user clients (trace name indices).
@@ -143,13 +171,7 @@ impl<'a> MixObserver<'a> {
     /// Who put each modelled packet on the network (ground truth, for
     /// scoring only).
     fn sent_by(&self) -> HashMap<u64, u32> {
-        let mut sender_of = HashMap::new();
-        for (o, &id) in self.trace.observations.iter().zip(&self.trace.packets) {
-            if id != 0 && o.kind == FrameKind::Sphinx && self.roles[o.from as usize].is_endpoint() {
-                sender_of.entry(id).or_insert(o.from);
-            }
-        }
-        sender_of
+        packet_senders(self.trace, &self.roles)
     }
 
     /// The user clients' requests as they reach a service node:
@@ -221,10 +243,14 @@ impl<'a> MixObserver<'a> {
                 break;
             }
             let mut groups: HashMap<(u32, bool), Vec<Weighted>> = HashMap::new();
+            let mut next: HashMap<u32, f64> = HashMap::new();
             for (o, w) in frontier.drain() {
                 let obs = &self.trace.observations[o as usize];
+                let known = self.known.get(&(obs.from, self.trace.packets[o as usize]));
                 if self.roles[obs.from as usize].is_endpoint() {
                     *senders.entry(obs.from).or_default() += w;
+                } else if let Some(&input) = known {
+                    *next.entry(input).or_default() += w;
                 } else {
                     let key = (obs.from, self.takes_endpoint_inputs(o));
                     groups
@@ -233,7 +259,6 @@ impl<'a> MixObserver<'a> {
                         .push((obs.at_us as f64, w, o));
                 }
             }
-            let mut next: HashMap<u32, f64> = HashMap::new();
             for ((node, class), mut outs) in groups {
                 outs.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let inputs = self.inputs(node as usize, class);
@@ -360,14 +385,12 @@ impl EchoScores {
 /// likelihood). `seed` draws the targets, the other client and the coin
 /// for ties. Needs an abstract-mode trace (for the packets' identities).
 pub fn one_echo(
-    trace: &Trace,
-    mean_delay_us: u64,
-    latency_us: u64,
+    observer: &MixObserver,
     burn_in_us: u64,
     targets: usize,
     seed: u64,
 ) -> EchoScores {
-    let observer = MixObserver::new(trace, mean_delay_us, latency_us);
+    let trace = observer.trace;
     let clients = observer.clients();
     let sender_of = observer.sent_by();
     let mut candidates: Vec<(usize, u32)> = observer
@@ -472,14 +495,12 @@ const SMOOTHING: f64 = 1e-3;
 /// distributions. Reports the bits it leaks and the two-sender game over
 /// the job.
 pub fn whole_job(
-    trace: &Trace,
-    mean_delay_us: u64,
-    latency_us: u64,
+    observer: &MixObserver,
     burn_in_us: u64,
     targets: usize,
     seed: u64,
 ) -> JobScores {
-    let observer = MixObserver::new(trace, mean_delay_us, latency_us);
+    let trace = observer.trace;
     let clients = observer.clients();
     let sender_of = observer.sent_by();
     let mut requests: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -672,13 +693,15 @@ struct Passive {
 }
 
 /// Runs experiments 1 and 2 for `clients` at mean hop delay `mean_delay_us`
-/// over the plan's seeds.
+/// over the plan's seeds; `also` sees each run's adversary, configuration,
+/// seed and burn-in (for the experiments that share the runs).
 fn passive_setting(
     plan: &Plan,
     clients: usize,
     mean_delay_us: u64,
     simulate: &impl Fn(&crate::jobs::JobsConfig) -> JobsReport,
     progress: &mut impl FnMut(&str),
+    also: &mut dyn FnMut(&MixObserver, &crate::jobs::JobsConfig, u64, u64),
 ) -> Passive {
     let mut passive = Passive {
         echo: EchoScores::default(),
@@ -701,14 +724,11 @@ fn passive_setting(
             continue;
         };
         let burn_in = stretch * plan.burn_in_s * 1_000_000;
-        let latency = config.links.latency_us;
-        let (mu, n) = (mean_delay_us, plan.targets);
-        passive
-            .echo
-            .merge(one_echo(trace, mu, latency, burn_in, n, seed));
-        passive
-            .jobs
-            .merge(whole_job(trace, mu, latency, burn_in, n, seed));
+        let observer = MixObserver::new(trace, mean_delay_us, config.links.latency_us);
+        let n = plan.targets;
+        passive.echo.merge(one_echo(&observer, burn_in, n, seed));
+        passive.jobs.merge(whole_job(&observer, burn_in, n, seed));
+        also(&observer, &config, seed, burn_in);
         latencies.extend(
             report
                 .latency_minus_compute_us
@@ -717,7 +737,7 @@ fn passive_setting(
         );
         progress(&format!(
             "passive: {clients} clients, seed {seed}, μ = {} s: {} observations",
-            mu as f64 / 1e6,
+            mean_delay_us as f64 / 1e6,
             trace.observations.len()
         ));
     }
@@ -742,14 +762,24 @@ pub fn passive_rows(
     let (paper_mu, send_rate) = (paper.mean_delay_us, paper.send_rate());
     let mu_lambda = |mu: u64| mu as f64 / 1e6 * send_rate;
     let mut rows = Vec::new();
+    let mut nothing = |_: &MixObserver, _: &crate::jobs::JobsConfig, _: u64, _: u64| {};
     for &clients in &plan.populations {
-        let paper = passive_setting(plan, clients, paper_mu, &simulate, &mut progress);
+        let mut shared = SharedRuns::default();
+        let paper = passive_setting(
+            plan,
+            clients,
+            paper_mu,
+            &simulate,
+            &mut progress,
+            &mut |observer, config, seed, burn_in| shared.add(plan, observer, config, seed, burn_in),
+        );
         let control = passive_setting(
             plan,
             clients,
             plan.control_mean_delay_us,
             &simulate,
             &mut progress,
+            &mut nothing,
         );
         let ideal = (clients as f64).log2();
         let entropy = paper.echo.entropy();
@@ -773,6 +803,8 @@ pub fn passive_rows(
             game.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "whole job", x));
         }
         rows.extend([echo, leaked, game]);
+        rows.extend(shared.compromised_rows(clients));
+        rows.extend(linking_rows(plan, clients, &shared, &simulate, &mut progress));
     }
     let Some(&clients) = plan.populations.first() else {
         return rows;
@@ -789,7 +821,7 @@ pub fn passive_rows(
         .iter()
         .filter(|&&mu| mu != paper_mu)
     {
-        let setting = passive_setting(plan, clients, mu, &simulate, &mut progress);
+        let setting = passive_setting(plan, clients, mu, &simulate, &mut progress, &mut nothing);
         let x = mu_lambda(mu);
         let mut echo = echo_advantage_row(&setting, &control, clients, Some(mu));
         echo.plot = Some(PlotPoint::new("advantage_vs_mu_lambda", "one echo", x));
@@ -995,44 +1027,84 @@ pub fn best_link_feature(
         }
     }
     let (f, sign) = best;
-    let value = auc_of(&test, f, sign);
-    // Bootstrap over blocks: draw blocks with replacement, pool their test
-    // samples, and take the 2.5 and 97.5 percentiles of the AUC.
-    let mut blocks: HashMap<u64, Vec<&LinkSample>> = HashMap::new();
-    for s in &test {
-        blocks.entry(s.block).or_default().push(s);
+    let scored: Vec<Scored> = test
+        .iter()
+        .map(|s| Scored {
+            block: s.block,
+            positive: s.active,
+            score: sign * s.features[f],
+        })
+        .collect();
+    (LINK_FEATURES[f], block_auc(&scored, resamples, seed))
+}
+
+/// One sample of a linking adversary: the bootstrap block it is drawn
+/// with, whether it is truly linked (ground truth), and the adversary's
+/// score for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    /// Samples of one block (a run and a client, say) are drawn together.
+    pub block: u64,
+    /// Whether the pair or window is truly linked.
+    pub positive: bool,
+    /// The adversary's score: higher means "linked".
+    pub score: f64,
+}
+
+/// The AUC of the scores against the labels, with a bootstrap interval
+/// over blocks (drawn with replacement, `resamples` times from `seed`;
+/// the 2.5 and 97.5 percentiles).
+pub fn block_auc(samples: &[Scored], resamples: usize, seed: u64) -> Interval {
+    let auc_of = |set: &mut dyn Iterator<Item = &Scored>| {
+        let (mut positives, mut negatives) = (Vec::new(), Vec::new());
+        for s in set {
+            if s.positive {
+                positives.push(s.score);
+            } else {
+                negatives.push(s.score);
+            }
+        }
+        crate::stats::auc(&positives, &negatives)
+    };
+    let value = auc_of(&mut samples.iter());
+    let mut blocks: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        blocks.entry(s.block).or_default().push(i);
     }
     let mut keys: Vec<u64> = blocks.keys().copied().collect();
     keys.sort_unstable();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut aucs = Vec::with_capacity(resamples);
-    for _ in 0..resamples {
-        let drawn: Vec<&LinkSample> = (0..keys.len())
-            .flat_map(|_| {
-                blocks[&keys[(rng.next_u64() % keys.len() as u64) as usize]]
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        let a = auc_of(&drawn, f, sign);
+    let rounds = if keys.is_empty() { 0 } else { resamples };
+    for _ in 0..rounds {
+        let mut drawn = (0..keys.len()).flat_map(|_| {
+            blocks[&keys[(rng.next_u64() % keys.len() as u64) as usize]]
+                .iter()
+                .map(|&i| &samples[i])
+        });
+        let a = auc_of(&mut drawn);
         if a.is_finite() {
             aucs.push(a);
         }
     }
     aucs.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        aucs.get(((aucs.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    (
-        LINK_FEATURES[f],
-        Interval {
-            value,
-            low: pick(0.025),
-            high: pick(0.975),
-        },
-    )
+    Interval {
+        value,
+        low: percentile(&aucs, 0.025),
+        high: percentile(&aucs, 0.975),
+    }
+}
+
+/// The same samples with their labels shuffled among them (a negative
+/// control).
+pub fn shuffled_scored(samples: &[Scored], seed: u64) -> Vec<Scored> {
+    let mut labels: Vec<bool> = samples.iter().map(|s| s.positive).collect();
+    shuffle(&mut labels, &mut ChaCha20Rng::seed_from_u64(seed));
+    samples
+        .iter()
+        .zip(labels)
+        .map(|(s, positive)| Scored { positive, ..*s })
+        .collect()
 }
 
 /// The same samples with the active/idle labels shuffled among them (the
@@ -1164,16 +1236,10 @@ fn information(pairs: &[(f64, f64)], resamples: usize, seed: u64) -> Interval {
         .filter(|m| m.is_finite())
         .collect();
     draws.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        draws
-            .get(((draws.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     Interval {
         value,
-        low: pick(0.025),
-        high: pick(0.975),
+        low: percentile(&draws, 0.025),
+        high: percentile(&draws, 0.975),
     }
 }
 
@@ -1237,4 +1303,405 @@ pub fn compute_time_rows(
         });
     }
     rows
+}
+
+/// Experiment 8's adversaries: every link, and the logs of some nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Compromise {
+    /// This share of the mixes (rounded, at least one), drawn per seed;
+    /// a larger share holds the smaller one's mixes.
+    Mixes(f64),
+    /// The first gateway.
+    Gateway,
+    /// The first gateway and every service node (where the compute
+    /// couriers run).
+    GatewayAndCouriers,
+    /// Every gateway and mix (the positive control).
+    All,
+}
+
+impl Compromise {
+    /// The settings experiment 8 reports.
+    pub const SETTINGS: [Compromise; 6] = [
+        Compromise::Mixes(0.1),
+        Compromise::Mixes(0.2),
+        Compromise::Mixes(0.33),
+        Compromise::Mixes(0.5),
+        Compromise::Gateway,
+        Compromise::GatewayAndCouriers,
+    ];
+
+    fn mixes_taken(share: f64, mixes: usize) -> usize {
+        ((share * mixes as f64).round() as usize).clamp(1, mixes)
+    }
+
+    /// The nodes it holds in a run of `observer`'s trace drawn by `seed`.
+    fn nodes(self, observer: &MixObserver, seed: u64) -> Vec<u32> {
+        let mut mixes = observer.nodes(Role::Mix);
+        shuffle(&mut mixes, &mut ChaCha20Rng::seed_from_u64(seed ^ 0x8c0d));
+        let gateway: Vec<u32> = observer.nodes(Role::Gateway).into_iter().take(1).collect();
+        match self {
+            Compromise::Mixes(share) => {
+                let k = Self::mixes_taken(share, mixes.len());
+                mixes.truncate(k);
+                mixes
+            }
+            Compromise::Gateway => gateway,
+            Compromise::GatewayAndCouriers => {
+                let mut nodes = gateway;
+                nodes.extend(observer.nodes(Role::Service));
+                nodes
+            }
+            Compromise::All => {
+                let mut nodes = mixes;
+                nodes.extend(observer.nodes(Role::Gateway));
+                nodes
+            }
+        }
+    }
+
+    fn label(self, mixes: usize) -> String {
+        match self {
+            Compromise::Mixes(share) => format!(
+                "{} of {mixes} mixes (f = {share})",
+                Self::mixes_taken(share, mixes)
+            ),
+            Compromise::Gateway => "a gateway".into(),
+            Compromise::GatewayAndCouriers => "gateway + couriers".into(),
+            Compromise::All => "every node".into(),
+        }
+    }
+}
+
+/// What the experiments sharing the paper setting's runs gathered.
+#[derive(Default)]
+struct SharedRuns {
+    /// Experiment 8: whole-job scores per [`Compromise::SETTINGS`] entry,
+    /// then the control ([`Compromise::All`]).
+    compromised: Vec<JobScores>,
+    /// Mixes in the network.
+    mixes: usize,
+    /// Experiment 4's samples.
+    service: Vec<Scored>,
+    /// Experiment 3's samples.
+    boxes: BoxSamples,
+}
+
+impl SharedRuns {
+    fn add(
+        &mut self,
+        plan: &Plan,
+        observer: &MixObserver,
+        config: &crate::jobs::JobsConfig,
+        seed: u64,
+        burn_in_us: u64,
+    ) {
+        let settings = Compromise::SETTINGS.iter().chain([&Compromise::All]);
+        self.compromised
+            .resize_with(Compromise::SETTINGS.len() + 1, JobScores::default);
+        self.mixes = observer.nodes(Role::Mix).len();
+        for (scores, &setting) in self.compromised.iter_mut().zip(settings) {
+            let mut adversary =
+                MixObserver::new(observer.trace, config.parameters.mean_delay_us, config.links.latency_us);
+            adversary.compromise(&setting.nodes(observer, seed));
+            scores.merge(whole_job(&adversary, burn_in_us, plan.targets, seed));
+        }
+        self.service.extend(service_samples(
+            observer.trace,
+            burn_in_us,
+            seed,
+            SERVICE_CLIENTS,
+        ));
+        self.boxes.add(observer.trace, burn_in_us, seed);
+    }
+
+    /// Experiment 8's rows: the whole-job two-sender game against each
+    /// compromise, beside every node compromised (the positive control)
+    /// and shuffled labels.
+    fn compromised_rows(&self, clients: usize) -> Vec<Row> {
+        let Some(control) = self.compromised.last() else {
+            return Vec::new();
+        };
+        Compromise::SETTINGS
+            .iter()
+            .zip(&self.compromised)
+            .map(|(setting, scores)| Row {
+                name: format!("8 compromised, N = {clients}"),
+                adversary: setting.label(self.mixes),
+                metric: format!(
+                    "two-sender advantage, job ({:.2} bits leaked)",
+                    scores.leaked().value
+                ),
+                value: advantage(scores.wins, scores.games),
+                target: "none set".into(),
+                meets: None,
+                control_value: advantage(control.wins, control.games).value,
+                null_value: advantage(scores.shuffled_wins, scores.games).value,
+                plot: None,
+            })
+            .collect()
+    }
+}
+
+/// Clients scored per run in experiment 4 (the first by index).
+const SERVICE_CLIENTS: usize = 200;
+/// Experiment 4's window and the bins within it, microseconds.
+const SERVICE_WINDOW_US: u64 = 10_000_000;
+const SERVICE_BIN_US: u64 = 1_000_000;
+/// The lags (in bins) the adversary tries between a send and an arrival.
+const SERVICE_LAGS: u64 = 3;
+
+/// Who put each modelled packet on the network (ground truth, for scoring
+/// only): packet → the endpoint's trace name index.
+fn packet_senders(trace: &Trace, roles: &[Role]) -> HashMap<u64, u32> {
+    let mut sender_of = HashMap::new();
+    for (o, &id) in trace.observations.iter().zip(&trace.packets) {
+        if id != 0 && o.kind == FrameKind::Sphinx && roles[o.from as usize].is_endpoint() {
+            sender_of.entry(id).or_insert(o.from);
+        }
+    }
+    sender_of
+}
+
+/// Experiment 4's samples of one run: for each of the first `max_clients`
+/// clients, each window after `burn_in_us` and each service node, the
+/// windowed-count adversary's score: the best correlation, over lags of
+/// up to [`SERVICE_LAGS`] bins, between the client's sends per bin (its own
+/// link) and the node's arrivals per bin. Positive when one of the
+/// client's requests reached that node in the window (ground truth).
+pub fn service_samples(trace: &Trace, burn_in_us: u64, run: u64, max_clients: usize) -> Vec<Scored> {
+    let roles: Vec<Role> = trace.names.iter().map(|n| Role::of(n)).collect();
+    let clients: Vec<u32> = (0..roles.len() as u32)
+        .filter(|&i| roles[i as usize] == Role::Client)
+        .take(max_clients)
+        .collect();
+    let services: Vec<u32> = (0..roles.len() as u32)
+        .filter(|&i| roles[i as usize] == Role::Service)
+        .collect();
+    let end_us = trace.observations.last().map_or(0, |o| o.at_us);
+    let windows = end_us.saturating_sub(burn_in_us + SERVICE_LAGS * SERVICE_BIN_US) / SERVICE_WINDOW_US;
+    let bins = (end_us / SERVICE_BIN_US + 1) as usize;
+    let bin = |t: u64| (t / SERVICE_BIN_US) as usize;
+    let client_slot: HashMap<u32, usize> = clients.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+    let service_slot: HashMap<u32, usize> =
+        services.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+    let mut sends = vec![vec![0f64; bins]; clients.len()];
+    let mut arrivals = vec![vec![0f64; bins]; services.len()];
+    // reached[client][service] holds the windows its requests reached it.
+    let mut reached = vec![vec![std::collections::HashSet::new(); services.len()]; clients.len()];
+    let sender_of = packet_senders(trace, &roles);
+    for (o, id) in trace.observations.iter().zip(&trace.packets) {
+        if o.kind != FrameKind::Sphinx {
+            continue;
+        }
+        if let Some(&c) = client_slot.get(&o.from) {
+            sends[c][bin(o.at_us)] += 1.0;
+        }
+        if let Some(&v) = service_slot.get(&o.to) {
+            arrivals[v][bin(o.at_us)] += 1.0;
+            let sender = sender_of.get(id).and_then(|s| client_slot.get(s));
+            if let (Some(&c), Some(w)) = (sender, o.at_us.checked_sub(burn_in_us)) {
+                reached[c][v].insert(w / SERVICE_WINDOW_US);
+            }
+        }
+    }
+    let per_window = (SERVICE_WINDOW_US / SERVICE_BIN_US) as usize;
+    let mut samples = Vec::new();
+    for (c, &client) in clients.iter().enumerate() {
+        for w in 0..windows {
+            let first = bin(burn_in_us + w * SERVICE_WINDOW_US);
+            let x = &sends[c][first..first + per_window];
+            for v in 0..services.len() {
+                let score = (0..=SERVICE_LAGS as usize)
+                    .map(|lag| {
+                        let y = &arrivals[v][first + lag..first + lag + per_window];
+                        correlation(x, y)
+                    })
+                    .fold(0.0, f64::max);
+                samples.push(Scored {
+                    block: run * 1_000_000 + u64::from(client),
+                    positive: reached[c][v].contains(&w),
+                    score,
+                });
+            }
+        }
+    }
+    samples
+}
+
+/// Pearson's correlation, 0 where either side does not vary.
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx <= 0.0 || syy <= 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+/// Reads scored per run in experiment 3, and the most writes that are not
+/// its box's drawn per read (all of its box's are kept).
+const BOX_READS: usize = 400;
+const BOX_NEGATIVES: usize = 100;
+/// How far back, microseconds, a read's candidate writes go.
+const BOX_HORIZON_US: u64 = 60_000_000;
+/// Time-gap bins: below 0.25 s, then doubling.
+const GAP_BINS: usize = 10;
+
+/// One (read, earlier write) pair on the replica links, as the adversary
+/// sees it: whether the two went to one replica, and the time between.
+#[derive(Clone, Copy, Debug)]
+struct BoxPair {
+    block: u64,
+    positive: bool,
+    same_replica: bool,
+    gap_bin: usize,
+    /// Pairs of even-numbered reads fit the adversary's model; the others
+    /// score it.
+    train: bool,
+}
+
+/// Experiment 3's pairs over the runs.
+#[derive(Default)]
+struct BoxSamples {
+    pairs: Vec<BoxPair>,
+}
+
+impl BoxSamples {
+    /// Adds a run's pairs: for up to [`BOX_READS`] reads between replicas
+    /// after `burn_in_us`, each earlier write within [`BOX_HORIZON_US`] of
+    /// the same box (positive) and up to [`BOX_NEGATIVES`] of others.
+    fn add(&mut self, trace: &Trace, burn_in_us: u64, run: u64) {
+        let at = |op: &crate::jobs::StorageOp| trace.observations[op.observation as usize].at_us;
+        let to = |op: &crate::jobs::StorageOp| trace.observations[op.observation as usize].to;
+        let writes: Vec<&crate::jobs::StorageOp> =
+            trace.storage_ops.iter().filter(|op| op.write).collect();
+        let mut reads: Vec<(usize, &crate::jobs::StorageOp)> = trace
+            .storage_ops
+            .iter()
+            .filter(|op| !op.write && at(op) >= burn_in_us)
+            .enumerate()
+            .collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(run ^ 0xb0c5);
+        shuffle(&mut reads, &mut rng);
+        reads.truncate(BOX_READS);
+        for (index, read) in reads {
+            let t = at(read);
+            let from = writes.partition_point(|w| at(w) + BOX_HORIZON_US < t);
+            let until = writes.partition_point(|w| at(w) < t);
+            let (same, mut others): (Vec<&crate::jobs::StorageOp>, Vec<_>) = writes[from..until]
+                .iter()
+                .partition(|w| w.box_tag == read.box_tag);
+            shuffle(&mut others, &mut rng);
+            others.truncate(BOX_NEGATIVES);
+            for w in same.iter().chain(&others) {
+                let gap_s = (t - at(w)) as f64 / 1e6;
+                let gap_bin = ((gap_s / 0.25).log2().floor().max(-1.0) + 1.0) as usize;
+                self.pairs.push(BoxPair {
+                    block: run * 1_000_000 + t / 10_000_000,
+                    positive: w.box_tag == read.box_tag,
+                    same_replica: to(w) == to(read),
+                    gap_bin: gap_bin.min(GAP_BINS - 1),
+                    train: index % 2 == 0,
+                });
+            }
+        }
+    }
+
+    /// The adversary's scores on the held-out pairs: the naive-Bayes log
+    /// likelihood ratio of "same box" from the two features, with the
+    /// frequencies fit on the training pairs (add-one smoothed).
+    fn scored(&self) -> Vec<Scored> {
+        let mut replica = [[1.0f64; 2]; 2];
+        let mut gaps = [[1.0f64; GAP_BINS]; 2];
+        for p in self.pairs.iter().filter(|p| p.train) {
+            replica[usize::from(p.positive)][usize::from(p.same_replica)] += 1.0;
+            gaps[usize::from(p.positive)][p.gap_bin] += 1.0;
+        }
+        let ratio = |counts: &[f64], i: usize| counts[i] / counts.iter().sum::<f64>();
+        self.pairs
+            .iter()
+            .filter(|p| !p.train)
+            .map(|p| {
+                let r = usize::from(p.same_replica);
+                let score = (ratio(&replica[1], r) / ratio(&replica[0], r)).ln()
+                    + (ratio(&gaps[1], p.gap_bin) / ratio(&gaps[0], p.gap_bin)).ln();
+                Scored {
+                    block: p.block,
+                    positive: p.positive,
+                    score,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Replicas in experiment 3's positive control: enough that a box's
+/// holders nearly name it.
+const CONTROL_REPLICAS: usize = 16;
+
+/// Experiments 3 and 4 for `clients`, from the paper setting's runs in
+/// `shared` beside their positive controls, run here: box linking with
+/// [`CONTROL_REPLICAS`] replicas, and the client ↔ service node counts
+/// with cover off.
+fn linking_rows(
+    plan: &Plan,
+    clients: usize,
+    shared: &SharedRuns,
+    simulate: &impl Fn(&crate::jobs::JobsConfig) -> JobsReport,
+    progress: &mut impl FnMut(&str),
+) -> Vec<Row> {
+    let mut boxes = BoxSamples::default();
+    let mut service = Vec::new();
+    for &seed in &plan.seeds {
+        let burn_in = plan.burn_in_s * 1_000_000;
+        let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
+        config.replicas = CONTROL_REPLICAS;
+        if let Some(trace) = &simulate(&config).trace {
+            boxes.add(trace, burn_in, seed);
+        }
+        let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
+        config.cover = false;
+        if let Some(trace) = &simulate(&config).trace {
+            service.extend(service_samples(trace, burn_in, seed, SERVICE_CLIENTS));
+        }
+        progress(&format!(
+            "linking controls: {clients} clients, seed {seed}"
+        ));
+    }
+    let paper_boxes = shared.boxes.scored();
+    let box_auc = block_auc(&paper_boxes, 200, 17);
+    let service_auc = block_auc(&shared.service, 200, 19);
+    let replicas = population_config(clients, 1, 1).replicas;
+    vec![
+        Row {
+            name: format!("3 box linking, N = {clients}"),
+            adversary: "replica links".into(),
+            metric: format!("AUC read ↔ its box's write ({replicas} replicas)"),
+            value: box_auc,
+            target: "≤ 0.55".into(),
+            meets: Some(box_auc.value <= 0.55),
+            control_value: block_auc(&boxes.scored(), 0, 17).value,
+            null_value: block_auc(&shuffled_scored(&paper_boxes, 23), 0, 17).value,
+            plot: None,
+        },
+        Row {
+            name: format!("4 client ↔ service, N = {clients}"),
+            adversary: "windowed counts".into(),
+            metric: "AUC: which service nodes a client reaches".into(),
+            value: service_auc,
+            target: "≤ 0.55".into(),
+            meets: Some(service_auc.value <= 0.55),
+            control_value: block_auc(&service, 0, 19).value,
+            null_value: block_auc(&shuffled_scored(&shared.service, 29), 0, 19).value,
+            plot: None,
+        },
+    ]
 }

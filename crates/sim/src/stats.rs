@@ -222,6 +222,15 @@ fn quantile_bins(values: &[f64], bins: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The `q` quantile of `sorted` (ascending) by the nearest rank, NaN when
+/// it is empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 /// Mutual information in bits between `xs` and `ys` (paired), each cut
 /// into `bins` equal-frequency bins, with the Miller–Madow correction for
 /// the plug-in estimate's bias; clamped at 0.

@@ -4,7 +4,7 @@
 //! labels must show nothing.
 
 use funion_sim::jobs::{run_jobs, JobsConfig};
-use funion_sim::privacy::{one_echo, whole_job, EchoScores, JobScores};
+use funion_sim::privacy::{one_echo, whole_job, EchoScores, JobScores, MixObserver};
 use funion_sphinx::kem::XWing;
 
 /// One run's one-echo and whole-job scores at mean delay `mean_delay_us`,
@@ -17,8 +17,9 @@ fn scores(clients: usize, seconds: u64, mean_delay_us: u64) -> (EchoScores, JobS
     config.trace = true;
     config.tickets = false;
     let trace = run_jobs::<XWing>(&config).trace.expect("asked for a trace");
-    let scores = one_echo(&trace, mean_delay_us, 0, 10_000_000, 200, 1);
-    let jobs = whole_job(&trace, mean_delay_us, 0, 10_000_000, 200, 1);
+    let observer = MixObserver::new(&trace, mean_delay_us, 0);
+    let scores = one_echo(&observer, 10_000_000, 200, 1);
+    let jobs = whole_job(&observer, 10_000_000, 200, 1);
     eprintln!(
         "μ = {mean_delay_us} µs: H {:?}, advantage {:?}; job: {:?} bits, {} of {} games",
         scores.entropy(),
