@@ -381,6 +381,12 @@ impl JobClient {
                 if let Err(e) = dispatch.check() {
                     return self.fail(id, JobFailure::Spec(e.to_string()));
                 }
+                // The person's parameters are checked; the wire carries
+                // their public preset.
+                let dispatch = Dispatch {
+                    sampling: dispatch.sampling.on_the_wire(dispatch.output_class),
+                    ..dispatch
+                };
                 let target = job.spec.courier.unwrap_or(self.courier);
                 let seq = storage.send_to_service(COMPUTE_SERVICE, target, dispatch.encode());
                 job.echoes += 1;
@@ -396,6 +402,15 @@ impl JobClient {
                     .and_then(|bytes| {
                         Outcome::decode(&bytes, job.spec.output_class)
                             .map_err(|e| JobFailure::Output(e.to_string()))
+                    })
+                    .map(|outcome| match outcome {
+                        // The courier generated up to the class; the
+                        // person asked for at most `max_tokens`.
+                        Outcome::Tokens(mut tokens) => {
+                            tokens.truncate(job.spec.sampling.max_tokens as usize);
+                            Outcome::Tokens(tokens)
+                        }
+                        other => other,
                     });
                 job.timeline.done = now;
                 let job = self.jobs.remove(&id).expect("looked up above");

@@ -42,6 +42,48 @@ pub struct Sampling {
     pub max_tokens: u32,
 }
 
+/// The public sampling presets, (temperature, top_p): a dispatch names
+/// one of these, so the parameters a person picks do not single them out
+/// among a courier's jobs.
+pub const SAMPLING_PRESETS: [(f32, Option<f32>); 4] = [
+    (0.0, None),
+    (0.3, Some(0.9)),
+    (0.7, Some(0.9)),
+    (1.0, Some(0.95)),
+];
+
+impl Sampling {
+    /// What a client puts on the wire for these parameters: the nearest
+    /// preset (by temperature, then top_p; 1 stands for no top_p), and
+    /// `max_tokens` raised to a power of two (at least 16, at most the
+    /// output class), so a few public values stand for every choice; the
+    /// client cuts the output to its own `max_tokens`, at the cost of at
+    /// most twice the tokens computed. The seed stays: it is fresh per job.
+    pub fn on_the_wire(&self, output_class: u32) -> Sampling {
+        let distance = |(t, p): (f32, Option<f32>)| {
+            let top = |p: Option<f32>| p.unwrap_or(1.0);
+            (
+                (t - self.temperature).abs(),
+                (top(p) - top(self.top_p)).abs(),
+            )
+        };
+        let (temperature, top_p) = SAMPLING_PRESETS
+            .into_iter()
+            .min_by(|a, b| distance(*a).partial_cmp(&distance(*b)).unwrap_or(std::cmp::Ordering::Equal))
+            .expect("the presets are not empty");
+        Sampling {
+            seed: self.seed,
+            temperature,
+            top_p,
+            max_tokens: self
+                .max_tokens
+                .max(1)
+                .next_power_of_two()
+                .clamp(16, output_class.max(16)),
+        }
+    }
+}
+
 impl Default for Sampling {
     fn default() -> Self {
         Sampling {

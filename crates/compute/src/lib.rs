@@ -22,7 +22,7 @@ pub mod payload;
 pub use classes::{class_for, INPUT_CLASSES, OUTPUT_CLASSES};
 pub use client::{JobClient, JobFailure, JobResult, JobSpec, Timeline, COMPUTE_SERVICE};
 pub use courier::{Action, ComputeCourier, Counters, CourierConfig, JobId, WorkItem};
-pub use job::{Dispatch, DispatchReply, Sampling, Task};
+pub use job::{Dispatch, DispatchReply, Sampling, Task, SAMPLING_PRESETS};
 pub use payload::{Input, Outcome};
 
 /// Time in microseconds, from whatever origin the caller chose.

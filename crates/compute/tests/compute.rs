@@ -450,3 +450,42 @@ fn admission_is_an_effect_and_edges_keep_their_time_while_a_check_runs() {
         [(5, DispatchReply::Refused { .. })]
     ));
 }
+
+#[test]
+fn the_wire_carries_a_public_preset_and_a_power_of_two_for_max_tokens() {
+    let person = Sampling {
+        seed: 99,
+        temperature: 0.73,
+        top_p: Some(0.92),
+        max_tokens: 300,
+    };
+    let wire = person.on_the_wire(512);
+    assert_eq!(
+        (wire.seed, wire.temperature, wire.top_p, wire.max_tokens),
+        (99, 0.7, Some(0.9), 512)
+    );
+    let greedy = Sampling {
+        seed: 1,
+        temperature: 0.0,
+        top_p: None,
+        max_tokens: 5,
+    };
+    let wire = greedy.on_the_wire(256);
+    assert_eq!((wire.temperature, wire.top_p, wire.max_tokens), (0.0, None, 16));
+    // Every choice lands on a preset, and on at most a handful of lengths.
+    let mut seen = std::collections::HashSet::new();
+    for t in 0..=20 {
+        for max_tokens in [1u32, 17, 100, 129, 256] {
+            let s = Sampling {
+                seed: 0,
+                temperature: t as f32 * 0.1,
+                top_p: Some(0.5 + t as f32 * 0.025),
+                max_tokens,
+            }
+            .on_the_wire(256);
+            assert!(funion_compute::SAMPLING_PRESETS.contains(&(s.temperature, s.top_p)));
+            seen.insert(s.max_tokens);
+        }
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
