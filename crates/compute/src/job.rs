@@ -69,7 +69,11 @@ impl Sampling {
         };
         let (temperature, top_p) = SAMPLING_PRESETS
             .into_iter()
-            .min_by(|a, b| distance(*a).partial_cmp(&distance(*b)).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                distance(*a)
+                    .partial_cmp(&distance(*b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .expect("the presets are not empty");
         Sampling {
             seed: self.seed,

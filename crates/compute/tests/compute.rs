@@ -471,7 +471,10 @@ fn the_wire_carries_a_public_preset_and_a_power_of_two_for_max_tokens() {
         max_tokens: 5,
     };
     let wire = greedy.on_the_wire(256);
-    assert_eq!((wire.temperature, wire.top_p, wire.max_tokens), (0.0, None, 16));
+    assert_eq!(
+        (wire.temperature, wire.top_p, wire.max_tokens),
+        (0.0, None, 16)
+    );
     // Every choice lands on a preset, and on at most a handful of lengths.
     let mut seen = std::collections::HashSet::new();
     for t in 0..=20 {

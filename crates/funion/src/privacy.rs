@@ -2,8 +2,11 @@
 //! table of what each adversary achieved beside its controls.
 
 use clap::Args;
+use funion_sim::clustering::clustering_rows;
 use funion_sim::jobs::{run_jobs, JobsConfig, JobsReport};
-use funion_sim::privacy::{compute_time_rows, online_rows, passive_rows, Plan, Row};
+use funion_sim::privacy::{
+    compute_time_rows, online_rows, passive_rows, population_config, Plan, Row,
+};
 use funion_sphinx::kem::XWing;
 
 /// Options of `funion sim privacy`.
@@ -64,6 +67,17 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     let mut rows = passive_rows(&plan, simulate, progress);
     rows.extend(online_rows(&plan, &[60, 600, 3_600], simulate, progress));
     rows.extend(compute_time_rows(&plan, simulate, progress));
+    for &people in &plan.populations {
+        let couriers = population_config(people, 1, 1).services;
+        rows.extend(clustering_rows(
+            people,
+            plan.billing_jobs,
+            3_600,
+            couriers,
+            &plan.seeds,
+        ));
+        progress(&format!("billing clustering: {people} people"));
+    }
     println!(
         "privacy at the paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s), {} s after a {} s burn-in, {} seeds; positive control μ = {} ms",
         plan.seconds,

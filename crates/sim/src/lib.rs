@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clustering;
 mod credits;
 pub mod jobs;
 pub mod privacy;

@@ -624,6 +624,8 @@ pub struct Plan {
     /// Mean hop delays the passive experiments also run at, for the first
     /// population (the cost of more mixing in latency), microseconds.
     pub sweep_mean_delays_us: Vec<u64>,
+    /// Jobs each person sends in the billing-clustering hour.
+    pub billing_jobs: usize,
 }
 
 impl Plan {
@@ -637,6 +639,7 @@ impl Plan {
             targets: 150,
             control_mean_delay_us: 1_000,
             sweep_mean_delays_us: vec![50_000, 500_000],
+            billing_jobs: 10,
         }
     }
 
@@ -651,6 +654,7 @@ impl Plan {
             targets: 400,
             control_mean_delay_us: 1_000,
             sweep_mean_delays_us: vec![50_000, 100_000, 500_000, 1_000_000],
+            billing_jobs: 30,
         }
     }
 }

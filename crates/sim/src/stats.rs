@@ -262,9 +262,50 @@ pub fn mutual_information_bits(xs: &[f64], ys: &[f64], bins: usize) -> f64 {
     (entropy(&px) + entropy(&py) - entropy(&joint)).max(0.0)
 }
 
+/// The adjusted Rand index of a clustering against the truth (Hubert and
+/// Arabie): 1 when they agree, about 0 for a clustering no better than
+/// chance. Both slices give each item's label.
+pub fn adjusted_rand_index(truth: &[u64], clusters: &[u64]) -> f64 {
+    use std::collections::HashMap;
+    let pairs = |n: f64| n * (n - 1.0) / 2.0;
+    let mut cells: HashMap<(u64, u64), f64> = HashMap::new();
+    let mut rows: HashMap<u64, f64> = HashMap::new();
+    let mut columns: HashMap<u64, f64> = HashMap::new();
+    for (&t, &c) in truth.iter().zip(clusters) {
+        *cells.entry((t, c)).or_default() += 1.0;
+        *rows.entry(t).or_default() += 1.0;
+        *columns.entry(c).or_default() += 1.0;
+    }
+    let index: f64 = cells.values().map(|&n| pairs(n)).sum();
+    let a: f64 = rows.values().map(|&n| pairs(n)).sum();
+    let b: f64 = columns.values().map(|&n| pairs(n)).sum();
+    let total = pairs(truth.len().min(clusters.len()) as f64);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let expected = a * b / total;
+    let most = 0.5 * (a + b);
+    if (most - expected).abs() < f64::EPSILON {
+        return if (index - expected).abs() < f64::EPSILON {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    (index - expected) / (most - expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adjusted_rand_index_matches_a_worked_example() {
+        // Pairs together in both: 2; expected by chance 1.2; best 4.5.
+        let ari = adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 0, 1, 1, 2, 2]);
+        assert!((ari - 0.8 / 3.3).abs() < 1e-12, "{ari}");
+        assert_eq!(adjusted_rand_index(&[3, 3, 5], &[1, 1, 0]), 1.0);
+    }
 
     #[test]
     fn clopper_pearson_matches_published_values() {
