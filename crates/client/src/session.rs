@@ -106,6 +106,7 @@ impl<K: Kem> Session<K> {
             max_lag_us: max_lag_us(parameters.send_rate()),
             max_attempts: 3,
             cover: true,
+            loops_through_service: true,
         };
         let client = Client::new(client_config, geometry, topology, &mut rng);
         let gateway = document

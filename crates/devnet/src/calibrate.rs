@@ -125,6 +125,7 @@ fn sphinx_costs<K: Kem>(parameters: &Parameters, budget: Duration) -> anyhow::Re
         max_lag_us: u64::MAX,
         max_attempts: 1,
         cover: true,
+        loops_through_service: true,
     };
     let mut client = Client::new(config, geometry, topology, &mut rng);
     let (mut built, mut build_time) = (0u32, Duration::ZERO);

@@ -1,6 +1,7 @@
 //! The client core: a Poisson stream of send slots, each carrying a queued
 //! message or, when there is none, a loop (cover) packet, so an observer of
-//! the client sees the same stream whether or not its user is working.
+//! the client sees the same stream whether or not its user is working. A
+//! loop is an empty echo to a service node, over the hops a request takes.
 //!
 //! A queued request is an echo: a packet to the `echo` service carrying a
 //! SURB back to the client. Every hop's delay is drawn from Exp(μ); one mix
@@ -52,6 +53,10 @@ pub struct ClientConfig {
     /// studies of latency without cover turn this off: without it, an
     /// observer sees when the client is working.
     pub cover: bool,
+    /// Whether loops pass a service node, as an empty echo, like requests;
+    /// otherwise they go from the gateway through the mixes and back (the
+    /// older design, kept so the simulator can measure against it).
+    pub loops_through_service: bool,
 }
 
 /// What the client learned.
@@ -440,35 +445,12 @@ impl<K: Kem> Client<K> {
         let topology = Arc::clone(&self.topology);
         let gateway = &topology.gateways[self.gateway];
         let route_len = topology.layers.len() + 2;
+        let services = topology.services.len();
         Some(match self.outbox.pop_front() {
             Some(request) => {
-                // The way home: from layer 1 through the mixes to the gateway.
-                let mut home = Vec::with_capacity(route_len);
-                self.mixes(&topology, &mut home);
-                home.push(gateway);
-                let surb_id = self.surb_id();
-                let home_delays = self.delays(home.len());
-                let mut hops = Vec::with_capacity(route_len);
-                hops.push(gateway);
-                self.mixes(&topology, &mut hops);
-                let node = request.node.min(topology.services.len().saturating_sub(1));
-                hops.push(&topology.services[node]);
-                let delays = self.delays(hops.len());
-                let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
-                let mut message = surb.to_bytes().to_vec();
-                message.extend_from_slice(&request.body);
-                let delivery = Delivery {
-                    recipient: request.service,
-                    surb_id: None,
-                };
-                let packet = create_packet(
-                    &self.geometry,
-                    &path(&hops, &delays),
-                    &delivery,
-                    &message,
-                    rng,
-                )
-                .expect("an echo request always fits");
+                let node = request.node.min(services.saturating_sub(1));
+                let (surb_id, keys, packet) =
+                    self.echo_packet(&topology, node, request.service, &request.body, rng);
                 self.stats.requests_sent += 1;
                 let timeout_at = self.timeout_for(at, request.attempt);
                 self.pending.insert(
@@ -484,16 +466,24 @@ impl<K: Kem> Client<K> {
             }
             None if !self.config.cover => return None,
             None => {
-                // A loop: a SURB-built packet that starts at the gateway and
-                // comes back to this client's own queue.
-                let mut hops = Vec::with_capacity(route_len);
-                hops.push(gateway);
-                self.mixes(&topology, &mut hops);
-                hops.push(gateway);
-                let surb_id = self.surb_id();
-                let delays = self.delays(hops.len());
-                let (surb, keys) = self.surb_to_self(surb_id, &hops, &delays, rng);
-                let packet = surb.reply(&self.geometry, &[]).expect("an empty loop fits");
+                // A loop: an empty echo to a service node chosen uniformly,
+                // over the same hops and delays as a request, so that
+                // neither its path nor its reply's timing tells it apart.
+                let (surb_id, keys, packet) = if services > 0 && self.config.loops_through_service {
+                    let node = pick(&mut self.routes, services);
+                    self.echo_packet(&topology, node, service_recipient("echo"), &[], rng)
+                } else {
+                    // From the gateway through the mixes and back.
+                    let mut hops = Vec::with_capacity(route_len);
+                    hops.push(gateway);
+                    self.mixes(&topology, &mut hops);
+                    hops.push(gateway);
+                    let surb_id = self.surb_id();
+                    let delays = self.delays(hops.len());
+                    let (surb, keys) = self.surb_to_self(surb_id, &hops, &delays, rng);
+                    let packet = surb.reply(&self.geometry, &[]).expect("an empty loop fits");
+                    (surb_id, keys, packet)
+                };
                 self.stats.loops_sent += 1;
                 self.pending.insert(
                     surb_id,
@@ -507,6 +497,48 @@ impl<K: Kem> Client<K> {
                 packet
             }
         })
+    }
+
+    /// An echo request to `recipient` on service node `node`: a packet
+    /// through the gateway and one mix per layer, carrying a SURB home
+    /// through one mix per layer and the gateway, then `body`.
+    fn echo_packet<R: RngCore + CryptoRng>(
+        &mut self,
+        topology: &Topology<K>,
+        node: usize,
+        recipient: [u8; RECIPIENT_LEN],
+        body: &[u8],
+        rng: &mut R,
+    ) -> ([u8; SURB_ID_LEN], SurbKeys, Vec<u8>) {
+        let gateway = &topology.gateways[self.gateway];
+        let route_len = topology.layers.len() + 2;
+        // The way home: from layer 1 through the mixes to the gateway.
+        let mut home = Vec::with_capacity(route_len);
+        self.mixes(topology, &mut home);
+        home.push(gateway);
+        let surb_id = self.surb_id();
+        let home_delays = self.delays(home.len());
+        let mut hops = Vec::with_capacity(route_len);
+        hops.push(gateway);
+        self.mixes(topology, &mut hops);
+        hops.push(&topology.services[node]);
+        let delays = self.delays(hops.len());
+        let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
+        let mut message = surb.to_bytes().to_vec();
+        message.extend_from_slice(body);
+        let delivery = Delivery {
+            recipient,
+            surb_id: None,
+        };
+        let packet = create_packet(
+            &self.geometry,
+            &path(&hops, &delays),
+            &delivery,
+            &message,
+            rng,
+        )
+        .expect("an echo request always fits");
+        (surb_id, keys, packet)
     }
 
     /// Takes a reply the gateway handed over.

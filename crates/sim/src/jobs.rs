@@ -186,6 +186,10 @@ pub struct JobsConfig {
     /// uniformly from [1 − spread, 1 + spread] (prompts of one class take
     /// different times); 0 for the model's time exactly.
     pub compute_spread: f64,
+    /// Cover loops skip the service nodes (gateway, mixes, gateway), as
+    /// before experiment 4 found what that shows; the default sends them
+    /// through a service node as requests go.
+    pub loops_skip_service: bool,
     /// Compute couriers release outputs when computed, not at the bucket
     /// edge (the computation-time experiment's positive control).
     pub release_at_finish: bool,
@@ -228,6 +232,7 @@ impl JobsConfig {
             abstract_packets: false,
             compute_spread: 0.0,
             release_at_finish: false,
+            loops_skip_service: false,
         }
     }
 }
@@ -300,6 +305,10 @@ pub struct Trace {
     /// Each completed job's compute time beside the times it showed, for
     /// the computation-time experiment.
     pub computes: Vec<ComputeTruth>,
+    /// The modelled packets that were requests, not cover loops (ground
+    /// truth: loops and requests both reach a service node and look
+    /// alike).
+    pub requests: std::collections::HashSet<u64>,
     /// Every write and read between two replicas (intermediate to holder,
     /// holder to holder), for the box-linking experiment: which
     /// observation, its kind (an observer tells them apart by size), and
@@ -989,7 +998,12 @@ impl<K: Kem> World<K> {
             self.endpoints[e].wake = None;
         }
         let endpoint = &mut self.endpoints[e];
+        let requests_before = endpoint.mix.stats().requests_sent;
         let (packets, events) = endpoint.mix.poll(now, &mut self.sphinx);
+        // Ground truth for the trace: a poll whose every packet was a
+        // request (a poll mixing requests and loops, rare, is left out).
+        let all_requests =
+            endpoint.mix.stats().requests_sent - requests_before == packets.len() as u64;
         self.client_events(now, e, events);
         let endpoint = &mut self.endpoints[e];
         if endpoint.storage.poll(now, &mut self.crypto).is_err() {
@@ -1001,6 +1015,13 @@ impl<K: Kem> World<K> {
             let (a, b) = (self.endpoint_name[e], self.node_name[gateway]);
             let len = self.geometry.packet_len();
             self.observe_packet(now, a, b, len, FrameKind::Sphinx, &packet);
+            if all_requests {
+                if let Some(trace) = &mut self.report.trace {
+                    if let Some(&id) = trace.packets.last().filter(|&&id| id != 0) {
+                        trace.requests.insert(id);
+                    }
+                }
+            }
             if let Some(at) = self.transit(now) {
                 let event = Event::AtNode {
                     node: gateway,
@@ -1520,6 +1541,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             max_lag_us: u64::MAX,
             max_attempts: 3,
             cover: config.cover,
+            loops_through_service: !config.loops_skip_service,
         };
         let mix = Client::new(client_config, geometry, topology.clone(), &mut crypto);
         let gateway = index[&mix.gateway().id];

@@ -293,6 +293,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
             max_lag_us: u64::MAX,
             max_attempts: 3,
             cover: config.cover,
+            loops_through_service: true,
         };
         let client = Client::new(client_config, geometry, topology.clone(), &mut rng);
         client_gateway.push(index[&client.gateway().id]);

@@ -188,6 +188,7 @@ impl<'a> MixObserver<'a> {
             .filter(|(_, (o, _))| {
                 o.kind == FrameKind::Sphinx && self.roles[o.to as usize] == Role::Service
             })
+            .filter(|(_, (_, id))| self.trace.requests.contains(id))
             .filter_map(|(i, (_, id))| {
                 let sender = *sender_of.get(id)?;
                 (self.roles[sender as usize] == Role::Client).then_some((i, sender))
@@ -231,8 +232,9 @@ impl<'a> MixObserver<'a> {
     }
 
     /// The adversary's distribution over the endpoints (trace name index)
-    /// that may have sent the packet of observation `target`: every weight
-    /// carried back through the nodes to the clients' links, normalised.
+    /// that may have sent the request of observation `target`: every weight
+    /// carried back through the nodes to the clients' links, normalised,
+    /// leaving out paths back through a service node (those are replies).
     pub fn senders(&self, target: usize) -> HashMap<u32, f64> {
         let mut senders: HashMap<u32, f64> = HashMap::new();
         let mut frontier: HashMap<u32, f64> = HashMap::from([(target as u32, 1.0)]);
@@ -247,6 +249,13 @@ impl<'a> MixObserver<'a> {
             for (o, w) in frontier.drain() {
                 let obs = &self.trace.observations[o as usize];
                 let known = self.known.get(&(obs.from, self.trace.packets[o as usize]));
+                if self.roles[obs.from as usize] == Role::Service {
+                    // A service node sends only replies into the mixes, and a
+                    // reply is no request's past: the path is impossible
+                    // for the requests traced here, so its weight is dropped
+                    // (conditioning, by the normalisation at the end).
+                    continue;
+                }
                 if self.roles[obs.from as usize].is_endpoint() {
                     *senders.entry(obs.from).or_default() += w;
                 } else if let Some(&input) = known {
@@ -1524,7 +1533,11 @@ pub fn service_samples(
         }
         if let Some(&v) = service_slot.get(&o.to) {
             arrivals[v].push(o.at_us);
-            let sender = sender_of.get(id).and_then(|s| client_slot.get(s));
+            let request = trace.requests.contains(id);
+            let sender = sender_of
+                .get(id)
+                .filter(|_| request)
+                .and_then(|s| client_slot.get(s));
             if let (Some(&c), Some(w)) = (sender, o.at_us.checked_sub(burn_in_us)) {
                 reached[c][v].insert(w / SERVICE_WINDOW_US);
             }
@@ -1669,7 +1682,9 @@ impl BoxSamples {
 const CONTROL_REPLICAS: usize = 16;
 
 /// Experiments 3 and 4 for `clients`, from the paper setting's runs in
-/// `shared` beside their positive controls, run here: box linking with
+/// `shared` beside their positive controls, run here, and experiments 1, 2
+/// and 4 with loops that skip the service nodes (before that fix): box
+/// linking with
 /// [`CONTROL_REPLICAS`] replicas, and the client ↔ service node counts
 /// with cover off and the control's μ (cover off alone is not enough at
 /// the paper's μ: the mixes' delays blur one request against a node's
@@ -1683,6 +1698,8 @@ fn linking_rows(
 ) -> Vec<Row> {
     let mut boxes = BoxSamples::default();
     let mut service = Vec::new();
+    let (mut before_echo, mut before_jobs) = (EchoScores::default(), JobScores::default());
+    let mut before_service = Vec::new();
     for &seed in &plan.seeds {
         let burn_in = plan.burn_in_s * 1_000_000;
         let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
@@ -1697,13 +1714,63 @@ fn linking_rows(
             let mu = config.parameters.mean_delay_us;
             service.extend(service_samples(trace, mu, burn_in, seed, SERVICE_CLIENTS));
         }
-        progress(&format!("linking controls: {clients} clients, seed {seed}"));
+        // Before the fix: loops from the gateway through the mixes and
+        // back, never reaching a service node.
+        let mut config = population_config(clients, plan.burn_in_s + plan.seconds, seed);
+        config.loops_skip_service = true;
+        if let Some(trace) = &simulate(&config).trace {
+            let mu = config.parameters.mean_delay_us;
+            let observer = MixObserver::new(trace, mu, config.links.latency_us);
+            before_echo.merge(one_echo(&observer, burn_in, plan.targets, seed));
+            before_jobs.merge(whole_job(&observer, burn_in, plan.targets, seed));
+            before_service.extend(service_samples(trace, mu, burn_in, seed, SERVICE_CLIENTS));
+        }
+        progress(&format!(
+            "linking controls and loops before the fix: {clients} clients, seed {seed}"
+        ));
     }
+    let before = "loops skip the service nodes (before)";
+    let before_service_auc = block_auc(&before_service, 200, 19);
+    let before_rows = [
+        Row {
+            name: format!("1 one echo, N = {clients}"),
+            adversary: before.into(),
+            metric: "sender entropy H (bits)".into(),
+            value: before_echo.entropy(),
+            target: format!("≥ log2 N − 0.5 = {:.2}", (clients as f64).log2() - 0.5),
+            meets: Some(before_echo.entropy().value >= (clients as f64).log2() - 0.5),
+            control_value: f64::NAN,
+            null_value: f64::NAN,
+            plot: None,
+        },
+        Row {
+            name: format!("2 whole job, N = {clients}"),
+            adversary: before.into(),
+            metric: "bits leaked per job, grouping given".into(),
+            value: before_jobs.leaked(),
+            target: "≤ 0.25".into(),
+            meets: Some(before_jobs.leaked().value <= 0.25),
+            control_value: f64::NAN,
+            null_value: advantage(before_jobs.shuffled_wins, before_jobs.games).value,
+            plot: None,
+        },
+        Row {
+            name: format!("4 client ↔ service, N = {clients}"),
+            adversary: before.into(),
+            metric: "AUC: which service nodes a client reaches".into(),
+            value: before_service_auc,
+            target: "≤ 0.55".into(),
+            meets: Some(before_service_auc.value <= 0.55),
+            control_value: f64::NAN,
+            null_value: block_auc(&shuffled_scored(&before_service, 29), 0, 19).value,
+            plot: None,
+        },
+    ];
     let paper_boxes = shared.boxes.scored();
     let box_auc = block_auc(&paper_boxes, 200, 17);
     let service_auc = block_auc(&shared.service, 200, 19);
     let replicas = population_config(clients, 1, 1).replicas;
-    vec![
+    let mut rows = vec![
         Row {
             name: format!("3 box linking, N = {clients}"),
             adversary: "replica links".into(),
@@ -1726,5 +1793,7 @@ fn linking_rows(
             null_value: block_auc(&shuffled_scored(&shared.service, 29), 0, 19).value,
             plot: None,
         },
-    ]
+    ];
+    rows.extend(before_rows);
+    rows
 }
