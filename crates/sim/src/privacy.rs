@@ -1604,7 +1604,7 @@ struct BoxPair {
 
 /// Experiment 3's pairs over the runs.
 #[derive(Default)]
-struct BoxSamples {
+pub struct BoxSamples {
     pairs: Vec<BoxPair>,
 }
 
@@ -1612,7 +1612,7 @@ impl BoxSamples {
     /// Adds a run's pairs: for up to [`BOX_READS`] reads between replicas
     /// after `burn_in_us`, each earlier write within [`BOX_HORIZON_US`] of
     /// the same box (positive) and up to [`BOX_NEGATIVES`] of others.
-    fn add(&mut self, trace: &Trace, burn_in_us: u64, run: u64) {
+    pub fn add(&mut self, trace: &Trace, burn_in_us: u64, run: u64) {
         let at = |op: &crate::jobs::StorageOp| trace.observations[op.observation as usize].at_us;
         let to = |op: &crate::jobs::StorageOp| trace.observations[op.observation as usize].to;
         let writes: Vec<&crate::jobs::StorageOp> =
@@ -1652,7 +1652,7 @@ impl BoxSamples {
     /// The adversary's scores on the held-out pairs: the naive-Bayes log
     /// likelihood ratio of "same box" from the two features, with the
     /// frequencies fit on the training pairs (add-one smoothed).
-    fn scored(&self) -> Vec<Scored> {
+    pub fn scored(&self) -> Vec<Scored> {
         let mut replica = [[1.0f64; 2]; 2];
         let mut gaps = [[1.0f64; GAP_BINS]; 2];
         for p in self.pairs.iter().filter(|p| p.train) {
