@@ -127,12 +127,13 @@ async fn inference_on_a_devnet() {
         results.next().unwrap(),
     );
 
+    // The courier runs what the wire carries: the nearest public preset.
     let direct = load_folder(&tiny_dir).unwrap().run(&[WorkItem {
         job: 0,
         model: TINY.into(),
         task: Task::Generate,
         tokens: llama_tokens.clone(),
-        sampling,
+        sampling: sampling.on_the_wire(256),
         output_class: 256,
     }]);
     assert_eq!(
