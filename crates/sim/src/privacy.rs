@@ -920,14 +920,14 @@ pub struct LinkSample {
     pub features: [f64; 4],
 }
 
-/// The samples of one run: every window of `window_us` after `burn_in_us`
-/// for each client that is either idle all run (the last `idle` clients)
-/// or had a job in flight in that window. `run` numbers the bootstrap
-/// blocks apart between runs.
+/// The samples of one run: every whole window of `window_us` between
+/// `burn_in_us` and the run's end `end_us`, for each client that is either
+/// idle all run (the last `idle` clients) or had a job in flight in that
+/// window. `run` numbers the bootstrap blocks apart between runs.
 pub fn link_samples(
     trace: &Trace,
     mean_delay_us: u64,
-    burn_in_us: u64,
+    (burn_in_us, end_us): (u64, u64),
     window_us: u64,
     idle: usize,
     run: u64,
@@ -937,7 +937,6 @@ pub fn link_samples(
         .filter(|&i| roles[i as usize] == Role::Client)
         .collect();
     let idle_from = clients.len().saturating_sub(idle);
-    let end_us = trace.observations.last().map_or(0, |o| o.at_us);
     let windows = end_us.saturating_sub(burn_in_us) / window_us.max(1);
     let mut sends: HashMap<u32, Vec<u64>> = HashMap::new();
     let mut replies: HashMap<u32, Vec<u64>> = HashMap::new();
@@ -1166,7 +1165,7 @@ pub fn online_rows(
                     pooled[i].extend(link_samples(
                         trace,
                         mu,
-                        plan.burn_in_s * 1_000_000,
+                        (plan.burn_in_s * 1_000_000, config.duration_us),
                         w * 1_000_000,
                         clients / 2,
                         seed,
