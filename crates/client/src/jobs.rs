@@ -9,7 +9,6 @@ use funion_compute::client::{input_class_of, JobClient};
 pub use funion_compute::client::{JobResult as JobReport, JobSpec, Timeline};
 use funion_pki::KemKind;
 use funion_sphinx::kem::{Kem, XWing, X25519};
-use rand_core::RngCore;
 
 use crate::session::Network;
 use crate::storage::{at_time, StorageClient, StorageStats};
@@ -65,11 +64,9 @@ async fn run_jobs_over(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<
 
 async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
     let mut client = StorageClient::<K>::over(network).await?;
-    // One compute courier for the whole run, so jobs of one bucket can be
-    // batched there.
-    let services = client.service_nodes().max(1) as u64;
-    let courier = (client.rng().next_u64() % services) as usize;
-    let mut jobs = JobClient::new(courier);
+    // A compute courier per job: which courier a person's jobs reach ties
+    // nothing together (they batch with other people's jobs there).
+    let mut jobs = JobClient::per_job(client.service_nodes());
     let now = client.now();
     let ids: Vec<u64> = specs
         .into_iter()

@@ -172,6 +172,8 @@ fn fresh_context(rng: &mut impl RngCore) -> Vec<u8> {
 /// Jobs in flight over one storage client; see the module documentation.
 pub struct JobClient {
     courier: usize,
+    /// With `Some(n)`, each job picks one of `n` couriers uniformly.
+    per_job: Option<usize>,
     jobs: BTreeMap<ClientJobId, Job>,
     by_batch: HashMap<BatchId, ClientJobId>,
     by_seq: HashMap<u64, ClientJobId>,
@@ -182,17 +184,28 @@ pub struct JobClient {
 
 impl JobClient {
     /// A job client that dispatches to the `courier`th service node unless
-    /// a spec names another (one courier for a run, so jobs of one bucket
-    /// can be batched there).
+    /// a spec names another.
     pub fn new(courier: usize) -> Self {
         JobClient {
             courier,
+            per_job: None,
             jobs: BTreeMap::new(),
             by_batch: HashMap::new(),
             by_seq: HashMap::new(),
             next_job: 1,
             finished: Vec::new(),
             dispatch_echoes: 0,
+        }
+    }
+
+    /// A job client that picks one of the `couriers` service nodes'
+    /// compute couriers uniformly for each job a spec leaves open, so that a
+    /// provider's couriers cannot tie a person's jobs together by which
+    /// courier they reached (experiment 7 in `docs/privacy.md`).
+    pub fn per_job(couriers: usize) -> Self {
+        JobClient {
+            per_job: Some(couriers.max(1)),
+            ..JobClient::new(0)
         }
     }
 
@@ -251,6 +264,10 @@ impl JobClient {
         storage: &mut StorageClient<K>,
         spec: JobSpec,
     ) -> Result<Job, JobFailure> {
+        let mut spec = spec;
+        if let (None, Some(couriers)) = (spec.courier, self.per_job) {
+            spec.courier = Some((rng.next_u64() % couriers as u64) as usize);
+        }
         let box_len = storage.box_payload();
         let input_class = input_class_of(spec.tokens.len())?;
         let payload = Input {

@@ -5,8 +5,9 @@
 //!
 //! People's habits are a model, drawn from a seeded stream: each has a
 //! usual prompt length, a usual `max_tokens`, usual sampling parameters, a
-//! preferred model and, as the job client does today, one compute courier
-//! for the run; each job keeps a habit with a fixed probability and
+//! preferred model and a compute courier for the run (as the job client
+//! kept before it picked one per job); each job keeps a habit with a fixed
+//! probability and
 //! otherwise picks afresh. What the courier sees of a job follows from the
 //! real rules: [`class_for`] over the public classes, and
 //! [`funion_compute::Sampling::on_the_wire`] for the presets. Ticket roots
@@ -119,7 +120,7 @@ fn jobs(
     jobs_each: usize,
     seconds: f64,
     couriers: usize,
-    wire: Wire,
+    (wire, courier_per_job): (Wire, bool),
     seed: u64,
 ) -> Vec<Seen> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
@@ -152,6 +153,11 @@ fn jobs(
             } else {
                 pick_model(&mut rng)
             };
+            let courier = if courier_per_job {
+                (rng.next_u64() % couriers.max(1) as u64) as usize
+            } else {
+                habits.courier
+            };
             let input_class = class_for(&INPUT_CLASSES, tokens as usize).unwrap_or(0);
             let output_class = class_for(&OUTPUT_CLASSES, max_tokens as usize).unwrap_or(0);
             let person_sampling = Sampling {
@@ -171,7 +177,7 @@ fn jobs(
                 at_s: uniform(&mut rng) * seconds,
                 categorical: [
                     model as u64,
-                    habits.courier as u64,
+                    courier as u64,
                     u64::from(output_class),
                     u64::from(sampling.max_tokens),
                     milli(sampling.temperature) * 10_000 + sampling.top_p.map_or(9_999, milli),
@@ -339,9 +345,10 @@ impl Scores {
 
 /// Experiment 7 for `people` people (at most 1,000: the clustering is
 /// quadratic) over `seeds`, `jobs_each` jobs each in `seconds`, a provider
-/// of `couriers` couriers: today's classes and the presets, beside exact
-/// lengths and free parameters (positive control) and shuffled people
-/// (negative control).
+/// of `couriers` couriers: classes with free sampling and one courier per
+/// run (before), and classes, presets and a courier per job (the job
+/// client now), beside exact lengths and free parameters (positive
+/// control) and shuffled people (negative control).
 pub fn clustering_rows(
     people: usize,
     jobs_each: usize,
@@ -350,7 +357,7 @@ pub fn clustering_rows(
     seeds: &[u64],
 ) -> Vec<Row> {
     let people = people.min(1_000);
-    let run = |wire: Wire| {
+    let run = |wire: (Wire, bool)| {
         let mut scores = Scores::default();
         for &seed in seeds {
             let seen = jobs(people, jobs_each, seconds as f64, couriers, wire, seed);
@@ -358,12 +365,15 @@ pub fn clustering_rows(
         }
         scores
     };
-    let control = run(Wire::Exact);
+    let control = run((Wire::Exact, false));
     let control_auc = block_auc(&control.pairs, 0, 31).value;
     let mut rows = Vec::new();
     for (wire, label) in [
-        (Wire::Classes, "classes, free sampling"),
-        (Wire::Presets, "classes and presets"),
+        (
+            (Wire::Classes, false),
+            "classes, free sampling, courier per run (before)",
+        ),
+        ((Wire::Presets, true), "classes, presets, courier per job"),
     ] {
         let scores = run(wire);
         let auc = block_auc(&scores.pairs, 200, 31);

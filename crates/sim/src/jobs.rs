@@ -186,6 +186,9 @@ pub struct JobsConfig {
     /// uniformly from [1 − spread, 1 + spread] (prompts of one class take
     /// different times); 0 for the model's time exactly.
     pub compute_spread: f64,
+    /// Each client keeps one compute courier for the whole run, as before
+    /// experiment 7; the default picks one per job.
+    pub courier_per_run: bool,
     /// Cover loops skip the service nodes (gateway, mixes, gateway), as
     /// before experiment 4 found what that shows; the default sends them
     /// through a service node as requests go.
@@ -233,6 +236,7 @@ impl JobsConfig {
             compute_spread: 0.0,
             release_at_finish: false,
             loops_skip_service: false,
+            courier_per_run: false,
         }
     }
 }
@@ -459,7 +463,7 @@ struct ComputeActor {
 
 enum Kind {
     User {
-        jobs: JobClient,
+        jobs: Box<JobClient>,
         started: BTreeMap<ClientJobId, Micros>,
         count: usize,
     },
@@ -1552,8 +1556,13 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 .expect("at least two replicas");
         let kind = if e < config.clients {
             let courier = (crypto.next_u64() % config.services.max(1) as u64) as usize;
+            let jobs = if config.courier_per_run {
+                JobClient::new(courier)
+            } else {
+                JobClient::per_job(config.services)
+            };
             Kind::User {
-                jobs: JobClient::new(courier),
+                jobs: Box::new(jobs),
                 started: BTreeMap::new(),
                 count: 0,
             }
