@@ -189,7 +189,12 @@ async fn inference_on_a_devnet() {
         .collect();
     let specs: Vec<JobSpec> = texts
         .iter()
-        .map(|t| paid(embed(bert_tokenizer.encode(t).unwrap(), 6000)))
+        .map(|t| JobSpec {
+            // One courier for all twenty (the client picks one per job
+            // unless a spec names it), so they batch there.
+            courier: Some(0),
+            ..paid(embed(bert_tokenizer.encode(t).unwrap(), 6000))
+        })
         .collect();
     let report = run_jobs(&net.client, specs.clone()).await.unwrap();
     let embedder = BertEmbedder::load(&minilm).unwrap();
