@@ -26,6 +26,9 @@ pub struct PrivacyArgs {
     /// Seeds (one run per population and setting each).
     #[arg(long)]
     seeds: Option<u64>,
+    /// Skips the sweep over μ (run it once, at the smallest population).
+    #[arg(long)]
+    no_sweep: bool,
     /// Writes the rows as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -59,6 +62,9 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     if let Some(seeds) = args.seeds {
         anyhow::ensure!(seeds >= 1, "--seeds must be at least 1");
         plan.seeds = (1..=seeds).collect();
+    }
+    if args.no_sweep {
+        plan.sweep_mean_delays_us.clear();
     }
     let started = std::time::Instant::now();
     let progress = |line: &str| {

@@ -43,6 +43,10 @@ pub enum Wire {
     /// Classes, the public sampling presets and `max_tokens` as a power
     /// of two ([`Sampling::on_the_wire`]).
     Presets,
+    /// What any bill must show and nothing else: the model and the
+    /// classes (one preset for everyone, `max_tokens` the output class).
+    /// The floor no choice of wire format goes below.
+    Floor,
 }
 
 /// The `max_tokens` values people pick (a model of habit).
@@ -170,6 +174,13 @@ fn jobs(
                 Wire::Exact => (tokens, person_sampling),
                 Wire::Classes => (input_class, person_sampling),
                 Wire::Presets => (input_class, person_sampling.on_the_wire(output_class)),
+                Wire::Floor => (
+                    input_class,
+                    Sampling {
+                        max_tokens: output_class,
+                        ..Sampling::default()
+                    },
+                ),
             };
             let milli = |x: f32| (x * 1000.0).round() as u64;
             seen.push(Seen {
@@ -347,8 +358,9 @@ impl Scores {
 /// quadratic) over `seeds`, `jobs_each` jobs each in `seconds`, a provider
 /// of `couriers` couriers: classes with free sampling and one courier per
 /// run (before), and classes, presets and a courier per job (the job
-/// client now), beside exact lengths and free parameters (positive
-/// control) and shuffled people (negative control).
+/// client now), and the floor (only the model and the classes), beside
+/// exact lengths and free parameters (positive control) and shuffled
+/// people (negative control).
 pub fn clustering_rows(
     people: usize,
     jobs_each: usize,
@@ -374,6 +386,10 @@ pub fn clustering_rows(
             "classes, free sampling, courier per run (before)",
         ),
         ((Wire::Presets, true), "classes, presets, courier per job"),
+        (
+            (Wire::Floor, true),
+            "model and classes only (the floor any bill shows)",
+        ),
     ] {
         let scores = run(wire);
         let auc = block_auc(&scores.pairs, 200, 31);

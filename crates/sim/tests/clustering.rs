@@ -14,7 +14,7 @@ fn billing_clustering_controls() {
         );
     }
     let aucs: Vec<_> = rows.iter().filter(|r| r.metric.contains("AUC")).collect();
-    assert_eq!(aucs.len(), 2);
+    assert_eq!(aucs.len(), 3);
     for row in aucs {
         assert!(row.control_value >= 0.9, "{row:?}");
         assert!((0.45..=0.55).contains(&row.null_value), "{row:?}");
