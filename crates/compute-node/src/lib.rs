@@ -476,7 +476,7 @@ pub fn load_models(compute: &ComputeFile) -> anyhow::Result<funion_inference::Mo
     let mut models = funion_inference::Models::new();
     for m in &compute.models {
         let backend: std::sync::Arc<dyn funion_inference::Backend> = match (&m.path, &m.upstream) {
-            (Some(path), None) => funion_inference::load_folder(path)
+            (Some(path), None) => funion_inference::load_path(path)
                 .map_err(|e| anyhow::anyhow!("model {}: {e}", m.name))?,
             (None, Some(url)) => {
                 let task = match m.task.as_deref() {

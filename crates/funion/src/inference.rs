@@ -9,7 +9,8 @@ use funion_client::jobs::{run_jobs, JobReport, JobSpec, JobsReport};
 use funion_compute::{class_for, Outcome, Sampling, Task, OUTPUT_CLASSES};
 use funion_compute_node::{journal_entry, ComputeRecord};
 use funion_devnet::{self as devnet, DevnetOptions};
-use funion_inference::{minilm_dir, tiny, TextTokenizer, MINILM};
+use funion_inference::chat::{ChatTemplate, Message};
+use funion_inference::{minilm_dir, smollm2_gguf, tiny, TextTokenizer, MINILM, SMOLLM2};
 use funion_net::config::{self, ClientFile, ComputeFile, ModelFile};
 use funion_pki::Parameters;
 use funion_sim::erlang_quantile;
@@ -194,13 +195,20 @@ pub struct DemoArgs {
     /// millisecond ones.
     #[arg(long)]
     paper_params: bool,
-    /// Generate with this llama-family folder instead of the tiny seeded one.
-    #[arg(long)]
+    /// Generate with this llama-family folder (Hugging Face layout) instead
+    /// of SmolLM2-135M-Instruct.
+    #[arg(long, conflicts_with = "gguf")]
     llama: Option<PathBuf>,
+    /// Generate with this llama-family GGUF file instead of
+    /// SmolLM2-135M-Instruct (its chat template, if it has one, frames the
+    /// prompt).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
 }
 
 /// `funion demo`: a whole network in this process, one anonymous embedding
-/// with the real all-MiniLM-L6-v2 and one generation, with their timelines.
+/// with the real all-MiniLM-L6-v2 and one answer from a real chat model
+/// (SmolLM2-135M-Instruct unless told otherwise), with their timelines.
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let prompt = args
         .prompt
@@ -214,20 +222,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let minilm = minilm_dir()?;
     let mut compute = devnet_models(&dir, &[])?;
-    let llama_dir = match &args.llama {
-        Some(path) => {
-            compute
-                .models
-                .push(ModelFile::folder("llama", path.clone()));
-            path.clone()
-        }
-        None => dir.join("models").join(TINY_LLAMA),
+    let (llama_name, llama_path) = match (&args.llama, &args.gguf) {
+        (Some(folder), _) => ("llama", folder.clone()),
+        (None, Some(file)) => ("gguf", file.clone()),
+        (None, None) => (SMOLLM2, smollm2_gguf()?),
     };
-    let llama_name = if args.llama.is_some() {
-        "llama"
-    } else {
-        TINY_LLAMA
-    };
+    compute
+        .models
+        .push(ModelFile::folder(llama_name, llama_path.clone()));
     compute.batch_window_ms = (parameters.bucket_spacing_us / 1000).max(10);
 
     // Fit the network to this machine as it is now: what one loop of cover
@@ -242,7 +244,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         parameters.send_rate_millihertz = (rate * 1000.0) as u64;
     }
     let minilm_tokens = TextTokenizer::load(&minilm)?.encode(&prompt)?;
-    let llama_tokens = TextTokenizer::load(&llama_dir)?.encode(&prompt)?;
+    let llama = TextTokenizer::for_model(&llama_path)?;
+    let llama_tokens = llama.encode(&chat_prompt(&llama_path, &prompt)?)?;
     let models = funion_compute_node::load_models(&compute)?;
     let embed_s = time_model(
         &models,
@@ -373,7 +376,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let llama = TextTokenizer::load(&llama_dir)?;
     let ask = JobSpec {
         model: llama_name.into(),
         task: Task::Generate,
@@ -384,14 +386,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         tickets: Vec::new(),
         courier: None,
     };
-    println!(
-        "\n2. asking {llama_name} (bucket j = {bucket}){}",
-        if args.llama.is_none() {
-            "; its weights are random from a fixed seed, so the words are noise"
-        } else {
-            ""
-        }
-    );
+    println!("\n2. asking {llama_name} {prompt:?} (bucket j = {bucket})");
     let describe_tokens = |o: &Outcome| match o {
         Outcome::Tokens(ids) => format!(
             "{:?} (token IDs {:?})",
@@ -424,6 +419,25 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The text a model at `path` is given for a user's `prompt`: the prompt in
+/// the model's own chat template when its GGUF file carries one, else the
+/// prompt as it is.
+fn chat_prompt(path: &Path, prompt: &str) -> anyhow::Result<String> {
+    if !funion_inference::is_gguf(path) {
+        return Ok(prompt.to_string());
+    }
+    match ChatTemplate::from_gguf(path) {
+        Ok(template) => template.render(
+            &[Message {
+                role: "user".into(),
+                content: prompt.into(),
+            }],
+            true,
+        ),
+        Err(_) => Ok(prompt.to_string()),
+    }
 }
 
 /// Pays for one demo job, runs it and shows its answer and timeline. A job

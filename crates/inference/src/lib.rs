@@ -89,6 +89,24 @@ impl Models {
     }
 }
 
+/// Loads a model from `path`: a GGUF file (by its `.gguf` extension, f32
+/// weights) or a Hugging Face–style folder ([`load_folder`]).
+pub fn load_path(path: &Path) -> anyhow::Result<Arc<dyn Backend>> {
+    if is_gguf(path) {
+        Ok(Arc::new(gguf::GgufLlama::load(
+            path,
+            gguf::WeightFormat::default(),
+        )?))
+    } else {
+        load_folder(path)
+    }
+}
+
+/// Whether `path` names a GGUF file.
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 /// Loads a Hugging Face–style folder (`config.json`, `model.safetensors`,
 /// `tokenizer.json`), choosing the backend from `model_type`.
 pub fn load_folder(dir: &Path) -> anyhow::Result<Arc<dyn Backend>> {
@@ -137,6 +155,16 @@ impl TextTokenizer {
             .with_truncation(None)
             .expect("turning truncation off cannot fail");
         TextTokenizer { inner }
+    }
+
+    /// The tokenizer of the model at `path`: a GGUF file's metadata, or a
+    /// folder's `tokenizer.json`.
+    pub fn for_model(path: &Path) -> anyhow::Result<Self> {
+        if is_gguf(path) {
+            TextTokenizer::from_gguf(path)
+        } else {
+            TextTokenizer::load(path)
+        }
     }
 
     /// Token IDs of `text`, with the model's special tokens.

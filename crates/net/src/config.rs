@@ -78,7 +78,8 @@ pub struct NullifierFile {
 pub struct ModelFile {
     /// The name clients ask for.
     pub name: String,
-    /// A Hugging Face–style folder (config.json, safetensors, tokenizer.json).
+    /// A Hugging Face–style folder (config.json, safetensors, tokenizer.json)
+    /// or a llama-family GGUF file (`*.gguf`).
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Base URL of an OpenAI-compatible server, instead of a folder.
