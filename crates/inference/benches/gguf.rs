@@ -18,7 +18,9 @@ const FORMATS: [(&str, WeightFormat); 2] = [
 
 /// A prompt of `n` ordinary tokens (IDs past the special ones).
 fn prompt(n: usize, row: usize) -> Vec<u32> {
-    (0..n).map(|i| 200 + ((i * 31 + row * 7) % 20_000) as u32).collect()
+    (0..n)
+        .map(|i| 200 + ((i * 31 + row * 7) % 20_000) as u32)
+        .collect()
 }
 
 fn greedy(logits: &candle_core::Tensor) -> Vec<u32> {
@@ -42,7 +44,8 @@ fn decode(c: &mut Criterion) {
                     let mut spent = Duration::ZERO;
                     for _ in 0..iters {
                         let mut rows: Vec<_> = (0..batch).map(|_| model.sequence()).collect();
-                        let prompts: Vec<Vec<u32>> = (0..batch).map(|r| prompt(32 + r, r)).collect();
+                        let prompts: Vec<Vec<u32>> =
+                            (0..batch).map(|r| prompt(32 + r, r)).collect();
                         let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
                         let mut seqs: Vec<_> = rows.iter_mut().collect();
                         let mut next = greedy(&model.step(&mut seqs, &refs).expect("prefill"));
@@ -74,7 +77,9 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("smollm2_load");
     group.sample_size(10);
     for (label, format) in FORMATS {
-        group.bench_function(label, |b| b.iter(|| GgufLlama::load(&path, format).expect("loads")));
+        group.bench_function(label, |b| {
+            b.iter(|| GgufLlama::load(&path, format).expect("loads"))
+        });
     }
     group.finish();
 }

@@ -104,7 +104,8 @@ pub fn load_path(path: &Path) -> anyhow::Result<Arc<dyn Backend>> {
 
 /// Whether `path` names a GGUF file.
 pub fn is_gguf(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// Loads a Hugging Face–style folder (`config.json`, `model.safetensors`,
