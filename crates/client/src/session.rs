@@ -67,6 +67,13 @@ impl Network {
     }
 }
 
+impl Network {
+    /// The document for `epoch`, verified.
+    pub async fn fetch_epoch(&self, epoch: u64) -> anyhow::Result<NetworkDocument> {
+        fetch_document(&self.http, &self.url, &self.key, epoch, false).await
+    }
+}
+
 /// How late a send slot may come before its loop is shed: two mean slot
 /// gaps, and at least 10 ms (a scheduler's hiccup is not overload).
 pub(crate) fn max_lag_us(send_rate: f64) -> u64 {

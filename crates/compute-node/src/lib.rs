@@ -511,3 +511,101 @@ pub fn load_models(compute: &ComputeFile) -> anyhow::Result<funion_inference::Mo
     }
     Ok(models)
 }
+
+/// Prompt tokens in the load-time measurement of a model.
+const PROBE_PROMPT: usize = 64;
+/// Tokens generated beyond the first in that measurement.
+const PROBE_TOKENS: u32 = 8;
+
+/// What this compute courier publishes about each model it serves: the
+/// digests of its tokenizer and chat template, its context and its speed,
+/// measured here and now by running it on a probe prompt (a prefill of
+/// [`PROBE_PROMPT`] tokens, then [`PROBE_TOKENS`] more tokens), scaled to
+/// every input class within the context.
+pub fn describe_models(
+    compute: &ComputeFile,
+    models: &Models,
+) -> anyhow::Result<Vec<funion_pki::ModelEntry>> {
+    let mut entries = Vec::new();
+    for file in &compute.models {
+        let Some(backend) = models.get(&file.name) else {
+            continue;
+        };
+        let facts = match &file.path {
+            Some(path) => Some(
+                funion_inference::card::LocalModel::open(path)
+                    .map_err(|e| anyhow::anyhow!("model {}: {e:#}", file.name))?
+                    .facts,
+            ),
+            None => None,
+        };
+        let context = facts.as_ref().map_or(8_192, |f| f.context);
+        let task = backend.task();
+        let probe = |max_tokens: u32| -> anyhow::Result<(f64, usize)> {
+            let item = funion_compute::WorkItem {
+                job: 0,
+                model: file.name.clone(),
+                task,
+                tokens: (0..PROBE_PROMPT as u32).map(|i| 3 + i % 60).collect(),
+                sampling: funion_compute::Sampling {
+                    max_tokens,
+                    ..funion_compute::Sampling::default()
+                },
+                // Embeddings: the largest class holds any model's vector.
+                output_class: match task {
+                    funion_compute::Task::Generate => funion_compute::OUTPUT_CLASSES[0],
+                    funion_compute::Task::Embed => {
+                        *funion_compute::OUTPUT_CLASSES.last().expect("classes")
+                    }
+                },
+            };
+            let clock = Instant::now();
+            let outcome = backend
+                .run(std::slice::from_ref(&item))
+                .pop()
+                .unwrap_or_else(|| Err("no outcome".into()))
+                .map_err(|e| anyhow::anyhow!("model {} failed its probe: {e}", file.name))?;
+            let items = match outcome {
+                funion_compute::Outcome::Tokens(t) => t.len(),
+                funion_compute::Outcome::Embedding(v) => v.len(),
+                _ => 0,
+            };
+            Ok((clock.elapsed().as_secs_f64(), items))
+        };
+        // The first run warms the model up and is not counted.
+        probe(1)?;
+        let (first_s, first_items) = probe(1)?;
+        let (per_token_us, dimensions) = match task {
+            funion_compute::Task::Generate => {
+                let (more_s, more_items) = probe(1 + PROBE_TOKENS)?;
+                let extra = more_items.saturating_sub(first_items).max(1) as f64;
+                (((more_s - first_s).max(0.0) / extra * 1e6) as u64, 0)
+            }
+            funion_compute::Task::Embed => (0, first_items as u32),
+        };
+        let per_prompt_us = first_s * 1e6 / PROBE_PROMPT as f64;
+        let timings = funion_compute::INPUT_CLASSES
+            .iter()
+            .filter(|&&class| class < context)
+            .map(|&class| funion_pki::ClassTiming {
+                input_class: class,
+                prefill_us: (per_prompt_us * f64::from(class)) as u64,
+                per_token_us,
+            })
+            .collect();
+        entries.push(funion_pki::ModelEntry {
+            name: file.name.clone(),
+            task: match task {
+                funion_compute::Task::Generate => funion_pki::ModelTask::Generate,
+                funion_compute::Task::Embed => funion_pki::ModelTask::Embed,
+            },
+            tokenizer_digest: facts.as_ref().map(|f| f.tokenizer_digest),
+            template_digest: facts.as_ref().and_then(|f| f.template_digest),
+            context,
+            dimensions,
+            timings,
+            batch_wait_ms: compute.batch_window_ms.min(u64::from(u32::MAX)) as u32,
+        });
+    }
+    Ok(entries)
+}

@@ -365,9 +365,25 @@ pub async fn start_with(
             task,
         });
     }
+    // The client on this machine tokenizes with the very files the
+    // compute couriers load.
+    let models = options
+        .compute
+        .iter()
+        .flat_map(|c| &c.models)
+        .filter_map(|m| {
+            m.path
+                .clone()
+                .map(|path| funion_net::config::LocalModelFile {
+                    name: m.name.clone(),
+                    path,
+                })
+        })
+        .collect();
     let client = ClientFile {
         authority_url,
         authority_key,
+        models,
     };
     config::write(&dir.join("client.toml"), &client)?;
     wait_for_all(&client, &parameters, &mut nodes).await?;
@@ -451,6 +467,7 @@ pub fn genconfig(
         &ClientFile {
             authority_url,
             authority_key,
+            models: Vec::new(),
         },
     )?;
     written.push(client);

@@ -89,6 +89,7 @@ fn fake_node(
         link_key: link::public_link_key(&keys.link_secret),
         addresses: vec![address],
         sphinx_keys,
+        models: Vec::new(),
     };
     FakeNode { keys, entry }
 }

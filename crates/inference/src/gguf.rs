@@ -127,6 +127,12 @@ fn metadata_u32(content: &gguf_file::Content, key: &str) -> anyhow::Result<usize
         .map_err(|e| anyhow::anyhow!("{key}: {e}"))? as usize)
 }
 
+/// The context length a llama-family GGUF file declares.
+pub fn context_of(path: &Path) -> anyhow::Result<u32> {
+    let (content, _) = read_content(path)?;
+    Ok(metadata_u32(&content, "llama.context_length")? as u32)
+}
+
 /// Reads the GGUF header of `path` (metadata and tensor directory).
 pub(crate) fn read_content(path: &Path) -> anyhow::Result<(gguf_file::Content, std::fs::File)> {
     let mut file =

@@ -14,6 +14,7 @@
 
 pub mod candle_bert;
 pub mod candle_llama;
+pub mod card;
 pub mod chat;
 pub mod gguf;
 pub mod tiny;
@@ -126,7 +127,7 @@ pub fn load_folder(dir: &Path) -> anyhow::Result<Arc<dyn Backend>> {
     }
 }
 
-fn read_config(dir: &Path) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn read_config(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -182,6 +183,18 @@ impl TextTokenizer {
         self.inner
             .decode(ids, false)
             .map_err(|e| anyhow::anyhow!("detokenizing: {e}"))
+    }
+
+    /// SHA-256 of the tokenizer's canonical JSON: two tokenizers with the
+    /// same digest split every text alike. Compute couriers publish it;
+    /// clients compare their own copy's.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let json = self
+            .inner
+            .to_string(false)
+            .unwrap_or_else(|e| format!("unserializable tokenizer: {e}"));
+        sha2::Sha256::digest(json.as_bytes()).into()
     }
 
     /// Text of `ids`, special tokens left out.

@@ -156,6 +156,21 @@ pub struct ClientFile {
     pub authority_url: String,
     /// The authority's Ed25519 public key (hex).
     pub authority_key: String,
+    /// Where this machine has the tokenizers (and chat templates) of the
+    /// models it asks for: prompts are tokenized here, never by the
+    /// network. `funion proxy` checks each against the digests the compute
+    /// couriers publish.
+    #[serde(default)]
+    pub models: Vec<LocalModelFile>,
+}
+
+/// One model's tokenizer on the client's machine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocalModelFile {
+    /// The model's name in the network document.
+    pub name: String,
+    /// A GGUF file or a Hugging Face–style folder with `tokenizer.json`.
+    pub path: PathBuf,
 }
 
 /// Reads and parses a TOML config.

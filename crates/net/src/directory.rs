@@ -1,7 +1,7 @@
 //! The directory from a node's side: the descriptor it publishes for an
 //! epoch, and publishing it at start and before each epoch.
 
-use funion_pki::{epoch_at, EpochKey, NodeDescriptor, NodeEntry};
+use funion_pki::{epoch_at, EpochKey, ModelEntry, NodeDescriptor, NodeEntry};
 use funion_sphinx::kem::Kem;
 
 use crate::config::{NodeFile, NodeKeys};
@@ -9,7 +9,12 @@ use crate::link;
 use crate::unix_ms;
 
 /// The descriptor this node publishes for `epoch`.
-fn entry<K: Kem>(config: &NodeFile, keys: &NodeKeys, epoch: u64) -> NodeEntry {
+fn entry<K: Kem>(
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch: u64,
+    models: &[ModelEntry],
+) -> NodeEntry {
     let sphinx_keys = [epoch, epoch + 1]
         .into_iter()
         .map(|e| EpochKey {
@@ -27,20 +32,22 @@ fn entry<K: Kem>(config: &NodeFile, keys: &NodeKeys, epoch: u64) -> NodeEntry {
         link_key: link::public_link_key(&keys.link_secret),
         addresses: vec![config.listen.clone()],
         sphinx_keys,
+        models: models.to_vec(),
     }
 }
 
 /// Publishes this node's descriptor for `epoch` (its keys for `epoch` and
-/// the next) to the authority.
+/// the next, and the models its compute courier serves) to the authority.
 pub async fn publish<K: Kem>(
     http: &reqwest::Client,
     config: &NodeFile,
     keys: &NodeKeys,
     epoch: u64,
+    models: &[ModelEntry],
 ) -> anyhow::Result<()> {
     let descriptor = NodeDescriptor {
         epoch,
-        node: entry::<K>(config, keys, epoch),
+        node: entry::<K>(config, keys, epoch, models),
     };
     let body = descriptor.sign(&keys.identity)?;
     let response = http
@@ -66,12 +73,13 @@ pub async fn publish_at_start<K: Kem>(
     config: &NodeFile,
     keys: &NodeKeys,
     epoch_ms: u64,
+    models: &[ModelEntry],
 ) -> anyhow::Result<u64> {
     let mut tries = 0;
     loop {
         let epoch = epoch_at(unix_ms(), epoch_ms);
-        let published = match publish::<K>(http, config, keys, epoch).await {
-            Ok(()) => publish::<K>(http, config, keys, epoch + 1).await,
+        let published = match publish::<K>(http, config, keys, epoch, models).await {
+            Ok(()) => publish::<K>(http, config, keys, epoch + 1, models).await,
             Err(error) => Err(error),
         };
         match published {

@@ -268,7 +268,19 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         )
     });
 
-    let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms).await?;
+    // Service nodes with models run a compute courier too: a task of its
+    // own that is also a mixnet client. Its models are loaded and measured
+    // first: the descriptor lists them.
+    let compute_models = match (&config.compute, config.role) {
+        (Some(compute), Role::Service) => Some(funion_compute_node::load_models(compute)?),
+        _ => None,
+    };
+    let model_entries = match (&compute_models, &config.compute) {
+        (Some(models), Some(compute)) => funion_compute_node::describe_models(compute, models)?,
+        _ => Vec::new(),
+    };
+    let mut epoch =
+        publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &model_entries).await?;
     let mut document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
@@ -285,12 +297,6 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             funion_pigeonhole::client::COURIER_SERVICE,
         ));
     }
-    // Service nodes with models run a compute courier too: a task of its
-    // own that is also a mixnet client.
-    let compute_models = match (&config.compute, config.role) {
-        (Some(compute), Role::Service) => Some(funion_compute_node::load_models(compute)?),
-        _ => None,
-    };
     let compute_wake = Arc::new(tokio::sync::Notify::new());
     let (compute_tx, compute_rx) = mpsc::channel::<funion_compute_node::Delivery>(1024);
     let (compute_reply_tx, mut compute_replies) =
@@ -354,6 +360,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         let client = funion_net::config::ClientFile {
             authority_url: config.authority_url.clone(),
             authority_key: config.authority_key.clone(),
+            models: Vec::new(),
         };
         let task = funion_compute_node::run(
             client,
@@ -499,7 +506,9 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 node.set_current_epoch(epoch);
                 retire_previous =
                     Some((epoch - 1, tokio::time::Instant::now() + grace_left(epoch)));
-                if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1).await {
+                if let Err(error) =
+                    publish::<K>(&http, &config, &keys, epoch + 1, &model_entries).await
+                {
                     tracing::warn!(%error, "could not publish the next epoch's descriptor");
                 }
                 match fetch_document(&http, &config.authority_url, &authority_key, epoch, false)

@@ -274,6 +274,99 @@ pub struct NodeEntry {
     pub addresses: Vec<String>,
     /// Sphinx public keys, for this epoch and the next.
     pub sphinx_keys: Vec<EpochKey>,
+    /// The models its compute courier serves (service nodes only; empty
+    /// elsewhere).
+    pub models: Vec<ModelEntry>,
+}
+
+/// What a model does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModelTask {
+    /// Generates tokens (chat, completions).
+    Generate,
+    /// Embeds text as a vector.
+    Embed,
+}
+
+/// One model a compute courier serves, as it publishes it: enough for a
+/// client to tokenize locally with the very same tokenizer and template,
+/// to keep within the context, and to choose a latency bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    /// The name clients ask for.
+    pub name: String,
+    /// What it does.
+    pub task: ModelTask,
+    /// SHA-256 of the tokenizer's canonical JSON (see
+    /// `funion_inference::TextTokenizer::digest`); `None` where the courier
+    /// has no local tokenizer (an upstream server).
+    pub tokenizer_digest: Option<[u8; 32]>,
+    /// SHA-256 of the chat template's source, where the model has one.
+    pub template_digest: Option<[u8; 32]>,
+    /// Longest prompt plus output, in tokens.
+    pub context: u32,
+    /// Embedding dimensions (embedding models), else 0.
+    pub dimensions: u32,
+    /// Compute time measured by the courier when it loaded the model, per
+    /// input class.
+    pub timings: Vec<ClassTiming>,
+    /// Longest a fetched job waits for the rest of its batch, in ms.
+    pub batch_wait_ms: u32,
+}
+
+/// A model's measured speed for one input class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassTiming {
+    /// The input class (tokens).
+    pub input_class: u32,
+    /// Time to take in a prompt of the whole class, in µs.
+    pub prefill_us: u64,
+    /// Time per generated token after it, in µs (0 for embeddings).
+    pub per_token_us: u64,
+}
+
+/// Most models one node may list.
+pub const MAX_MODELS: usize = 64;
+/// Longest model name.
+pub const MAX_MODEL_NAME: usize = 128;
+
+impl ModelEntry {
+    /// The compute time this model needs for a job of `input_class` that
+    /// generates `output_tokens` tokens, by its published timings (the
+    /// smallest listed class at least as large, else the largest), in µs.
+    pub fn compute_us(&self, input_class: u32, output_tokens: u32) -> Option<u64> {
+        let timing = self
+            .timings
+            .iter()
+            .filter(|t| t.input_class >= input_class)
+            .min_by_key(|t| t.input_class)
+            .or_else(|| self.timings.iter().max_by_key(|t| t.input_class))?;
+        Some(
+            timing
+                .prefill_us
+                .saturating_add(timing.per_token_us.saturating_mul(u64::from(output_tokens))),
+        )
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.len() > MAX_MODEL_NAME {
+            return Err(format!("model name of {} bytes", self.name.len()));
+        }
+        if self.name.chars().any(|c| c.is_control()) {
+            return Err("model name with a control character".into());
+        }
+        if self.timings.len() > 16 {
+            return Err(format!(
+                "model {}: {} timings",
+                self.name,
+                self.timings.len()
+            ));
+        }
+        if self.context == 0 {
+            return Err(format!("model {}: no context", self.name));
+        }
+        Ok(())
+    }
 }
 
 impl NodeEntry {
@@ -452,6 +545,18 @@ impl NetworkDocument {
             }
             if node.addresses.is_empty() {
                 return bad("no address");
+            }
+            if !node.models.is_empty() && node.role != Role::Service {
+                return bad("models listed by a node that is not a service node");
+            }
+            if node.models.len() > MAX_MODELS {
+                return bad("too many models");
+            }
+            for (i, model) in node.models.iter().enumerate() {
+                model.check().or_else(|why| bad(&why))?;
+                if node.models[..i].iter().any(|m| m.name == model.name) {
+                    return bad("a model listed twice");
+                }
             }
             let Some(key) = node.sphinx_key(self.epoch) else {
                 return bad("no Sphinx key for this epoch");

@@ -51,7 +51,7 @@ pub async fn run<K: Kem>(
         config.box_lifetime_s.saturating_mul(1000),
     )?);
 
-    let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms).await?;
+    let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &[]).await?;
     let document =
         fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
 
@@ -130,7 +130,7 @@ pub async fn run<K: Kem>(
                 epoch += 1;
                 shell.replica.add_epoch_key(epoch + 1, K::secret_from_seed(&keys.sphinx_seed(epoch + 1)));
                 shell.replica.set_epoch(epoch);
-                if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1).await {
+                if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1, &[]).await {
                     tracing::warn!(%error, "could not publish the next epoch's descriptor");
                 }
                 if let Ok(new) = fetch_document(&http, &config.authority_url, &authority_key, epoch, false).await {

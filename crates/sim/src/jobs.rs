@@ -1404,6 +1404,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             link_key: [0; 32],
             addresses: vec![format!("sim:{name}")],
             sphinx_keys,
+            models: Vec::new(),
         };
         // The gateway lets each client send at twice its rate: the couriers'
         // clients, when they send faster, too.
@@ -1464,6 +1465,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                     public_key: K::public_key_bytes(&public),
                 })
                 .collect(),
+            models: Vec::new(),
         };
         let id = entry.id();
         let rc = ReplicaConfig::new(id, sizes, k, 86_400);

@@ -260,6 +260,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                 epoch,
                 public_key: K::public_key_bytes(&public),
             }],
+            models: Vec::new(),
         };
         let mut node = Node::<K>::new(NodeConfig::for_role(role, parameters.send_rate()), geometry);
         node.add_epoch_key(epoch, secret, [])
