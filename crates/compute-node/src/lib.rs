@@ -214,11 +214,21 @@ async fn drive<K: Kem>(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let models = options.models.clone();
     let model_wake = wake.clone();
+    let model_metrics = metrics.clone();
     std::thread::Builder::new()
         .name("funion-models".into())
         .spawn(move || {
+            // What the models cost, for the operator (never on the wire).
+            let (mut busy_us, mut items_run) = (0u64, 0u64);
             while let Ok((batch, items)) = work_rx.recv() {
+                let clock = Instant::now();
                 let outcomes = models.run(&items);
+                let took = clock.elapsed().as_micros() as u64;
+                busy_us += took;
+                items_run += items.len() as u64;
+                model_metrics.set_compute("model_busy_us", busy_us);
+                model_metrics.set_compute("model_items", items_run);
+                model_metrics.set_compute("model_last_batch_us", took);
                 let ids: Vec<JobId> = items.iter().map(|i| i.job).collect();
                 if done_tx
                     .send((batch, ids.into_iter().zip(outcomes).collect::<Vec<_>>()))
@@ -541,15 +551,18 @@ pub fn describe_models(
         };
         let context = facts.as_ref().map_or(8_192, |f| f.context);
         let task = backend.task();
-        let probe = |max_tokens: u32| -> anyhow::Result<(f64, usize)> {
+        let probe = |max_tokens: u32, seed: u64| -> anyhow::Result<(f64, usize)> {
             let item = funion_compute::WorkItem {
                 job: 0,
                 model: file.name.clone(),
                 task,
                 tokens: (0..PROBE_PROMPT as u32).map(|i| 3 + i % 60).collect(),
+                // Sampled, so that a probe prompt rarely ends at once.
                 sampling: funion_compute::Sampling {
+                    seed,
+                    temperature: 1.0,
+                    top_p: None,
                     max_tokens,
-                    ..funion_compute::Sampling::default()
                 },
                 // Embeddings: the largest class holds any model's vector.
                 output_class: match task {
@@ -573,17 +586,37 @@ pub fn describe_models(
             Ok((clock.elapsed().as_secs_f64(), items))
         };
         // The first run warms the model up and is not counted.
-        probe(1)?;
-        let (first_s, first_items) = probe(1)?;
+        probe(1, 0)?;
+        let (first_s, first_items) = probe(1, 0)?;
+        let per_prompt_us = first_s * 1e6 / PROBE_PROMPT as f64;
         let (per_token_us, dimensions) = match task {
             funion_compute::Task::Generate => {
-                let (more_s, more_items) = probe(1 + PROBE_TOKENS)?;
-                let extra = more_items.saturating_sub(first_items).max(1) as f64;
-                (((more_s - first_s).max(0.0) / extra * 1e6) as u64, 0)
+                // The longest of a few sampled runs: one that meets the end
+                // of text at once measures nothing.
+                let mut longest = (0.0, 0);
+                for seed in 1..=4 {
+                    let run = probe(1 + PROBE_TOKENS, seed)?;
+                    if run.1 > longest.1 {
+                        longest = run;
+                    }
+                    if run.1 > PROBE_TOKENS as usize {
+                        break;
+                    }
+                }
+                let (more_s, more_items) = longest;
+                let extra = more_items.saturating_sub(first_items);
+                let per_token = if extra >= 2 {
+                    (more_s - first_s).max(0.0) / extra as f64 * 1e6
+                } else {
+                    // No run got going: a step per token is at least a
+                    // prompt token's cost; publish a generous bound.
+                    tracing::warn!(model = %file.name, "probe generated {more_items} tokens; publishing a bound for the per-token time");
+                    per_prompt_us * 8.0
+                };
+                (per_token as u64, 0)
             }
             funion_compute::Task::Embed => (0, first_items as u32),
         };
-        let per_prompt_us = first_s * 1e6 / PROBE_PROMPT as f64;
         let timings = funion_compute::INPUT_CLASSES
             .iter()
             .filter(|&&class| class < context)

@@ -145,6 +145,14 @@ fn model_object(proxy: &Proxy, model: &ModelEntry, couriers: usize) -> Value {
         "context_length": model.context,
         "compute_couriers": couriers,
         "local_tokenizer": proxy.local.contains_key(&model.name),
+        // What the couriers measured and published, which the buckets are
+        // planned from.
+        "batch_wait_ms": model.batch_wait_ms,
+        "timings": model.timings.iter().map(|t| json!({
+            "input_class": t.input_class,
+            "prefill_ms": t.prefill_us as f64 / 1e3,
+            "per_token_ms": t.per_token_us as f64 / 1e3,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -262,13 +270,15 @@ fn sampling_of(knobs: &Knobs, max_tokens: u32) -> Result<Sampling, ApiError> {
         (None, p) => p,
         (Some(asked), Some(p)) if (asked - p).abs() < 1e-6 => Some(p),
         (Some(asked), None) if (asked - 1.0).abs() < 1e-6 => None,
-        (Some(asked), _) => return Err(ApiError::invalid(
-            "top_p",
-            format!(
+        (Some(asked), _) => {
+            return Err(ApiError::invalid(
+                "top_p",
+                format!(
                 "top_p {asked} does not go with temperature {t} in the public sampling presets {}",
                 presets()
             ),
-        )),
+            ))
+        }
     };
     Ok(Sampling {
         seed: match knobs.seed {
@@ -451,6 +461,18 @@ impl Cost {
     }
 }
 
+/// Where a job's time went, in seconds: storing the input, the courier's
+/// acceptance, waiting for the bucket edge, reading the output.
+fn phases(t: &funion_client::jobs::Timeline) -> Value {
+    let s = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
+    json!({
+        "upload_s": s(t.started, t.uploaded),
+        "dispatch_s": s(t.uploaded, t.accepted),
+        "until_edge_s": s(t.accepted, t.fetch_sent),
+        "fetch_s": s(t.fetch_sent, t.done),
+    })
+}
+
 fn new_id(prefix: &str) -> String {
     use rand_core::RngCore;
     let mut bytes = [0u8; 12];
@@ -546,6 +568,7 @@ impl Proxy {
             c["seconds"] =
                 json!(report.timeline.done.saturating_sub(report.timeline.started) as f64 / 1e6);
             c["planned_compute_s"] = json!(prepared.plan.compute_s);
+            c["phases"] = phases(&report.timeline);
             c
         };
         let name = &model.entry.name;
@@ -876,6 +899,7 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
             let mut data = Vec::new();
             let mut total = Cost::default();
             let mut prompt_tokens = 0;
+            let mut slowest = 0;
             for (index, (spec, result)) in specs.iter().zip(results).enumerate() {
                 let (report, cost) = match result {
                     Ok(r) => r,
@@ -885,6 +909,7 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
                 total.bucket = total.bucket.max(cost.bucket);
                 total.overflow_retries += cost.overflow_retries;
                 prompt_tokens += spec.tokens.len();
+                slowest = slowest.max(report.timeline.done.saturating_sub(report.timeline.started));
                 let Outcome::Embedding(vector) = report.outcome else {
                     return Reply::error(
                         &ApiError::server(
@@ -903,6 +928,8 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
                 };
                 data.push(json!({"object": "embedding", "index": index, "embedding": embedding}));
             }
+            let mut funion = total.json(&proxy);
+            funion["seconds"] = json!(slowest as f64 / 1e6);
             Reply {
                 status: StatusCode::OK,
                 content_type: "application/json",
@@ -911,7 +938,7 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
                     "data": data,
                     "model": model.entry.name,
                     "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-                    "funion": total.json(&proxy),
+                    "funion": funion,
                 })
                 .to_string(),
                 cost_header: Some(total),
