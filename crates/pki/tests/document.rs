@@ -2,7 +2,8 @@
 
 use ed25519_dalek::SigningKey;
 use funion_pki::{
-    EpochKey, Error, KemKind, NetworkDocument, NodeDescriptor, NodeEntry, Parameters, Role,
+    ClassTiming, EpochKey, Error, KemKind, ModelEntry, ModelTask, NetworkDocument, NodeDescriptor,
+    NodeEntry, Parameters, Role, MAX_MODELS, MAX_MODEL_NAME,
 };
 use funion_sphinx::kem::{Kem, X25519};
 use rand_chacha::rand_core::SeedableRng;
@@ -158,4 +159,93 @@ fn descriptors_are_signed_by_their_own_node() {
         Error::BadSignature
     );
     assert!(descriptor.sign(&SigningKey::from_bytes(&[6; 32])).is_err());
+}
+
+fn model(name: &str) -> ModelEntry {
+    ModelEntry {
+        name: name.into(),
+        task: ModelTask::Generate,
+        tokenizer_digest: Some([1; 32]),
+        template_digest: None,
+        context: 8_192,
+        dimensions: 0,
+        timings: vec![
+            ClassTiming {
+                input_class: 256,
+                prefill_us: 1_000,
+                per_token_us: 10,
+            },
+            ClassTiming {
+                input_class: 1024,
+                prefill_us: 4_000,
+                per_token_us: 12,
+            },
+        ],
+        batch_wait_ms: 0,
+    }
+}
+
+#[test]
+fn service_nodes_publish_their_models_and_nobody_else_does() {
+    let authority = SigningKey::from_bytes(&[99; 32]);
+    let key = authority.verifying_key().to_bytes();
+    let mut nodes = network(7);
+    let service = nodes.iter_mut().find(|n| n.role == Role::Service).unwrap();
+    service.models = vec![model("smollm2"), model("minilm")];
+    let document = NetworkDocument::new(7, parameters(), nodes.clone()).unwrap();
+    let bytes = document.sign(&authority).unwrap();
+    let back = NetworkDocument::verify(&bytes, &key, 7).unwrap();
+    let listed = back.with_role(Role::Service).next().unwrap();
+    assert_eq!(listed.models[0], model("smollm2"));
+
+    // The published speed: the smallest listed class that holds the input.
+    let m = model("smollm2");
+    assert_eq!(m.compute_us(100, 16), Some(1_000 + 16 * 10));
+    assert_eq!(m.compute_us(512, 16), Some(4_000 + 16 * 12));
+    assert_eq!(
+        m.compute_us(4096, 0),
+        Some(4_000),
+        "past the last: the last"
+    );
+    assert_eq!(
+        ModelEntry {
+            timings: Vec::new(),
+            ..m
+        }
+        .compute_us(256, 1),
+        None
+    );
+
+    let refused = |nodes: Vec<NodeEntry>| {
+        assert!(matches!(
+            NetworkDocument::new(7, parameters(), nodes),
+            Err(Error::Invalid(_))
+        ))
+    };
+    let mut on_a_mix = network(7);
+    on_a_mix
+        .iter_mut()
+        .find(|n| n.role == Role::Mix)
+        .unwrap()
+        .models = vec![model("smollm2")];
+    refused(on_a_mix);
+    for bad in [
+        vec![model("twice"), model("twice")],
+        vec![model("")],
+        vec![model(&"x".repeat(MAX_MODEL_NAME + 1))],
+        vec![model("new\nline")],
+        vec![ModelEntry {
+            context: 0,
+            ..model("no-context")
+        }],
+        (0..=MAX_MODELS).map(|i| model(&format!("m{i}"))).collect(),
+    ] {
+        let mut nodes = network(7);
+        nodes
+            .iter_mut()
+            .find(|n| n.role == Role::Service)
+            .unwrap()
+            .models = bad;
+        refused(nodes);
+    }
 }

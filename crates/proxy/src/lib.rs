@@ -18,6 +18,8 @@ pub mod api;
 pub mod book;
 mod idempotency;
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
