@@ -12,11 +12,10 @@ pub mod anvil;
 pub mod keys;
 pub mod registry;
 
-use alloy::primitives::U256;
 use funion_tickets::Scalar;
 use serde::{Deserialize, Serialize};
 
-pub use alloy::primitives::Address;
+pub use alloy::primitives::{Address, U256};
 pub use registry::{Registry, RegistryEvent, RegistryParams, StakeOnChain};
 
 /// Where the registry lives: what `chain.json` in a devnet folder holds, so

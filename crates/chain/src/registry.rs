@@ -71,6 +71,8 @@ pub struct RegistryEvent {
     pub block: u64,
     /// That block's time (Unix s).
     pub block_time: u64,
+    /// Its place in the block.
+    pub log_index: u64,
     /// Its transaction.
     pub transaction: FixedBytes<32>,
     /// What happened.
@@ -275,6 +277,16 @@ impl Registry {
         Ok(self.provider.get_balance(who).await?)
     }
 
+    /// What transaction `hash` cost its sender, wei.
+    pub async fn fee_of(&self, hash: FixedBytes<32>) -> anyhow::Result<U256> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no receipt for {hash}"))?;
+        Ok(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price))
+    }
+
     /// The latest block number.
     pub async fn head(&self) -> anyhow::Result<u64> {
         Ok(self.provider.get_block_number().await?)
@@ -452,6 +464,7 @@ impl Registry {
                 .data;
             out.push(RegistryEvent {
                 block,
+                log_index: log.log_index.unwrap_or_default(),
                 block_time,
                 transaction,
                 event,

@@ -120,8 +120,8 @@ impl Wallet {
         &self,
         ledger: &LedgerClient,
         limit: u32,
-        double_spend_stake: u64,
-        policy_stake: u64,
+        double_spend_stake: u128,
+        policy_stake: u128,
     ) -> anyhow::Result<DepositInfo> {
         if let Some(info) = self.deposit_info()? {
             anyhow::bail!("this wallet already deposited (leaf {})", info.index);
@@ -145,6 +145,66 @@ impl Wallet {
         Ok(DepositInfo {
             index: answer.index,
             limit,
+        })
+    }
+
+    /// Pays a deposit for `limit` tickets per period to the registry
+    /// (D = limit × the contract's stake per ticket, plus `policy_stake`
+    /// wei), then waits until `ledger` has indexed it. A deposit whose
+    /// receipt was never seen (a crash, a lost connection) is found on the
+    /// chain by its commitment and recorded instead of paid twice.
+    pub async fn deposit_on_chain(
+        &self,
+        registry: &funion_chain::Registry,
+        ledger: &LedgerClient,
+        limit: u32,
+        policy_stake: funion_chain::U256,
+    ) -> anyhow::Result<DepositInfo> {
+        if let Some(info) = self.deposit_info()? {
+            anyhow::bail!("this wallet already deposited (leaf {})", info.index);
+        }
+        let id = self.identity()?.commitment();
+        let stake = match registry.deposit_of(&id).await? {
+            Some(stake) => {
+                tracing::info!(
+                    index = stake.index,
+                    "wallet: found this identity's deposit on the chain"
+                );
+                stake
+            }
+            None => {
+                registry.deposit(&id, limit, policy_stake).await?;
+                registry.deposit_of(&id).await?.ok_or_else(|| {
+                    anyhow::anyhow!("the deposit was mined but is not in the registry")
+                })?
+            }
+        };
+        // The ledger indexes it once it has its confirmations.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            match ledger.status(&id).await {
+                Ok(d) if d.index == stake.index => break,
+                Ok(d) => anyhow::bail!(
+                    "the ledger has this identity at leaf {}, the chain at {}",
+                    d.index,
+                    stake.index
+                ),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(e) => anyhow::bail!("the ledger did not index the deposit within 120 s: {e:#}"),
+            }
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut numbers = txn.open_table(NUMBERS)?;
+            numbers.insert("index", u64::from(stake.index))?;
+            numbers.insert("limit", u64::from(stake.limit))?;
+        }
+        txn.commit()?;
+        Ok(DepositInfo {
+            index: stake.index,
+            limit: stake.limit,
         })
     }
 

@@ -58,6 +58,10 @@ async fn start_ledger_with(
         min_policy_stake: 100,
         root_history: 8,
         root_validity_s,
+        // The gate's rules, against a ledger that takes deposits over
+        // HTTP; the chain's ledger is tested in crates/funion/tests.
+        chain: None,
+        unbacked_deposits: true,
     };
     let task = tokio::spawn(async move {
         funion_ledger::serve(config, listener).await.unwrap();
@@ -81,7 +85,7 @@ fn deposit_request(identity: &Identity, limit: u32) -> DepositRequest {
     DepositRequest {
         id_commitment: identity.commitment(),
         limit,
-        double_spend_stake: 10 * u64::from(limit),
+        double_spend_stake: 10 * u128::from(limit),
         policy_stake: 100,
         owner_key: hex::encode(owner().verifying_key().to_bytes()),
     }

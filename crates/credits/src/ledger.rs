@@ -43,9 +43,9 @@ pub struct Deposit {
     /// Leaf index in the tree.
     pub index: u32,
     /// Stake D, paid to whoever reveals the secret.
-    pub double_spend_stake: u64,
+    pub double_spend_stake: u128,
     /// Stake S, burned on a policy violation.
-    pub policy_stake: u64,
+    pub policy_stake: u128,
     /// Whether S was burned.
     pub policy_burned: bool,
     /// Ed25519 key (hex) that signs withdrawals.
@@ -64,9 +64,9 @@ pub struct DepositRequest {
     /// Tickets per credit period.
     pub limit: u32,
     /// Stake D.
-    pub double_spend_stake: u64,
+    pub double_spend_stake: u128,
     /// Stake S.
-    pub policy_stake: u64,
+    pub policy_stake: u128,
     /// Ed25519 key (hex) that will sign the withdrawal.
     pub owner_key: String,
 }
@@ -79,7 +79,7 @@ pub struct Burn {
     /// Evidence hash.
     pub evidence_hash: String,
     /// Amount burned.
-    pub amount: u64,
+    pub amount: u128,
     /// Unix seconds.
     pub at: u64,
 }
@@ -119,9 +119,9 @@ fn refuse(kind: RefusalKind, message: impl std::fmt::Display) -> LedgerRefusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StakeRules {
     /// Stake D per ticket of the limit.
-    pub stake_per_ticket: u64,
+    pub stake_per_ticket: u128,
     /// Least stake S.
-    pub min_policy_stake: u64,
+    pub min_policy_stake: u128,
     /// Seconds between a withdrawal and its claim.
     pub withdraw_delay_s: u64,
 }
@@ -160,7 +160,7 @@ pub fn open_deposit(
     if request.limit == 0 {
         return Err(refuse(Invalid, "the limit must be positive"));
     }
-    let want = u64::from(request.limit).saturating_mul(rules.stake_per_ticket);
+    let want = u128::from(request.limit).saturating_mul(rules.stake_per_ticket);
     if request.double_spend_stake < want {
         return Err(refuse(
             Invalid,
@@ -210,7 +210,7 @@ pub fn open_deposit(
 
 /// Slashes `deposit`, whose secret a double spend revealed: its stake D
 /// goes to `claimant`. Returns the slashed deposit and what it pays.
-pub fn slash(deposit: &Deposit, claimant: &str) -> Result<(Deposit, u64), LedgerRefusal> {
+pub fn slash(deposit: &Deposit, claimant: &str) -> Result<(Deposit, u128), LedgerRefusal> {
     match deposit.state {
         DepositState::Slashed { .. } => {
             return Err(refuse(RefusalKind::Conflict, "already slashed"))
@@ -272,7 +272,7 @@ pub fn withdraw(
     deposit: &Deposit,
     claim: bool,
     now_s: u64,
-) -> Result<(Deposit, Option<(String, u64)>), LedgerRefusal> {
+) -> Result<(Deposit, Option<(String, u128)>), LedgerRefusal> {
     match (&deposit.state, claim) {
         (DepositState::Active, false) => {
             let withdrawing = Deposit {

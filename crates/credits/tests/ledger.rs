@@ -17,7 +17,7 @@ fn owner() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7; 32])
 }
 
-fn request(limit: u32, d: u64, s: u64) -> DepositRequest {
+fn request(limit: u32, d: u128, s: u128) -> DepositRequest {
     DepositRequest {
         id_commitment: Scalar([1; 32]),
         limit,

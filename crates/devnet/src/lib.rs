@@ -137,11 +137,28 @@ pub struct Devnet {
     pub ledger_url: String,
     /// Seed (hex) of the key that may burn policy stakes.
     pub policy_seed: String,
+    /// The local chain (anvil) the registry is on; stopped with the devnet.
+    pub anvil: funion_chain::anvil::Anvil,
+    /// The registry, as `chain.json` names it.
+    pub chain: funion_chain::ChainFile,
     /// The nodes.
     pub nodes: Vec<DevnetNode>,
 }
 
 impl Devnet {
+    /// The registry, sending from the client's key (`eth.key`, funded with
+    /// 10 ether).
+    pub fn client_registry(&self) -> anyhow::Result<funion_chain::Registry> {
+        let key = funion_chain::keys::load(&self.dir.join("eth.key"))?;
+        funion_chain::Registry::new(&self.chain.rpc_url, self.chain.registry, key)
+    }
+
+    /// The address the ledger slashes from (the double-spend stakes it
+    /// reveals are paid there).
+    pub fn slasher_address(&self) -> anyhow::Result<funion_chain::Address> {
+        Ok(funion_chain::keys::load(&self.dir.join("keys").join("slasher.key"))?.address())
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&DevnetNode> {
         self.nodes.iter().find(|n| n.config.name == name)
@@ -278,6 +295,7 @@ pub async fn start_with(
 ) -> anyhow::Result<Devnet> {
     let metrics = options.metrics;
     std::fs::create_dir_all(dir)?;
+    let (anvil, chain, slasher_key) = start_chain(dir).await?;
     // The ledger first: its address goes into the document.
     let ledger_listener = TcpListener::bind("127.0.0.1:0").await?;
     let ledger_url = format!("http://{}", ledger_listener.local_addr()?);
@@ -291,11 +309,24 @@ pub async fn start_with(
         min_policy_stake: 100,
         root_history: 256,
         root_validity_s: 3600,
+        chain: Some(funion_ledger::ChainSettings {
+            rpc_url: chain.rpc_url.clone(),
+            registry: format!("{:#x}", chain.registry),
+            confirmations: 1,
+            from_block: 0,
+            poll_ms: 200,
+            slasher_key,
+        }),
+        unbacked_deposits: false,
     };
+    // A fresh chain: the index of an earlier one would not match it.
+    let _ = std::fs::remove_file(&ledger_config.store);
     config::write(&dir.join("ledger.toml"), &ledger_config)?;
     let ledger = tokio::spawn(funion_ledger::serve(ledger_config, ledger_listener));
     let mut parameters = parameters;
     parameters.credits.ledger_url = ledger_url.clone();
+    parameters.credits.chain_rpc_url = chain.rpc_url.clone();
+    parameters.credits.registry = format!("{:#x}", chain.registry);
     let mut keeper: Option<String> = None;
     let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
     let authority_url = format!("http://{}", authority_listener.local_addr()?);
@@ -395,10 +426,60 @@ pub async fn start_with(
         ledger,
         ledger_url,
         policy_seed,
+        anvil,
+        chain,
         nodes,
     };
     net.wait_until_known(count).await?;
     Ok(net)
+}
+
+/// Wei of double-spend stake per ticket on a devnet's registry (10^12 wei,
+/// a millionth of an ether).
+pub const DEVNET_STAKE_PER_TICKET: u64 = 1_000_000_000_000;
+/// The smallest policy stake on a devnet's registry (10^14 wei).
+pub const DEVNET_MIN_POLICY_STAKE: u64 = 100_000_000_000_000;
+
+/// Starts anvil, deploys the registry, makes the devnet's keys (0600) and
+/// funds them from anvil's first account: the client's `eth.key` (10
+/// ether), the ledger's slasher key and the policy key (1 ether each).
+/// Writes `chain.json`. Returns the chain and the slasher key's path.
+async fn start_chain(
+    dir: &Path,
+) -> anyhow::Result<(funion_chain::anvil::Anvil, funion_chain::ChainFile, PathBuf)> {
+    use funion_chain::{keys, registry, U256};
+    let anvil = funion_chain::anvil::Anvil::start(1, None).await?;
+    let keys_dir = dir.join("keys");
+    let _ = std::fs::remove_dir_all(&keys_dir);
+    let _ = std::fs::remove_file(dir.join("eth.key"));
+    let policy = keys::load_or_create(&keys_dir.join("policy.key"))?;
+    let slasher_path = keys_dir.join("slasher.key");
+    let slasher = keys::load_or_create(&slasher_path)?;
+    let client = keys::load_or_create(&dir.join("eth.key"))?;
+    let (address, _) = registry::deploy(
+        &anvil.rpc_url,
+        &registry::RegistryParams {
+            stake_per_ticket: U256::from(DEVNET_STAKE_PER_TICKET),
+            min_policy_stake: U256::from(DEVNET_MIN_POLICY_STAKE),
+            withdraw_delay_s: 3600,
+            root_validity_s: 3600,
+            policy: policy.address(),
+        },
+    )
+    .await?;
+    let ether = U256::from(10u64).pow(U256::from(18));
+    registry::fund(&anvil.rpc_url, client.address(), ether * U256::from(10)).await?;
+    registry::fund(&anvil.rpc_url, slasher.address(), ether).await?;
+    registry::fund(&anvil.rpc_url, policy.address(), ether).await?;
+    let chain = funion_chain::ChainFile {
+        rpc_url: anvil.rpc_url.clone(),
+        registry: address,
+    };
+    std::fs::write(
+        dir.join("chain.json"),
+        serde_json::to_string_pretty(&chain)? + "\n",
+    )?;
+    Ok((anvil, chain, slasher_path))
 }
 
 /// Writes configs for a network spread over `hosts` (round robin), ports
@@ -431,6 +512,10 @@ pub fn genconfig(
             min_policy_stake: 100,
             root_history: 256,
             root_validity_s: 3600,
+            // Deploy the registry and fill this in: without it the ledger
+            // refuses to start.
+            chain: None,
+            unbacked_deposits: false,
         },
     )?;
     std::fs::write(dir.join("policy.seed"), &policy_seed)?;

@@ -17,20 +17,19 @@ use funion_pki::Credits;
 /// `funion credits ...`.
 #[derive(Subcommand)]
 pub enum CreditsCommand {
-    /// Deposits the stakes for a message limit at the network's ledger.
+    /// Pays a deposit to the registry contract for a message limit: a
+    /// transaction from the key file, D = limit × the registry's stake per
+    /// ticket plus the policy stake S.
     Deposit {
         #[command(flatten)]
         wallet: WalletArgs,
         /// Tickets per credit period.
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// Double-spend stake D (paid to whoever proves a double spend);
-        /// at least the ledger's stake per ticket times the limit.
+        /// Policy stake S in wei (burned, never paid out, on a policy
+        /// violation); default: the registry's smallest.
         #[arg(long)]
-        stake: Option<u64>,
-        /// Policy stake S (burned, never paid out, on a policy violation).
-        #[arg(long, default_value_t = 100)]
-        policy_stake: u64,
+        policy_stake: Option<u128>,
     },
     /// The deposit at the ledger and the tickets in the book.
     Status {
@@ -68,6 +67,10 @@ pub struct WalletArgs {
     /// The wallet file (default: wallet.redb beside the config).
     #[arg(long)]
     wallet: Option<PathBuf>,
+    /// The Ethereum key file that pays (0600; default: eth.key beside the
+    /// config; made if missing).
+    #[arg(long)]
+    key: Option<PathBuf>,
 }
 
 impl WalletArgs {
@@ -75,6 +78,36 @@ impl WalletArgs {
     pub fn path(&self) -> PathBuf {
         default_wallet(&self.config, self.wallet.as_deref())
     }
+
+    /// The key file's path.
+    fn key_path(&self) -> PathBuf {
+        self.key.clone().unwrap_or_else(|| {
+            self.config
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("eth.key")
+        })
+    }
+}
+
+/// The registry the network document names, sending from `key`.
+pub fn registry_of(credits: &Credits, key: &Path) -> anyhow::Result<funion_chain::Registry> {
+    if credits.registry.is_empty() {
+        anyhow::bail!(
+            "the network document names no registry: this network's deposits are not on a chain"
+        );
+    }
+    let address = credits
+        .registry
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the document's registry address: {e}"))?;
+    let signer = funion_chain::keys::load_or_create(key)?;
+    funion_chain::Registry::new(&credits.chain_rpc_url, address, signer)
+}
+
+/// Wei as ether, for people.
+fn ether(wei: u128) -> String {
+    format!("{:.6} ETH", wei as f64 / 1e18)
 }
 
 /// `wallet` if given, else `wallet.redb` beside `config`.
@@ -98,16 +131,29 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         CreditsCommand::Deposit {
             wallet,
             limit,
-            stake,
             policy_stake,
         } => {
             let credits = credits_of(&wallet.config).await?;
             let w = Wallet::open(&wallet.path())?;
+            let registry = registry_of(&credits, &wallet.key_path())?;
+            let (per_ticket, min_policy) = registry.stakes().await?;
+            let policy_stake = policy_stake
+                .map(funion_chain::U256::from)
+                .unwrap_or(min_policy);
+            println!(
+                "paying D = {} + S = {} from {} to the registry at {}",
+                ether(u128::try_from(
+                    per_ticket * funion_chain::U256::from(limit)
+                )?),
+                ether(u128::try_from(policy_stake)?),
+                registry.sender(),
+                registry.address()
+            );
             let info = w
-                .deposit(
+                .deposit_on_chain(
+                    &registry,
                     &LedgerClient::new(&credits.ledger_url)?,
                     limit,
-                    stake.unwrap_or(10 * u64::from(limit)),
                     policy_stake,
                 )
                 .await?;
@@ -120,10 +166,25 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
             let credits = credits_of(&wallet.config).await?;
             let w = Wallet::open(&wallet.path())?;
             let ledger = LedgerClient::new(&credits.ledger_url)?;
+            let id = w.identity()?.commitment();
+            if !credits.registry.is_empty() {
+                let registry = registry_of(&credits, &wallet.key_path())?;
+                println!(
+                    "key {}: {}",
+                    registry.sender(),
+                    ether(u128::try_from(registry.balance(registry.sender()).await?)?)
+                );
+                match registry.deposit_of(&id).await? {
+                    None => println!("no deposit on the chain"),
+                    Some(stake) => println!("on the chain: {stake:?}"),
+                }
+            }
             match w.deposit_info()? {
-                None => println!("no deposit yet"),
+                None => {
+                    println!("no deposit recorded in the wallet (run `funion credits deposit`)")
+                }
                 Some(_) => {
-                    let deposit = ledger.status(&w.identity()?.commitment()).await?;
+                    let deposit = ledger.status(&id).await?;
                     println!("{}", serde_json::to_string_pretty(&deposit)?);
                 }
             }
@@ -137,9 +198,23 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         CreditsCommand::Withdraw { wallet, claim } => {
             let credits = credits_of(&wallet.config).await?;
             let w = Wallet::open(&wallet.path())?;
-            let ledger = LedgerClient::new(&credits.ledger_url)?;
-            let deposit = ledger.withdraw(&w.withdraw_request()?, claim).await?;
-            println!("{}", serde_json::to_string_pretty(&deposit)?);
+            let registry = registry_of(&credits, &wallet.key_path())?;
+            let id = w.identity()?.commitment();
+            let receipt = if claim {
+                registry.claim(&id).await?
+            } else {
+                registry.request_withdraw(&id).await?
+            };
+            let stake = registry.deposit_of(&id).await?;
+            println!(
+                "{} in block {}: {stake:?}",
+                if claim {
+                    "claimed"
+                } else {
+                    "withdrawal requested"
+                },
+                receipt.block_number.unwrap_or_default()
+            );
         }
         CreditsCommand::Tickets {
             wallet,

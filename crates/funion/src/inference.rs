@@ -335,10 +335,22 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     )?);
     let credits = &parameters_with_ledger(&net, &parameters).credits;
     let ledger = funion_ledger::LedgerClient::new(&net.ledger_url)?;
-    let info = wallet.deposit(&ledger, 100, 1_000, 100).await?;
+    let registry = net.client_registry()?;
+    let info = wallet
+        .deposit_on_chain(
+            &registry,
+            &ledger,
+            100,
+            funion_chain::U256::from(devnet::DEVNET_MIN_POLICY_STAKE),
+        )
+        .await?;
     println!(
-        "0. deposited D = 1000 and S = 100 at the ledger: leaf {} of the depth-20 tree, {} tickets per period",
-        info.index, info.limit
+        "0. paid a deposit to the registry contract on anvil ({}): D = 100 × {} wei, S = {} wei; leaf {} of the depth-20 tree, {} tickets per period",
+        registry.address(),
+        devnet::DEVNET_STAKE_PER_TICKET,
+        devnet::DEVNET_MIN_POLICY_STAKE,
+        info.index,
+        info.limit
     );
     let proving = std::time::Instant::now();
     let book = 8;

@@ -11,6 +11,8 @@
 
 use std::path::PathBuf;
 
+use funion_chain::registry::CreditRegistryEvents;
+use funion_chain::U256;
 use funion_client::jobs::{pay, run_jobs, JobSpec};
 use funion_client::wallet::{top_up, Wallet};
 use funion_compute::{Outcome, Sampling, Task, WorkItem};
@@ -62,7 +64,23 @@ async fn inference_on_a_devnet() {
     credits.ledger_url = net.ledger_url.clone();
     let ledger = LedgerClient::new(&net.ledger_url).unwrap();
     let wallet = Arc::new(Wallet::open(&dir.join("wallet.redb")).unwrap());
-    wallet.deposit(&ledger, 100, 1_000, 100).await.unwrap();
+    let registry = net.client_registry().unwrap();
+    let paid_from = registry.balance(registry.sender()).await.unwrap();
+    wallet
+        .deposit_on_chain(
+            &registry,
+            &ledger,
+            100,
+            U256::from(devnet::DEVNET_MIN_POLICY_STAKE),
+        )
+        .await
+        .unwrap();
+    let d = U256::from(100 * devnet::DEVNET_STAKE_PER_TICKET);
+    assert!(
+        registry.balance(registry.sender()).await.unwrap()
+            <= paid_from - d - U256::from(devnet::DEVNET_MIN_POLICY_STAKE),
+        "the deposit was paid in ether"
+    );
     let proved = top_up(wallet.clone(), &credits, 23, 2, Arc::new(AtomicU64::new(0)))
         .await
         .unwrap();
@@ -281,6 +299,9 @@ async fn inference_on_a_devnet() {
             .encode()
     };
     let (first, second) = (cheat(1), cheat(2));
+    let slasher = net.slasher_address().unwrap();
+    let slasher_before = registry.balance(slasher).await.unwrap();
+    let from_block = registry.head().await.unwrap();
     let at = |courier, ticket| JobSpec {
         tickets: vec![ticket],
         courier: Some(courier),
@@ -291,19 +312,54 @@ async fn inference_on_a_devnet() {
     let report = run_jobs(&net.client, vec![at(1, second)]).await.unwrap();
     let refused = report.jobs[0].as_ref().unwrap_err().to_string();
     assert!(refused.contains("double-spends"), "{refused}");
-    let deposit = ledger.status(&identity.commitment()).await.unwrap();
+    // The slash is two transactions (commit, then reveal in a later
+    // block) and the ledger indexes it one confirmation later.
+    let claimant = format!("{slasher:#x}");
+    let mut deposit = ledger.status(&identity.commitment()).await.unwrap();
+    for _ in 0..600 {
+        if deposit.state != DepositState::Active {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        deposit = ledger.status(&identity.commitment()).await.unwrap();
+    }
     assert_eq!(
         deposit.state,
         DepositState::Slashed {
-            claimant: format!("provider:{}", credits.provider)
+            claimant: claimant.clone()
         }
     );
     assert_eq!(
-        ledger
-            .balance(&format!("provider:{}", credits.provider))
-            .await
-            .unwrap(),
-        1_000
+        ledger.balance(&claimant).await.unwrap(),
+        100 * u128::from(devnet::DEVNET_STAKE_PER_TICKET)
+    );
+    // On the chain: the Slashed event names the slasher and D, and its
+    // balance rose by D less the two transactions' fees.
+    let events = registry
+        .events(from_block, registry.head().await.unwrap())
+        .await
+        .unwrap();
+    let mut fees = U256::ZERO;
+    let mut slashed = None;
+    for event in &events {
+        match &event.event {
+            CreditRegistryEvents::SlashCommitted(c) if c.revealer == slasher => {
+                fees += registry.fee_of(event.transaction).await.unwrap();
+            }
+            CreditRegistryEvents::Slashed(s) => {
+                fees += registry.fee_of(event.transaction).await.unwrap();
+                slashed = Some(s.clone());
+            }
+            _ => {}
+        }
+    }
+    let slashed = slashed.expect("a Slashed event on the chain");
+    assert_eq!(slashed.revealer, slasher);
+    assert_eq!(slashed.paid, d);
+    assert_eq!(
+        registry.balance(slasher).await.unwrap(),
+        slasher_before + d - fees,
+        "the revealer's balance rose by D"
     );
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);

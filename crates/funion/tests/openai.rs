@@ -46,13 +46,14 @@ async fn the_openai_sdk_against_the_proxy() {
         "the devnet's client config says where the chat model's tokenizer is"
     );
     let wallet_path = dir.join("wallet.redb");
+    // Paid in ether to the registry on the devnet's anvil.
     Wallet::open(&wallet_path)
         .unwrap()
-        .deposit(
+        .deposit_on_chain(
+            &net.client_registry().unwrap(),
             &LedgerClient::new(&net.ledger_url).unwrap(),
             100,
-            1_000,
-            100,
+            funion_chain::U256::from(devnet::DEVNET_MIN_POLICY_STAKE),
         )
         .await
         .unwrap();

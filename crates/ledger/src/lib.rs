@@ -2,6 +2,16 @@
 //! the depth-20 tree of rate commitments, a history of recent roots,
 //! slashing, policy burns and delayed withdrawals, served over HTTP (JSON).
 //!
+//! With a `[chain]` section (every devnet and demo) the deposits are paid
+//! in ether to the registry contract and this role is its indexer: it reads
+//! the registry's events once they have `confirmations` blocks on top,
+//! rebuilds the same tree (checking each root against the one the contract
+//! computed), serves roots and paths as below, and sends slashes to the
+//! chain (commit, then reveal) from its own key. The POSTs that would
+//! change a deposit are refused then: they are transactions now. Without a
+//! chain the ledger takes deposits over HTTP for free; it starts that way
+//! only when told `unbacked_deposits = true` (tests of the couriers' gate).
+//!
 //! - `POST /deposit` `{id_commitment, limit, double_spend_stake,
 //!   policy_stake, owner_key}`: a new leaf; answers `{index, root}`.
 //! - `GET /deposit/{id_commitment}`: the deposit's record.
@@ -24,6 +34,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod indexer;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -43,8 +55,10 @@ use tokio::net::TcpListener;
 const DEPOSITS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("deposits");
 const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
 const BURNS: TableDefinition<u64, &[u8]> = TableDefinition::new("burns");
-const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
+const BALANCES: TableDefinition<&str, u128> = TableDefinition::new("balances");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The last registry event applied: block × 2^20 + log index.
+pub(crate) const CHAIN_CURSOR: &str = "chain_cursor";
 
 /// The ledger's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,6 +85,43 @@ pub struct LedgerFile {
     /// keep working that long; keep it below the withdrawal delay).
     #[serde(default = "default_root_validity_s")]
     pub root_validity_s: u64,
+    /// The registry contract this ledger indexes; deposits are paid on the
+    /// chain.
+    #[serde(default)]
+    pub chain: Option<ChainSettings>,
+    /// Take deposits over HTTP with nothing paid (tests only). Refused
+    /// together with `chain`.
+    #[serde(default)]
+    pub unbacked_deposits: bool,
+}
+
+/// Where the registry is and how this ledger reads it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChainSettings {
+    /// The chain node's JSON-RPC URL.
+    pub rpc_url: String,
+    /// The registry's address (`0x…`).
+    pub registry: String,
+    /// Blocks on top of an event's before it counts.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// The block the registry was deployed in (events before it are not
+    /// read).
+    #[serde(default)]
+    pub from_block: u64,
+    /// Milliseconds between looks at the chain.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// The key file (0600) this ledger slashes from: the double-spend
+    /// stakes it reveals are paid to its address.
+    pub slasher_key: PathBuf,
+}
+
+fn default_confirmations() -> u64 {
+    1
+}
+fn default_poll_ms() -> u64 {
+    500
 }
 
 fn default_withdraw_delay_s() -> u64 {
@@ -128,8 +179,11 @@ pub struct SlashRequest {
 pub struct Slashed {
     /// The deposit slashed.
     pub id_commitment: Scalar,
-    /// Paid to the claimant.
-    pub paid: u64,
+    /// Paid to the claimant (wei, on a chain).
+    pub paid: u128,
+    /// The reveal's transaction, on a chain.
+    #[serde(default)]
+    pub transaction: Option<String>,
 }
 
 /// A policy burn request.
@@ -153,21 +207,21 @@ pub struct WithdrawRequest {
     pub signature: String,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: Database,
-    tree: RateTree,
+    pub(crate) tree: RateTree,
     config: LedgerFile,
 }
 
-type Shared = Arc<Mutex<Inner>>;
+pub(crate) type Shared = Arc<Mutex<Inner>>;
 
-type Answer = (StatusCode, String);
+pub(crate) type Answer = (StatusCode, String);
 
-fn bad(status: StatusCode, reason: impl std::fmt::Display) -> Answer {
+pub(crate) fn bad(status: StatusCode, reason: impl std::fmt::Display) -> Answer {
     (status, reason.to_string())
 }
 
-fn ok<T: Serialize>(value: &T) -> Answer {
+pub(crate) fn ok<T: Serialize>(value: &T) -> Answer {
     (
         StatusCode::OK,
         serde_json::to_string(value).expect("serializing to memory cannot fail"),
@@ -178,7 +232,7 @@ fn internal(e: impl std::fmt::Display) -> Answer {
     bad(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
 }
 
-fn unix_s() -> u64 {
+pub(crate) fn unix_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -228,11 +282,11 @@ impl Inner {
         }
         let mut inner = Inner { db, tree, config };
         // The first root, or the one the store ends with, is current.
-        inner.push_root()?;
+        inner.push_root(unix_s())?;
         Ok(inner)
     }
 
-    fn deposit(&self, id: &Scalar) -> Result<Option<Deposit>, Answer> {
+    pub(crate) fn deposit(&self, id: &Scalar) -> Result<Option<Deposit>, Answer> {
         let read = self.db.begin_read().map_err(internal)?;
         let table = read.open_table(DEPOSITS).map_err(internal)?;
         let row = table.get(&id.0).map_err(internal)?;
@@ -240,7 +294,7 @@ impl Inner {
             .transpose()
     }
 
-    fn known(&self, id: &Scalar) -> Result<Deposit, Answer> {
+    pub(crate) fn known(&self, id: &Scalar) -> Result<Deposit, Answer> {
         self.deposit(id)?
             .ok_or_else(|| bad(StatusCode::NOT_FOUND, "no such deposit"))
     }
@@ -250,9 +304,23 @@ impl Inner {
     fn commit(
         &mut self,
         deposit: &Deposit,
-        payout: Option<(&str, u64)>,
+        payout: Option<(&str, u128)>,
         burn: Option<&Burn>,
         next_index: Option<u64>,
+    ) -> Result<(), Answer> {
+        self.commit_at(deposit, payout, burn, next_index, None, unix_s())
+    }
+
+    /// [`Inner::commit`] with the chain cursor (the event just applied)
+    /// written in the same transaction, and the time the root changed.
+    pub(crate) fn commit_at(
+        &mut self,
+        deposit: &Deposit,
+        payout: Option<(&str, u128)>,
+        burn: Option<&Burn>,
+        next_index: Option<u64>,
+        cursor: Option<u64>,
+        now_s: u64,
     ) -> Result<(), Answer> {
         let txn = self.db.begin_write().map_err(internal)?;
         {
@@ -280,9 +348,12 @@ impl Inner {
                 let bytes = serde_json::to_vec(burn).map_err(internal)?;
                 burns.insert(seq, bytes.as_slice()).map_err(internal)?;
             }
+            let mut meta = txn.open_table(META).map_err(internal)?;
             if let Some(next) = next_index {
-                let mut meta = txn.open_table(META).map_err(internal)?;
                 meta.insert("next_index", next).map_err(internal)?;
+            }
+            if let Some(cursor) = cursor {
+                meta.insert(CHAIN_CURSOR, cursor).map_err(internal)?;
             }
         }
         txn.commit().map_err(internal)?;
@@ -294,10 +365,10 @@ impl Inner {
             _ => self.tree.remove(deposit.index),
         }
         .map_err(internal)?;
-        self.push_root().map_err(internal)
+        self.push_root(now_s).map_err(internal)
     }
 
-    fn push_root(&mut self) -> anyhow::Result<()> {
+    fn push_root(&mut self, now_s: u64) -> anyhow::Result<()> {
         let root = self.tree.root();
         let txn = self.db.begin_write()?;
         {
@@ -306,7 +377,7 @@ impl Inner {
             if last.as_ref().map(|(_, v)| &v[..32]) != Some(&root.0[..]) {
                 let seq = last.map_or(0, |(k, _)| k + 1);
                 // The root, then when it became current (Unix s).
-                let entry = [&root.0[..], &unix_s().to_le_bytes()].concat();
+                let entry = [&root.0[..], &now_s.to_le_bytes()].concat();
                 roots.insert(seq, entry.as_slice())?;
                 let keep = self.config.root_history.max(1) as u64;
                 if seq >= keep {
@@ -350,10 +421,27 @@ impl Inner {
         ))
     }
 
+    /// Writes a number into the meta table.
+    pub(crate) fn set_meta(&self, key: &str, value: u64) -> Result<(), Answer> {
+        let txn = self.db.begin_write().map_err(internal)?;
+        txn.open_table(META)
+            .map_err(internal)?
+            .insert(key, value)
+            .map_err(internal)?;
+        txn.commit().map_err(internal)
+    }
+
+    /// A number in the meta table.
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>, Answer> {
+        let read = self.db.begin_read().map_err(internal)?;
+        let table = read.open_table(META).map_err(internal)?;
+        Ok(table.get(key).map_err(internal)?.map(|v| v.value()))
+    }
+
     fn stakes(&self) -> StakeRules {
         StakeRules {
-            stake_per_ticket: self.config.stake_per_ticket,
-            min_policy_stake: self.config.min_policy_stake,
+            stake_per_ticket: u128::from(self.config.stake_per_ticket),
+            min_policy_stake: u128::from(self.config.min_policy_stake),
             withdraw_delay_s: self.config.withdraw_delay_s,
         }
     }
@@ -376,10 +464,26 @@ pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<
         .ok()
         .filter(|k| k.len() == 32)
         .ok_or_else(|| anyhow::anyhow!("policy_key must be 32 bytes of hex"))?;
+    let chain = match (&config.chain, config.unbacked_deposits) {
+        (Some(_), true) => anyhow::bail!("a ledger with a chain takes no unbacked deposits"),
+        (None, false) => anyhow::bail!(
+            "the ledger has no [chain]: deposits would be numbers nobody paid \
+             (set unbacked_deposits = true for tests only)"
+        ),
+        (Some(chain), false) => Some(indexer::Chain::open(chain)?),
+        (None, true) => None,
+    };
     // Opening fsyncs and rebuilds the tree: off the async workers, and safe
     // on any runtime flavour.
     let inner = tokio::task::spawn_blocking(move || Inner::open(config)).await??;
     let state: Shared = Arc::new(Mutex::new(inner));
+    let indexing = chain
+        .clone()
+        .map(|chain| tokio::spawn(indexer::run(chain, state.clone())));
+    let state = AppState {
+        inner: state,
+        chain,
+    };
     let app = Router::new()
         .route("/deposit", post(post_deposit))
         .route("/deposit/{id}", get(get_deposit))
@@ -392,11 +496,44 @@ pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<
         .route("/withdraw/claim", post(post_claim))
         .route("/balance/{account}", get(get_balance))
         .with_state(state);
-    axum::serve(listener, app).await?;
+    let served = axum::serve(listener, app);
+    match indexing {
+        Some(indexing) => tokio::select! {
+            served = served => served?,
+            indexed = indexing => indexed??,
+        },
+        None => served.await?,
+    }
     Ok(())
 }
 
-fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+/// What the handlers share: the store, and the chain when there is one.
+#[derive(Clone)]
+struct AppState {
+    inner: Shared,
+    chain: Option<indexer::Chain>,
+}
+
+impl axum::extract::FromRef<AppState> for Shared {
+    fn from_ref(state: &AppState) -> Shared {
+        state.inner.clone()
+    }
+}
+
+/// The refusal for a change that is a transaction on a chain ledger.
+fn on_chain(state: &AppState) -> Option<Answer> {
+    state.chain.as_ref().map(|chain| {
+        bad(
+            StatusCode::GONE,
+            format!(
+                "deposits are paid on the chain: send this to the registry at {}",
+                chain.registry_address()
+            ),
+        )
+    })
+}
+
+pub(crate) fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -412,7 +549,11 @@ fn with_request<T: for<'de> Deserialize<'de>>(
     }
 }
 
-async fn post_deposit(State(state): State<Shared>, body: String) -> Answer {
+async fn post_deposit(State(app): State<AppState>, body: String) -> Answer {
+    if let Some(refusal) = on_chain(&app) {
+        return refusal;
+    }
+    let state = app.inner;
     with_request(
         &state,
         &body,
@@ -456,7 +597,15 @@ async fn get_roots(State(state): State<Shared>) -> Answer {
         .map_or_else(|e| e, |roots| ok(&Roots { roots }))
 }
 
-async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
+async fn post_slash(State(app): State<AppState>, body: String) -> Answer {
+    if let Some(chain) = &app.chain {
+        let request: SlashRequest = match parse(&body) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        return chain.slash(&app.inner, &request.secret).await;
+    }
+    let state = app.inner;
     with_request(&state, &body, |inner: &mut Inner, request: SlashRequest| {
         let id =
             commitment_of_secret(&request.secret.0).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
@@ -467,11 +616,16 @@ async fn post_slash(State(state): State<Shared>, body: String) -> Answer {
         Ok(ok(&Slashed {
             id_commitment: id,
             paid,
+            transaction: None,
         }))
     })
 }
 
-async fn post_burn(State(state): State<Shared>, body: String) -> Answer {
+async fn post_burn(State(app): State<AppState>, body: String) -> Answer {
+    if let Some(refusal) = on_chain(&app) {
+        return refusal;
+    }
+    let state = app.inner;
     with_request(&state, &body, |inner: &mut Inner, request: BurnRequest| {
         let message = [
             BURN_LABEL,
@@ -507,12 +661,18 @@ async fn get_burns(State(state): State<Shared>) -> Answer {
     result.unwrap_or_else(|e| e)
 }
 
-async fn post_withdraw(State(state): State<Shared>, body: String) -> Answer {
-    withdraw(state, body, false)
+async fn post_withdraw(State(app): State<AppState>, body: String) -> Answer {
+    if let Some(refusal) = on_chain(&app) {
+        return refusal;
+    }
+    withdraw(app.inner, body, false)
 }
 
-async fn post_claim(State(state): State<Shared>, body: String) -> Answer {
-    withdraw(state, body, true)
+async fn post_claim(State(app): State<AppState>, body: String) -> Answer {
+    if let Some(refusal) = on_chain(&app) {
+        return refusal;
+    }
+    withdraw(app.inner, body, true)
 }
 
 fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
@@ -657,8 +817,9 @@ impl LedgerClient {
         self.post(path, request).await
     }
 
-    /// What slashing and withdrawals paid `account`.
-    pub async fn balance(&self, account: &str) -> anyhow::Result<u64> {
+    /// What slashing and withdrawals paid `account` (on a chain: what
+    /// slashes paid that address, wei).
+    pub async fn balance(&self, account: &str) -> anyhow::Result<u128> {
         self.get(&format!("/balance/{account}")).await
     }
 }

@@ -97,6 +97,14 @@ pub const MAX_PRICE: u32 = 64;
 pub struct Credits {
     /// The ledger's base URL (`http://host:port`).
     pub ledger_url: String,
+    /// A JSON-RPC URL of the chain the registry is on (clients may use
+    /// their own node instead); empty when deposits are not on a chain.
+    #[serde(default)]
+    pub chain_rpc_url: String,
+    /// The registry contract's address (`0x…`); empty when deposits are
+    /// not on a chain.
+    #[serde(default)]
+    pub registry: String,
     /// The compute provider whose couriers this document lists; tickets
     /// are scoped to it.
     pub provider: String,
@@ -123,6 +131,8 @@ impl Default for Credits {
     fn default() -> Self {
         Credits {
             ledger_url: String::new(),
+            chain_rpc_url: String::new(),
+            registry: String::new(),
             provider: "funion".into(),
             period_s: 24 * 3600,
             prices: Credits::standard_prices(),

@@ -1,0 +1,263 @@
+//! The ledger as the registry's indexer: it applies the contract's events,
+//! once confirmed, to the same store and tree the HTTP API serves, checks
+//! every root against the contract's, and sends slashes to the chain.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use funion_chain::registry::CreditRegistryEvents;
+use funion_chain::{to_scalar, Address, Registry, RegistryEvent, U256};
+use funion_credits::ledger::{self as rules, Burn, Deposit, DepositState};
+use funion_tickets::{commitment_of_secret, rate_commitment, Scalar};
+
+use crate::{bad, lock, ok, Answer, ChainSettings, Inner, Shared, Slashed, CHAIN_CURSOR};
+
+/// Blocks read in one `eth_getLogs`.
+const BLOCKS_PER_READ: u64 = 1_000;
+/// The next block to read.
+const CHAIN_NEXT_BLOCK: &str = "chain_next_block";
+
+/// The registry this ledger indexes and slashes at.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    registry: Registry,
+    settings: ChainSettings,
+    slashing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+fn anyhow_of((status, message): Answer) -> anyhow::Error {
+    anyhow::anyhow!("{message} ({status})")
+}
+
+impl Chain {
+    /// Reads the slasher key and names the registry.
+    pub(crate) fn open(settings: &ChainSettings) -> anyhow::Result<Self> {
+        let key = funion_chain::keys::load(&settings.slasher_key)?;
+        let address: Address = settings
+            .registry
+            .parse()
+            .map_err(|e| anyhow::anyhow!("registry address {}: {e}", settings.registry))?;
+        Ok(Chain {
+            registry: Registry::new(&settings.rpc_url, address, key)?,
+            settings: settings.clone(),
+            slashing: Default::default(),
+        })
+    }
+
+    /// The registry's address.
+    pub(crate) fn registry_address(&self) -> Address {
+        self.registry.address()
+    }
+
+    /// Slashes the deposit whose secret is `secret` on the chain: commit,
+    /// then reveal in a later block. The stake goes to the slasher key.
+    pub(crate) async fn slash(&self, state: &Shared, secret: &Scalar) -> Answer {
+        let id = match commitment_of_secret(&secret.0) {
+            Ok(id) => id,
+            Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+        };
+        let deposit = match lock(state).known(&id) {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        if let Err(e) = rules::slash(&deposit, "chain") {
+            return bad(StatusCode::CONFLICT, e.message);
+        }
+        // One slash at a time from this key: each takes two blocks.
+        let _one = self.slashing.lock().await;
+        match self.registry.slash(secret).await {
+            Ok((_, reveal)) => {
+                tracing::warn!(
+                    index = deposit.index,
+                    revealer = %self.registry.sender(),
+                    transaction = %reveal.transaction_hash,
+                    "ledger: slashed a double spender on the chain"
+                );
+                ok(&Slashed {
+                    id_commitment: id,
+                    paid: deposit.double_spend_stake,
+                    transaction: Some(format!("{:#x}", reveal.transaction_hash)),
+                })
+            }
+            Err(e) if format!("{e:#}").contains("already slashed") => {
+                bad(StatusCode::CONFLICT, "already slashed")
+            }
+            Err(e) => bad(StatusCode::BAD_GATEWAY, format!("the chain: {e:#}")),
+        }
+    }
+}
+
+/// Follows the chain until the ledger stops. A node that cannot be reached
+/// is retried; a root that differs from the contract's stops the ledger
+/// (its tree would serve paths nobody can prove against).
+pub(crate) async fn run(chain: Chain, state: Shared) -> anyhow::Result<()> {
+    let poll = Duration::from_millis(chain.settings.poll_ms.max(10));
+    loop {
+        match step(&chain, &state).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(Step::Chain(e)) => tracing::warn!("ledger: reading the chain: {e:#}"),
+            Err(Step::Fatal(e)) => {
+                tracing::error!("ledger: {e:#}");
+                return Err(e);
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+enum Step {
+    /// The node did not answer: try again.
+    Chain(anyhow::Error),
+    /// The events disagree with this ledger's tree or store.
+    Fatal(anyhow::Error),
+}
+
+/// Reads and applies one stretch of confirmed blocks; true if more are
+/// waiting.
+async fn step(chain: &Chain, state: &Shared) -> Result<bool, Step> {
+    let head = chain.registry.head().await.map_err(Step::Chain)?;
+    let safe = head.saturating_sub(chain.settings.confirmations);
+    let (from, cursor) = {
+        let inner = lock(state);
+        let from = inner
+            .meta(CHAIN_NEXT_BLOCK)
+            .map_err(|e| Step::Fatal(anyhow_of(e)))?
+            .unwrap_or(chain.settings.from_block);
+        let cursor = inner
+            .meta(CHAIN_CURSOR)
+            .map_err(|e| Step::Fatal(anyhow_of(e)))?;
+        (from, cursor)
+    };
+    if safe < from {
+        return Ok(false);
+    }
+    let to = safe.min(from + BLOCKS_PER_READ - 1);
+    let events = chain.registry.events(from, to).await.map_err(Step::Chain)?;
+    let mut inner = lock(state);
+    for event in &events {
+        let key = (event.block << 20) | event.log_index;
+        if cursor.is_some_and(|c| key <= c) {
+            continue;
+        }
+        apply(&mut inner, event, key).map_err(Step::Fatal)?;
+    }
+    inner
+        .set_meta(CHAIN_NEXT_BLOCK, to + 1)
+        .map_err(|e| Step::Fatal(anyhow_of(e)))?;
+    Ok(to < safe)
+}
+
+fn scalar(value: U256, what: &str) -> anyhow::Result<Scalar> {
+    to_scalar(value).ok_or_else(|| anyhow::anyhow!("the registry sent a {what} outside the field"))
+}
+
+fn amount(value: U256) -> anyhow::Result<u128> {
+    u128::try_from(value).map_err(|_| anyhow::anyhow!("an amount above 2^128 wei"))
+}
+
+/// Applies one event, writing `key` as the cursor in the same transaction.
+fn apply(inner: &mut Inner, event: &RegistryEvent, key: u64) -> anyhow::Result<()> {
+    let at = event.block_time;
+    let known = |inner: &Inner, id: U256| -> anyhow::Result<Deposit> {
+        inner.known(&scalar(id, "commitment")?).map_err(anyhow_of)
+    };
+    let commit = |inner: &mut Inner,
+                  deposit: &Deposit,
+                  payout: Option<(&str, u128)>,
+                  burn: Option<&Burn>,
+                  next: Option<u64>| {
+        inner
+            .commit_at(deposit, payout, burn, next, Some(key), at)
+            .map_err(anyhow_of)
+    };
+    match &event.event {
+        CreditRegistryEvents::Deposited(d) => {
+            let id = scalar(d.idCommitment, "commitment")?;
+            let leaf = rate_commitment(&id, d.limit)?;
+            anyhow::ensure!(
+                Some(leaf) == to_scalar(d.rateCommitment),
+                "block {}: the registry's rate commitment for leaf {} is not Poseidon(id, limit)",
+                event.block,
+                d.index
+            );
+            let deposit = Deposit {
+                id_commitment: id,
+                limit: d.limit,
+                index: d.index,
+                double_spend_stake: amount(d.doubleSpendStake)?,
+                policy_stake: amount(d.policyStake)?,
+                policy_burned: false,
+                owner_key: format!("{:#x}", d.owner),
+                state: DepositState::Active,
+                deposited_at: at,
+            };
+            tracing::info!(
+                index = d.index,
+                limit = d.limit,
+                "ledger: deposit on the chain"
+            );
+            commit(inner, &deposit, None, None, Some(u64::from(d.index) + 1))
+        }
+        CreditRegistryEvents::RootChanged(r) => {
+            let root = scalar(r.root, "root")?;
+            anyhow::ensure!(
+                inner.tree.root() == root,
+                "block {}: the registry's root {} is not this ledger's {}",
+                event.block,
+                root.to_hex(),
+                inner.tree.root().to_hex()
+            );
+            inner.set_meta(CHAIN_CURSOR, key).map_err(anyhow_of)
+        }
+        CreditRegistryEvents::SlashCommitted(_) => {
+            inner.set_meta(CHAIN_CURSOR, key).map_err(anyhow_of)
+        }
+        CreditRegistryEvents::Slashed(s) => {
+            let claimant = format!("{:#x}", s.revealer);
+            let deposit = Deposit {
+                state: DepositState::Slashed {
+                    claimant: claimant.clone(),
+                },
+                ..known(inner, s.idCommitment)?
+            };
+            commit(
+                inner,
+                &deposit,
+                Some((&claimant, amount(s.paid)?)),
+                None,
+                None,
+            )
+        }
+        CreditRegistryEvents::PolicyBurned(b) => {
+            let deposit = Deposit {
+                policy_burned: true,
+                ..known(inner, b.idCommitment)?
+            };
+            let burn = Burn {
+                id_commitment: deposit.id_commitment,
+                evidence_hash: hex::encode(b.evidenceHash),
+                amount: amount(b.amount)?,
+                at,
+            };
+            commit(inner, &deposit, None, Some(&burn), None)
+        }
+        CreditRegistryEvents::WithdrawRequested(w) => {
+            let mut deposit = known(inner, w.idCommitment)?;
+            // A slashed deposit stays marked slashed while it withdraws.
+            if deposit.state == DepositState::Active {
+                deposit.state = DepositState::Withdrawing {
+                    claimable_at: w.claimableAt,
+                };
+            }
+            commit(inner, &deposit, None, None, None)
+        }
+        CreditRegistryEvents::Withdrawn(w) => {
+            let deposit = Deposit {
+                state: DepositState::Withdrawn,
+                ..known(inner, w.idCommitment)?
+            };
+            commit(inner, &deposit, None, None, None)
+        }
+    }
+}
