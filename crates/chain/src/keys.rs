@@ -26,16 +26,23 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<PrivateKeySigner> {
             break signer;
         }
     };
+    write_secret(path, &hex::encode(signer.to_bytes()))?;
+    Ok(signer)
+}
+
+/// Writes `secret` and a newline to a new file only its owner can read
+/// (0600), synced to disk; an existing file is never overwritten.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    writeln!(file, "{}", hex::encode(signer.to_bytes()))?;
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{secret}")?;
     file.sync_all()?;
-    Ok(signer)
+    Ok(())
 }
 
 /// Reads the key at `path`.

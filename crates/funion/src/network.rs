@@ -362,7 +362,7 @@ async fn put(
     .await?;
     bar.finish_and_clear();
     if let Some(path) = write_cap {
-        write_secret(path, &report.write_cap)?;
+        funion_chain::keys::write_secret(path, &report.write_cap)?;
     }
     eprintln!(
         "stored {} bytes in {} boxes in {:.2} s; {}",
@@ -400,19 +400,5 @@ async fn get(
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
         None => std::io::Write::write_all(&mut std::io::stdout(), &data)?,
     }
-    Ok(())
-}
-
-/// Writes a secret to a new file only its owner can read.
-fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    writeln!(file, "{secret}")?;
     Ok(())
 }
