@@ -15,6 +15,7 @@ const input = {
   language: "Solidity",
   sources: {
     "CreditRegistry.sol": { content: fs.readFileSync(path.join(here, "src/CreditRegistry.sol"), "utf8") },
+    "CommitmentLog.sol": { content: fs.readFileSync(path.join(here, "src/CommitmentLog.sol"), "utf8") },
   },
   settings: {
     optimizer: { enabled: true, runs: 200 },
@@ -35,20 +36,28 @@ for (const e of output.errors || []) console.error(e.formattedMessage);
 if (errors.length) process.exit(1);
 
 const out = path.join(here, "build");
+// Unchanged files keep their modification time, so cargo does not rebuild
+// what embeds them.
+function write(file, text) {
+  const target = path.join(out, file);
+  if (fs.existsSync(target) && fs.readFileSync(target, "utf8") === text) return;
+  fs.writeFileSync(target, text);
+}
 fs.mkdirSync(out, { recursive: true });
 const wanted = {
   "CreditRegistry.sol": ["CreditRegistry"],
+  "CommitmentLog.sol": ["CommitmentLog"],
   "poseidon-solidity/PoseidonT2.sol": ["PoseidonT2"],
   "poseidon-solidity/PoseidonT3.sol": ["PoseidonT3"],
 };
 for (const [file, names] of Object.entries(wanted)) {
   for (const name of names) {
     const c = output.contracts[file][name];
-    fs.writeFileSync(path.join(out, `${name}.abi.json`), JSON.stringify(c.abi, null, 1) + "\n");
-    fs.writeFileSync(path.join(out, `${name}.bin`), c.evm.bytecode.object + "\n");
+    write(`${name}.abi.json`, JSON.stringify(c.abi, null, 1) + "\n");
+    write(`${name}.bin`, c.evm.bytecode.object + "\n");
     const links = c.evm.bytecode.linkReferences || {};
     if (Object.keys(links).length) {
-      fs.writeFileSync(path.join(out, `${name}.links.json`), JSON.stringify(links, null, 1) + "\n");
+      write(`${name}.links.json`, JSON.stringify(links, null, 1) + "\n");
     }
   }
 }

@@ -98,7 +98,7 @@ fn link(bin: &str, libraries: &[(&str, Address)]) -> anyhow::Result<Bytes> {
         code = code.replace(&placeholder, &hex::encode(address));
     }
     if code.contains("__$") {
-        anyhow::bail!("the registry's bytecode names a library that was not deployed");
+        anyhow::bail!("the bytecode names a library that was not deployed");
     }
     Ok(Bytes::from(hex::decode(code)?))
 }
@@ -174,6 +174,26 @@ async fn send_unlocked(
 /// unlocked account (anvil's); returns the registry's address and the gas
 /// the three deployments used.
 pub async fn deploy(rpc_url: &str, params: &RegistryParams) -> anyhow::Result<(Address, u64)> {
+    let arguments = (
+        params.stake_per_ticket,
+        params.min_policy_stake,
+        params.withdraw_delay_s,
+        params.root_validity_s,
+        params.policy,
+    )
+        .abi_encode_params();
+    deploy_with_poseidon(rpc_url, REGISTRY_BIN, &arguments).await
+}
+
+/// Deploys the Poseidon libraries, then the contract whose hex creation
+/// code is `bin` (its library placeholders linked to them) with the
+/// ABI-encoded `constructor_arguments`, from the node's first unlocked
+/// account. Returns the contract's address and the gas of all three.
+pub async fn deploy_with_poseidon(
+    rpc_url: &str,
+    bin: &str,
+    constructor_arguments: &[u8],
+) -> anyhow::Result<(Address, u64)> {
     let provider = read_provider(rpc_url)?;
     let from = *provider
         .get_accounts()
@@ -182,7 +202,7 @@ pub async fn deploy(rpc_url: &str, params: &RegistryParams) -> anyhow::Result<(A
         .ok_or_else(|| anyhow::anyhow!("the node has no unlocked account to deploy from"))?;
     let mut gas = 0;
     let mut libraries = Vec::new();
-    for (name, bin) in [
+    for (name, library) in [
         (
             "poseidon-solidity/PoseidonT2.sol:PoseidonT2",
             POSEIDON_T2_BIN,
@@ -194,7 +214,7 @@ pub async fn deploy(rpc_url: &str, params: &RegistryParams) -> anyhow::Result<(A
     ] {
         let tx = TransactionRequest::default()
             .with_from(from)
-            .with_deploy_code(Bytes::from(hex::decode(bin.trim())?));
+            .with_deploy_code(Bytes::from(hex::decode(library.trim())?));
         let receipt = send_unlocked(&provider, tx).await?;
         gas += receipt.gas_used;
         let address = receipt
@@ -202,17 +222,8 @@ pub async fn deploy(rpc_url: &str, params: &RegistryParams) -> anyhow::Result<(A
             .ok_or_else(|| anyhow::anyhow!("{name} was not created"))?;
         libraries.push((name, address));
     }
-    let mut code = link(REGISTRY_BIN, &libraries)?.to_vec();
-    code.extend(
-        (
-            params.stake_per_ticket,
-            params.min_policy_stake,
-            params.withdraw_delay_s,
-            params.root_validity_s,
-            params.policy,
-        )
-            .abi_encode_params(),
-    );
+    let mut code = link(bin, &libraries)?.to_vec();
+    code.extend_from_slice(constructor_arguments);
     let tx = TransactionRequest::default()
         .with_from(from)
         .with_deploy_code(Bytes::from(code));
@@ -220,7 +231,7 @@ pub async fn deploy(rpc_url: &str, params: &RegistryParams) -> anyhow::Result<(A
     gas += receipt.gas_used;
     let address = receipt
         .contract_address
-        .ok_or_else(|| anyhow::anyhow!("the registry was not created"))?;
+        .ok_or_else(|| anyhow::anyhow!("the contract was not created"))?;
     Ok((address, gas))
 }
 
@@ -285,6 +296,11 @@ impl Registry {
             .await?
             .ok_or_else(|| anyhow::anyhow!("no receipt for {hash}"))?;
         Ok(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price))
+    }
+
+    /// Whether any contract is deployed at the registry's address.
+    pub async fn has_code(&self) -> anyhow::Result<bool> {
+        Ok(!self.provider.get_code_at(self.address).await?.is_empty())
     }
 
     /// The latest block number.

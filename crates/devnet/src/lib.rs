@@ -482,14 +482,38 @@ async fn start_chain(
     Ok((anvil, chain, slasher_path))
 }
 
+/// The chain a generated network's credits live on.
+#[derive(Clone, Debug)]
+pub struct ChainPlan {
+    /// The chain node's JSON-RPC URL.
+    pub rpc_url: String,
+    /// The deployed registry.
+    pub registry: funion_chain::Address,
+    /// Blocks on top of an event before the ledger applies it.
+    pub confirmations: u64,
+    /// The block the registry was deployed in.
+    pub from_block: u64,
+}
+
+/// What `genconfig` wrote.
+#[derive(Debug)]
+pub struct Generated {
+    /// The config and key files.
+    pub files: Vec<PathBuf>,
+    /// The ledger's slasher address, which needs gas money.
+    pub slasher: funion_chain::Address,
+}
+
 /// Writes configs for a network spread over `hosts` (round robin), ports
-/// from `base_port` up, the authority on the first host.
+/// from `base_port` up, the authority on the first host, its ledger
+/// indexing the registry `chain` names (with a fresh slasher key, 0600).
 pub fn genconfig(
     dir: &Path,
     hosts: &[String],
     base_port: u16,
     parameters: Parameters,
-) -> anyhow::Result<Vec<PathBuf>> {
+    chain: &ChainPlan,
+) -> anyhow::Result<Generated> {
     anyhow::ensure!(!hosts.is_empty(), "give at least one host");
     std::fs::create_dir_all(dir)?;
     let authority_seed = random_seed();
@@ -500,6 +524,10 @@ pub fn genconfig(
     let ledger_address = format!("{}:{}", hosts[0], base_port + 1 + 2 * layout.len() as u16);
     let mut parameters = parameters;
     parameters.credits.ledger_url = format!("http://{ledger_address}");
+    parameters.credits.chain_rpc_url = chain.rpc_url.clone();
+    parameters.credits.registry = chain.registry.to_string();
+    let slasher_path = dir.join("slasher.key");
+    let slasher = funion_chain::keys::load_or_create(&slasher_path)?.address();
     let policy_seed = random_seed();
     config::write(
         &dir.join("ledger.toml"),
@@ -512,14 +540,23 @@ pub fn genconfig(
             min_policy_stake: 100,
             root_history: 256,
             root_validity_s: 3600,
-            // Deploy the registry and fill this in: without it the ledger
-            // refuses to start.
-            chain: None,
+            chain: Some(funion_ledger::ChainSettings {
+                rpc_url: chain.rpc_url.clone(),
+                registry: chain.registry.to_string(),
+                confirmations: chain.confirmations,
+                from_block: chain.from_block,
+                poll_ms: 2_000,
+                slasher_key: PathBuf::from("slasher.key"),
+            }),
             unbacked_deposits: false,
         },
     )?;
     std::fs::write(dir.join("policy.seed"), &policy_seed)?;
-    let mut written = vec![dir.join("authority.toml"), dir.join("ledger.toml")];
+    let mut written = vec![
+        dir.join("authority.toml"),
+        dir.join("ledger.toml"),
+        slasher_path,
+    ];
     config::write(
         &written[0],
         &AuthorityFile {
@@ -556,5 +593,8 @@ pub fn genconfig(
         },
     )?;
     written.push(client);
-    Ok(written)
+    Ok(Generated {
+        files: written,
+        slasher,
+    })
 }

@@ -93,6 +93,19 @@ pub struct GenconfigArgs {
     /// First port used on each host.
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
+    /// JSON-RPC URL of the chain the credit registry is deployed on.
+    #[arg(long)]
+    chain_rpc_url: String,
+    /// The credit registry's address (`0x…`), deployed from
+    /// contracts/build/ with the stakes and policy address you chose.
+    #[arg(long)]
+    registry: String,
+    /// Blocks on top of a registry event before the ledger applies it.
+    #[arg(long, default_value_t = 3)]
+    confirmations: u64,
+    /// The block the registry was deployed in.
+    #[arg(long, default_value_t = 0)]
+    from_block: u64,
     #[command(flatten)]
     network: NetworkOptions,
 }
@@ -242,15 +255,29 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
 }
 
 pub fn genconfig(args: GenconfigArgs) -> anyhow::Result<()> {
+    let chain = devnet::ChainPlan {
+        rpc_url: args.chain_rpc_url,
+        registry: args
+            .registry
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--registry {}: {e}", args.registry))?,
+        confirmations: args.confirmations,
+        from_block: args.from_block,
+    };
     let written = devnet::genconfig(
         &args.dir,
         &args.hosts,
         args.base_port,
         args.network.parameters()?,
+        &chain,
     )?;
-    for path in written {
+    for path in &written.files {
         println!("wrote {}", path.display());
     }
+    println!(
+        "the ledger slashes from {}: fund it with gas money",
+        written.slasher
+    );
     Ok(())
 }
 

@@ -22,7 +22,8 @@ const CHAIN_NEXT_BLOCK: &str = "chain_next_block";
 pub(crate) struct Chain {
     registry: Registry,
     settings: ChainSettings,
-    slashing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the slasher when a secret is queued.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 fn anyhow_of((status, message): Answer) -> anyhow::Error {
@@ -40,7 +41,7 @@ impl Chain {
         Ok(Chain {
             registry: Registry::new(&settings.rpc_url, address, key)?,
             settings: settings.clone(),
-            slashing: Default::default(),
+            wake: Default::default(),
         })
     }
 
@@ -49,40 +50,93 @@ impl Chain {
         self.registry.address()
     }
 
-    /// Slashes the deposit whose secret is `secret` on the chain: commit,
-    /// then reveal in a later block. The stake goes to the slasher key.
+    /// Takes a double spender's secret: checks it names a deposit that can
+    /// still be slashed, queues it durably and wakes the slasher. The
+    /// answer (202) comes after the queue is on disk; the stake reaches the
+    /// slasher key once the reveal is mined.
     pub(crate) async fn slash(&self, state: &Shared, secret: &Scalar) -> Answer {
         let id = match commitment_of_secret(&secret.0) {
             Ok(id) => id,
             Err(e) => return bad(StatusCode::BAD_REQUEST, e),
         };
-        let deposit = match lock(state).known(&id) {
-            Ok(d) => d,
-            Err(e) => return e,
+        let deposit = {
+            let inner = lock(state);
+            let deposit = match inner.known(&id) {
+                Ok(d) => d,
+                Err(e) => return e,
+            };
+            if let Err(e) = rules::slash(&deposit, "chain") {
+                return bad(StatusCode::CONFLICT, e.message);
+            }
+            if let Err(e) = inner.queue_slash(&id, secret) {
+                return e;
+            }
+            deposit
         };
-        if let Err(e) = rules::slash(&deposit, "chain") {
-            return bad(StatusCode::CONFLICT, e.message);
+        self.wake.notify_one();
+        let (_, body) = ok(&Slashed {
+            id_commitment: id,
+            paid: deposit.double_spend_stake,
+        });
+        (StatusCode::ACCEPTED, body)
+    }
+
+    /// Reveals one queued secret; Ok once nothing is left to do for it.
+    async fn reveal(&self, id: &Scalar, secret: &Scalar) -> anyhow::Result<()> {
+        match self.registry.deposit_of(id).await? {
+            // Closed (withdrawn) or already slashed: beyond this key's reach.
+            Some(d) if d.slashed || d.state == 3 => return Ok(()),
+            Some(_) => {}
+            None => return Ok(()),
         }
-        // One slash at a time from this key: each takes two blocks.
-        let _one = self.slashing.lock().await;
         match self.registry.slash(secret).await {
             Ok((_, reveal)) => {
                 tracing::warn!(
-                    index = deposit.index,
                     revealer = %self.registry.sender(),
                     transaction = %reveal.transaction_hash,
                     "ledger: slashed a double spender on the chain"
                 );
-                ok(&Slashed {
-                    id_commitment: id,
-                    paid: deposit.double_spend_stake,
-                    transaction: Some(format!("{:#x}", reveal.transaction_hash)),
-                })
+                Ok(())
             }
-            Err(e) if format!("{e:#}").contains("already slashed") => {
-                bad(StatusCode::CONFLICT, "already slashed")
+            Err(e) if format!("{e:#}").contains("already slashed") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Carries out the queued slashes, one at a time from the slasher key,
+/// until the ledger stops; a failed one is tried again a little later.
+pub(crate) async fn slasher(chain: Chain, state: Shared) {
+    let retry = Duration::from_millis(chain.settings.poll_ms.max(10) * 4);
+    loop {
+        let pending = lock(&state).pending_slashes();
+        let mut failed = false;
+        match pending {
+            Ok(pending) => {
+                for (id, secret) in pending {
+                    match chain.reveal(&id, &secret).await {
+                        Ok(()) => {
+                            if let Err((_, e)) = lock(&state).slash_done(&id) {
+                                tracing::error!("ledger: recording a slash: {e}");
+                                failed = true;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("ledger: slashing on the chain: {e:#}; will retry");
+                            failed = true;
+                        }
+                    }
+                }
             }
-            Err(e) => bad(StatusCode::BAD_GATEWAY, format!("the chain: {e:#}")),
+            Err((_, e)) => {
+                tracing::error!("ledger: reading the slash queue: {e}");
+                failed = true;
+            }
+        }
+        if failed {
+            let _ = tokio::time::timeout(retry, chain.wake.notified()).await;
+        } else {
+            chain.wake.notified().await;
         }
     }
 }
@@ -92,6 +146,7 @@ impl Chain {
 /// (its tree would serve paths nobody can prove against).
 pub(crate) async fn run(chain: Chain, state: Shared) -> anyhow::Result<()> {
     let poll = Duration::from_millis(chain.settings.poll_ms.max(10));
+    check_registry(&chain, poll).await?;
     loop {
         match step(&chain, &state).await {
             Ok(true) => continue,
@@ -104,6 +159,29 @@ pub(crate) async fn run(chain: Chain, state: Shared) -> anyhow::Result<()> {
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// Waits for the chain node to answer, then refuses an address that holds
+/// no contract or one that does not answer as a credit registry.
+async fn check_registry(chain: &Chain, poll: Duration) -> anyhow::Result<()> {
+    let address = chain.registry.address();
+    loop {
+        match chain.registry.has_code().await {
+            Ok(true) => break,
+            Ok(false) => anyhow::bail!(
+                "no contract at the registry address {address} on {}",
+                chain.settings.rpc_url
+            ),
+            Err(e) => tracing::warn!("ledger: reaching the chain: {e:#}"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+    chain
+        .registry
+        .stakes()
+        .await
+        .map_err(|e| anyhow::anyhow!("{address} does not answer as a credit registry: {e:#}"))?;
+    Ok(())
 }
 
 enum Step {

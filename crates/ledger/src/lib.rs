@@ -7,7 +7,9 @@
 //! the registry's events once they have `confirmations` blocks on top,
 //! rebuilds the same tree (checking each root against the one the contract
 //! computed), serves roots and paths as below, and sends slashes to the
-//! chain (commit, then reveal) from its own key. The POSTs that would
+//! chain (commit, then reveal) from its own key: `POST /slash` queues the
+//! secret durably and answers 202; a task reveals it and retries until the
+//! chain shows the deposit slashed. The POSTs that would
 //! change a deposit are refused then: they are transactions now. Without a
 //! chain the ledger takes deposits over HTTP for free; it starts that way
 //! only when told `unbacked_deposits = true` (tests of the couriers' gate).
@@ -57,6 +59,10 @@ const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
 const BURNS: TableDefinition<u64, &[u8]> = TableDefinition::new("burns");
 const BALANCES: TableDefinition<&str, u128> = TableDefinition::new("balances");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Secrets to reveal on the chain, by identity commitment, kept until the
+/// chain shows the deposit slashed (or beyond reach).
+const PENDING_SLASHES: TableDefinition<&[u8; 32], &[u8; 32]> =
+    TableDefinition::new("pending_slashes");
 /// The last registry event applied: block × 2^20 + log index.
 pub(crate) const CHAIN_CURSOR: &str = "chain_cursor";
 
@@ -179,11 +185,9 @@ pub struct SlashRequest {
 pub struct Slashed {
     /// The deposit slashed.
     pub id_commitment: Scalar,
-    /// Paid to the claimant (wei, on a chain).
+    /// Paid to the claimant; on a chain, what the slasher key will be paid
+    /// once the queued reveal is mined (wei).
     pub paid: u128,
-    /// The reveal's transaction, on a chain.
-    #[serde(default)]
-    pub transaction: Option<String>,
 }
 
 /// A policy burn request.
@@ -267,6 +271,7 @@ impl Inner {
             txn.open_table(BURNS)?;
             txn.open_table(BALANCES)?;
             txn.open_table(META)?;
+            txn.open_table(PENDING_SLASHES)?;
         }
         txn.commit()?;
         let read = db.begin_read()?;
@@ -431,6 +436,38 @@ impl Inner {
         txn.commit().map_err(internal)
     }
 
+    /// Queues `secret` (of deposit `id`) for a slash on the chain.
+    pub(crate) fn queue_slash(&self, id: &Scalar, secret: &Scalar) -> Result<(), Answer> {
+        let txn = self.db.begin_write().map_err(internal)?;
+        txn.open_table(PENDING_SLASHES)
+            .map_err(internal)?
+            .insert(&id.0, &secret.0)
+            .map_err(internal)?;
+        txn.commit().map_err(internal)
+    }
+
+    /// The slashes still to be made, as (identity commitment, secret).
+    pub(crate) fn pending_slashes(&self) -> Result<Vec<(Scalar, Scalar)>, Answer> {
+        let read = self.db.begin_read().map_err(internal)?;
+        let table = read.open_table(PENDING_SLASHES).map_err(internal)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(internal)? {
+            let (id, secret) = row.map_err(internal)?;
+            out.push((Scalar(*id.value()), Scalar(*secret.value())));
+        }
+        Ok(out)
+    }
+
+    /// Drops a slash from the queue: made, or no longer possible.
+    pub(crate) fn slash_done(&self, id: &Scalar) -> Result<(), Answer> {
+        let txn = self.db.begin_write().map_err(internal)?;
+        txn.open_table(PENDING_SLASHES)
+            .map_err(internal)?
+            .remove(&id.0)
+            .map_err(internal)?;
+        txn.commit().map_err(internal)
+    }
+
     /// A number in the meta table.
     pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>, Answer> {
         let read = self.db.begin_read().map_err(internal)?;
@@ -477,9 +514,17 @@ pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<
     // on any runtime flavour.
     let inner = tokio::task::spawn_blocking(move || Inner::open(config)).await??;
     let state: Shared = Arc::new(Mutex::new(inner));
+    // The slasher stops with the ledger, whichever way it stops.
+    let slashing = chain
+        .clone()
+        .map(|chain| tokio::spawn(indexer::slasher(chain, state.clone())))
+        .map(|task| AbortOnDrop(task.abort_handle()));
     let indexing = chain
         .clone()
         .map(|chain| tokio::spawn(indexer::run(chain, state.clone())));
+    let _indexing_stops = indexing
+        .as_ref()
+        .map(|task| AbortOnDrop(task.abort_handle()));
     let state = AppState {
         inner: state,
         chain,
@@ -504,7 +549,17 @@ pub async fn serve(config: LedgerFile, listener: TcpListener) -> anyhow::Result<
         },
         None => served.await?,
     }
+    drop(slashing);
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What the handlers share: the store, and the chain when there is one.
@@ -616,7 +671,6 @@ async fn post_slash(State(app): State<AppState>, body: String) -> Answer {
         Ok(ok(&Slashed {
             id_commitment: id,
             paid,
-            transaction: None,
         }))
     })
 }
