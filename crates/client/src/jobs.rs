@@ -54,6 +54,15 @@ pub async fn run_jobs(config: &ClientFile, specs: Vec<JobSpec>) -> anyhow::Resul
     run_jobs_over(network, specs).await
 }
 
+/// When to read outputs on this network: from its public delay model.
+pub fn read_plan(parameters: &funion_pki::Parameters) -> funion_compute::ReadPlan {
+    funion_compute::ReadPlan::from_timing(&funion_compute::MixTiming::new(
+        parameters.mean_delay_us as f64,
+        u32::from(parameters.hops),
+        parameters.send_rate(),
+    ))
+}
+
 /// Runs `specs` over an already fetched network.
 async fn run_jobs_over(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
     match network.parameters.kem {
@@ -67,6 +76,7 @@ async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Resul
     // A compute courier per job: which courier a person's jobs reach ties
     // nothing together (they batch with other people's jobs there).
     let mut jobs = JobClient::per_job(client.service_nodes());
+    jobs.set_read_plan(read_plan(&client.network().parameters));
     let now = client.now();
     let ids: Vec<u64> = specs
         .into_iter()
@@ -227,6 +237,7 @@ impl Driver {
     async fn drive<K: Kem>(mut self, mut client: StorageClient<K>) -> anyhow::Result<()> {
         use rand_core::RngCore;
         let mut jobs = JobClient::new(0);
+        jobs.set_read_plan(read_plan(&client.network().parameters));
         let mut waiting: BTreeMap<u64, tokio::sync::oneshot::Sender<anyhow::Result<JobReport>>> =
             BTreeMap::new();
         let mut open = true;

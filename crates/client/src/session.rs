@@ -255,6 +255,7 @@ async fn ping_kem<K: Kem>(
                 }
                 ClientEvent::GaveUp { .. } => report.lost += 1,
                 ClientEvent::LoopReturned { .. } => report.loops_returned += 1,
+                ClientEvent::HeldReply { .. } => {}
             }
         }
     }

@@ -75,7 +75,8 @@ impl<K: Kem> StorageClient<K> {
             .collect();
         let services = topology.services.len();
         let config = ClientConfig::new(usize::from(network.parameters.replicas.max(1)));
-        let core = core::StorageClient::new(config, sizes, replicas, services)?;
+        let mut core = core::StorageClient::new(config, sizes, replicas, services)?;
+        core.set_held_limits(session.client.max_held_body(), session.client.max_reply());
         Ok(StorageClient {
             network,
             session,
@@ -118,9 +119,11 @@ impl<K: Kem> StorageClient<K> {
     pub fn flush(&mut self) {
         for echo in self.core.take_echoes() {
             let recipient = service_recipient(echo.service);
-            self.session
-                .client
-                .request(echo.seq, recipient, echo.node, echo.body);
+            let client = &mut self.session.client;
+            match echo.held_for_us {
+                Some(life) => client.request_held(echo.seq, recipient, echo.node, echo.body, life),
+                None => client.request(echo.seq, recipient, echo.node, echo.body),
+            }
         }
     }
 
@@ -166,6 +169,9 @@ impl<K: Kem> StorageClient<K> {
             match event {
                 ClientEvent::Pong { seq, body, .. } => {
                     self.core.handle_reply(now, seq, &body);
+                }
+                ClientEvent::HeldReply { seq, body } => {
+                    self.core.handle_held_reply(seq, body);
                 }
                 ClientEvent::GaveUp { seq } => {
                     self.core.handle_lost(now, seq);

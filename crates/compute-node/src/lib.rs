@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
-use funion_compute::{Action, ComputeCourier, CourierConfig, Input, JobId};
+use funion_compute::{Action, ComputeCourier, CourierConfig, DispatchReply, HeldSurb, Input, JobId};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
 use funion_pki::{KemKind, Parameters};
@@ -27,10 +27,21 @@ use funion_net::config::{ClientFile, ComputeFile};
 use funion_net::metrics::Metrics;
 use funion_pigeonhole::client::{open_stream, read_requests, write_requests};
 
-pub use funion_compute::client::{boxes_for, COMPUTE_SERVICE};
+pub use funion_compute::client::{boxes_for, COMPUTE_FAST_SERVICE, COMPUTE_SERVICE};
 
-/// A dispatch as the node hands it over: the client's SURB and the body.
+/// A message for a client's SURB: the SURB and what to send through it.
 pub type Delivery = (Vec<u8>, Vec<u8>);
+
+/// A dispatch as the node hands it over.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// The SURB the answer goes back through.
+    pub surb: Vec<u8>,
+    /// The dispatch.
+    pub body: Vec<u8>,
+    /// A fast-path dispatch's second SURB, held for the output.
+    pub held: Option<Vec<u8>>,
+}
 
 /// How a compute courier runs.
 #[derive(Clone)]
@@ -139,7 +150,7 @@ pub async fn run(
     client: ClientFile,
     parameters: Parameters,
     options: ComputeOptions,
-    deliveries: mpsc::Receiver<Delivery>,
+    deliveries: mpsc::Receiver<Incoming>,
     replies: mpsc::Sender<Delivery>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -188,7 +199,7 @@ struct Parts {
 async fn drive<K: Kem>(
     network: Network,
     parts: Parts,
-    deliveries: &mut mpsc::Receiver<Delivery>,
+    deliveries: &mut mpsc::Receiver<Incoming>,
 ) -> anyhow::Result<()> {
     let Parts {
         parameters,
@@ -246,6 +257,8 @@ async fn drive<K: Kem>(
     let mut pending: HashMap<BatchId, Pending> = HashMap::new();
     // The ways back of dispatches not answered yet, by the courier's token.
     let mut surbs: HashMap<u64, Vec<u8>> = HashMap::new();
+    // Fast-path dispatches' second SURBs, held for their outputs.
+    let mut held: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut next_token = 0u64;
     // Payment checks run as tasks of their own; their verdicts come back
     // here, so a slow ledger or keeper never holds up a bucket edge.
@@ -254,10 +267,28 @@ async fn drive<K: Kem>(
     loop {
         loop {
             match deliveries.try_recv() {
-                Ok((surb, body)) => {
+                Ok(incoming) => {
                     next_token += 1;
-                    surbs.insert(next_token, surb);
-                    courier.receive(now(), next_token, &body);
+                    surbs.insert(next_token, incoming.surb);
+                    match incoming.held {
+                        Some(surb) => {
+                            held.insert(next_token, surb);
+                            // The SURB's hops keep their keys until the
+                            // grace period after its epoch.
+                            let until_ms = funion_pki::surb_usable_until(
+                                unix_us() / 1000,
+                                parameters.epoch_ms.max(1),
+                                parameters.grace_ms,
+                            );
+                            let left_us = (until_ms * 1000).saturating_sub(unix_us());
+                            let reply = HeldSurb {
+                                surb: next_token,
+                                usable_until: now() + left_us,
+                            };
+                            courier.receive_fast(now(), next_token, reply, &incoming.body);
+                        }
+                        None => courier.receive(now(), next_token, &incoming.body),
+                    }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
@@ -288,6 +319,36 @@ async fn drive<K: Kem>(
                     if let Some(surb) = surbs.remove(&token) {
                         let _ = replies.try_send((surb, reply.encode()));
                     }
+                    if matches!(reply, DispatchReply::Refused { .. }) {
+                        held.remove(&token);
+                    }
+                }
+                Action::Deliver {
+                    job,
+                    surb,
+                    payload,
+                    overflow,
+                    times,
+                } => {
+                    let released = now();
+                    let sent = held
+                        .remove(&surb)
+                        .is_some_and(|surb| replies.try_send((surb, payload)).is_ok());
+                    if sent {
+                        let output_box = courier.dispatch_of(job).and_then(|d| {
+                            let cap = WriteCap::from_bytes(&d.write_cap_out).ok()?;
+                            funion_pigeonhole::client::box_id(&cap.read_cap(), &d.ctx_out, 0).ok()
+                        });
+                        if let Some(output_box) = output_box {
+                            let mut record = journal_record(
+                                output_box, &times, released, overflow, 0, box_len, &unix,
+                            );
+                            // Through the held SURB: delivered, not stored.
+                            record.stored = Some(unix_us());
+                            record_and_log(record);
+                        }
+                    }
+                    courier.delivered(job, sent);
                 }
                 Action::Fetch {
                     job,
@@ -367,6 +428,14 @@ async fn drive<K: Kem>(
         for (batch, results) in storage.advance(Some(&wake), until).await? {
             match pending.remove(&batch) {
                 Some(Pending::Fetch { job, cap, ctx }) => {
+                    if results
+                        .iter()
+                        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound))
+                    {
+                        // Uploaded beside the dispatch and not landed yet.
+                        courier.input_missing(now(), job);
+                        continue;
+                    }
                     let input = open_stream(&cap, &ctx, results).map_err(|e| format!("input {e}"));
                     courier.fetched(now(), job, input);
                 }

@@ -96,6 +96,7 @@ fn dispatch(job: u8, tickets: Vec<Vec<u8>>) -> Dispatch {
     Dispatch {
         read_cap_in: vec![1; 136],
         ctx_in: vec![2; 16],
+        input: None,
         write_cap_out: vec![job; 168],
         ctx_out: vec![3; 16],
         model: "m".into(),
@@ -104,6 +105,7 @@ fn dispatch(job: u8, tickets: Vec<Vec<u8>>) -> Dispatch {
         output_class: 256,
         sampling: Sampling::default(),
         bucket: 10,
+        bucket_from_input: false,
         tickets,
     }
 }

@@ -1,9 +1,21 @@
-//! The job from the client's side (paper §3.3), as a state machine: upload
-//! the padded tokens under a fresh write cap, dispatch the job to a compute
-//! courier, read the output boxes once the bucket edge has passed. Every
+//! The job from the client's side (paper §3.3), as a state machine. Every
 //! step is an echo of the storage client it drives
 //! ([`funion_pigeonhole::client::StorageClient`]), which the caller passes
 //! in with each call, so jobs and other storage traffic share one session.
+//!
+//! A job takes one of three paths ([`JobPath`]):
+//!
+//! - **fast**: the dispatch carries the padded input and a second SURB; the
+//!   courier sends the padded output through that SURB at the bucket edge.
+//!   One echo and a held SURB; if nothing came back a while after the
+//!   edge, the client reads the output boxes (the courier stores there when
+//!   the SURB is no longer usable).
+//! - **store**: the input goes into boxes, uploaded beside the dispatch
+//!   (the courier reads again if its fetch comes first); the read is timed
+//!   to find the output on its first try. The client may go away between
+//!   dispatch and read.
+//! - **serial**: upload, then dispatch once the upload is stored, then the
+//!   read at `accepted + j·Δ` (the older flow, kept to measure against).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +33,88 @@ use crate::{class_for, Dispatch, DispatchReply, Input, Micros, Outcome, Sampling
 
 /// The service name compute couriers run under on service nodes.
 pub const COMPUTE_SERVICE: &str = "compute";
+/// The service name of fast-path dispatches: the body is a held SURB for
+/// the output, then the dispatch.
+pub const COMPUTE_FAST_SERVICE: &str = "compute-fast";
+
+/// How a job's input reaches the courier and its output the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum JobPath {
+    /// Input inside the dispatch, output through a held SURB.
+    #[default]
+    Fast,
+    /// Input and output in boxes; upload and dispatch leave together.
+    Store,
+    /// Input and output in boxes, one step after the other.
+    Serial,
+}
+
+impl JobPath {
+    /// Its name on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobPath::Fast => "fast",
+            JobPath::Store => "store",
+            JobPath::Serial => "serial",
+        }
+    }
+
+    /// Parses a name of [`JobPath::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        [JobPath::Fast, JobPath::Store, JobPath::Serial]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
+/// When a client reads outputs, from the delay model
+/// ([`crate::timing::MixTiming`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Store path: the read leaves this long after `accepted + j·Δ`
+    /// (negative: before).
+    pub store_read_offset_us: i64,
+    /// Fast path: with no output through the held SURB this long after
+    /// `accepted + j·Δ`, the client reads the boxes instead.
+    pub fast_fallback_after_us: Micros,
+    /// A read that found no output yet is sent again after this long ...
+    pub retry_after_us: Micros,
+    /// ... at most this many times.
+    pub retries: u32,
+    /// How long the client keeps a fast-path job's held SURB keys: past
+    /// this, a late output through it is no longer recognised.
+    pub held_life_us: Micros,
+}
+
+impl ReadPlan {
+    /// Reads timed from `timing`: the store path's read reaches the
+    /// replicas after the output nine times in ten; the fast path falls
+    /// back to the boxes once the held SURB's output is later than 999 in
+    /// 1000 would be.
+    pub fn from_timing(timing: &crate::timing::MixTiming) -> Self {
+        ReadPlan {
+            store_read_offset_us: timing.read_offset_us(0.9),
+            fast_fallback_after_us: timing.held_reply_after_us(0.999)
+                + timing.echo_mean_us() as Micros,
+            retry_after_us: (timing.echo_mean_us() / 4.0) as Micros,
+            retries: 3,
+            ..ReadPlan::default()
+        }
+    }
+}
+
+impl Default for ReadPlan {
+    /// The serial flow's timing: read at `accepted + j·Δ`.
+    fn default() -> Self {
+        ReadPlan {
+            store_read_offset_us: 0,
+            fast_fallback_after_us: 0,
+            retry_after_us: 0,
+            retries: 0,
+            held_life_us: 600_000_000,
+        }
+    }
+}
 
 /// One job to run.
 #[derive(Clone, Debug)]
@@ -42,6 +136,8 @@ pub struct JobSpec {
     /// Which service node's compute courier to use (an index into the
     /// document's service nodes); `None` uses the client's default one.
     pub courier: Option<usize>,
+    /// Which path the job takes.
+    pub path: JobPath,
 }
 
 /// When each step of a job happened, on the driver's clock.
@@ -77,6 +173,11 @@ pub struct JobResult {
     /// Echoes the job's own steps took (upload, dispatch, fetch; polls
     /// and fresh envelopes included, the mixnet's resends not).
     pub echoes: u64,
+    /// Whether the output came through the held SURB (the fast path), one
+    /// trip home rather than an echo.
+    pub held_reply: bool,
+    /// The path the job took.
+    pub path: JobPath,
     /// Steps.
     pub timeline: Timeline,
 }
@@ -137,16 +238,54 @@ enum Phase {
     Fetching,
 }
 
+/// The dispatch of a job: `input` is (read cap, context, inline input).
+fn wire_dispatch(
+    spec: &JobSpec,
+    input_class: u32,
+    input: (Vec<u8>, Vec<u8>, Option<Vec<u8>>),
+    write_cap_out: &WriteCap,
+    ctx_out: &[u8],
+) -> Dispatch {
+    let (read_cap_in, ctx_in, input) = input;
+    Dispatch {
+        read_cap_in,
+        ctx_in,
+        input,
+        write_cap_out: write_cap_out.to_bytes().to_vec(),
+        ctx_out: ctx_out.to_vec(),
+        model: spec.model.clone(),
+        task: spec.task,
+        input_class,
+        output_class: spec.output_class,
+        sampling: spec.sampling,
+        bucket: spec.bucket,
+        bucket_from_input: spec.path != JobPath::Serial,
+        tickets: spec.tickets.clone(),
+    }
+}
+
+/// Refusal reasons are text; an output not there yet is this code.
+fn not_there_yet(results: &[BoxResult]) -> bool {
+    results
+        .iter()
+        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound))
+}
+
 struct Job {
     spec: JobSpec,
     input_class: u32,
-    read_cap_in: ReadCap,
+    read_cap_in: Option<ReadCap>,
+    /// The fast path's padded input, carried in the dispatch.
+    inline: Option<Vec<u8>>,
     ctx_in: Vec<u8>,
     write_cap_out: WriteCap,
     ctx_out: Vec<u8>,
     output_box: BoxId,
     output_boxes: usize,
     phase: Phase,
+    /// The store path's upload, while it runs beside the dispatch.
+    upload: Option<BatchId>,
+    reads_left: u32,
     echoes: u64,
     timeline: Timeline,
 }
@@ -180,6 +319,10 @@ pub struct JobClient {
     next_job: ClientJobId,
     finished: Vec<(ClientJobId, Result<JobResult, JobFailure>)>,
     dispatch_echoes: u64,
+    by_held: HashMap<u64, ClientJobId>,
+    /// Held SURBs of jobs that ended without using them.
+    stale_held: Vec<u64>,
+    plan: ReadPlan,
 }
 
 impl JobClient {
@@ -195,6 +338,9 @@ impl JobClient {
             next_job: 1,
             finished: Vec::new(),
             dispatch_echoes: 0,
+            by_held: HashMap::new(),
+            stale_held: Vec::new(),
+            plan: ReadPlan::default(),
         }
     }
 
@@ -207,6 +353,11 @@ impl JobClient {
             per_job: Some(couriers.max(1)),
             ..JobClient::new(0)
         }
+    }
+
+    /// Times reads by `plan` from now on.
+    pub fn set_read_plan(&mut self, plan: ReadPlan) {
+        self.plan = plan;
     }
 
     /// Jobs not finished yet.
@@ -250,7 +401,14 @@ impl JobClient {
                 if let Phase::Uploading(batch) = job.phase {
                     self.by_batch.insert(batch, id);
                 }
+                if let Some(batch) = job.upload {
+                    self.by_batch.insert(batch, id);
+                }
+                let leaves_now = job.spec.path != JobPath::Serial;
                 self.jobs.insert(id, job);
+                if leaves_now {
+                    self.dispatch(now, storage, id);
+                }
             }
             Err(failure) => self.finished.push((id, Err(failure))),
         }
@@ -281,19 +439,53 @@ impl JobClient {
         let ctx_out = fresh_context(rng);
         let read_cap_in = cap_in.read_cap();
         let output_box = box_id(&write_cap_out.read_cap(), &ctx_out, 0)?;
-        let mut writer = Writer::new(cap_in, &ctx_in);
-        let requests = write_requests(&mut writer, &payload, box_len)?;
-        let batch = storage.start(rng, requests)?;
+        if spec.path == JobPath::Fast {
+            // Both ways must fit one packet: the dispatch with its input
+            // beside two SURBs, the padded output through one. A job that
+            // does not fit takes the store path.
+            let dispatch = wire_dispatch(
+                &spec,
+                input_class,
+                (Vec::new(), Vec::new(), Some(payload.clone())),
+                &write_cap_out,
+                &ctx_out,
+            );
+            let fits = Outcome::padded_len(spec.output_class) <= storage.max_held_reply()
+                && dispatch.encode().len() <= storage.max_held_body();
+            if !fits {
+                spec.path = JobPath::Store;
+            }
+        }
+        let (phase, upload, inline) = match spec.path {
+            JobPath::Fast => (Phase::Dispatching, None, Some(payload)),
+            path => {
+                let mut writer = Writer::new(cap_in, &ctx_in);
+                let requests = write_requests(&mut writer, &payload, box_len)?;
+                let batch = storage.start(rng, requests)?;
+                if path == JobPath::Serial {
+                    (Phase::Uploading(batch), None, None)
+                } else {
+                    (Phase::Dispatching, Some(batch), None)
+                }
+            }
+        };
+        let (read_cap_in, ctx_in) = match inline {
+            Some(_) => (None, Vec::new()),
+            None => (Some(read_cap_in), ctx_in),
+        };
         Ok(Job {
             output_boxes: boxes_for(Outcome::padded_len(spec.output_class), box_len),
+            reads_left: self.plan.retries,
             spec,
             input_class,
             read_cap_in,
+            inline,
             ctx_in,
             write_cap_out,
             ctx_out,
             output_box,
-            phase: Phase::Uploading(batch),
+            phase,
+            upload,
             echoes: 0,
             timeline: Timeline {
                 started: now,
@@ -330,10 +522,19 @@ impl JobClient {
                 self.answered(now, id, reply);
             }
         }
+        for (seq, body) in storage.take_held_replies() {
+            if let Some(id) = self.by_held.remove(&seq) {
+                self.held_reply(now, id, body);
+            }
+        }
+        for seq in self.stale_held.drain(..) {
+            storage.forget_held(seq);
+        }
     }
 
     fn fail(&mut self, id: ClientJobId, failure: JobFailure) {
         self.jobs.remove(&id);
+        self.forget_held_of(id);
         self.finished.push((id, Err(failure)));
     }
 
@@ -373,6 +574,18 @@ impl JobClient {
             return;
         };
         job.echoes += storage.echoes_of(batch);
+        if job.upload == Some(batch) {
+            // The store path's upload, which left beside the dispatch.
+            job.upload = None;
+            if let Some((position, Err(code))) =
+                results.iter().enumerate().find(|(_, r)| r.is_err())
+            {
+                let code = *code;
+                return self.fail(id, JobFailure::Upload { position, code });
+            }
+            job.timeline.uploaded = now;
+            return;
+        }
         match job.phase {
             Phase::Uploading(_) => {
                 if let Some((position, Err(code))) =
@@ -382,67 +595,146 @@ impl JobClient {
                     return self.fail(id, JobFailure::Upload { position, code });
                 }
                 job.timeline.uploaded = now;
-                let dispatch = Dispatch {
-                    read_cap_in: job.read_cap_in.to_bytes().to_vec(),
-                    ctx_in: job.ctx_in.clone(),
-                    write_cap_out: job.write_cap_out.to_bytes().to_vec(),
-                    ctx_out: job.ctx_out.clone(),
-                    model: job.spec.model.clone(),
-                    task: job.spec.task,
-                    input_class: job.input_class,
-                    output_class: job.spec.output_class,
-                    sampling: job.spec.sampling,
-                    bucket: job.spec.bucket,
-                    tickets: job.spec.tickets.clone(),
-                };
-                if let Err(e) = dispatch.check() {
-                    return self.fail(id, JobFailure::Spec(e.to_string()));
-                }
-                // The person's parameters are checked; the wire carries
-                // their public preset.
-                let dispatch = Dispatch {
-                    sampling: dispatch.sampling.on_the_wire(dispatch.output_class),
-                    ..dispatch
-                };
-                let target = job.spec.courier.unwrap_or(self.courier);
-                let seq = storage.send_to_service(COMPUTE_SERVICE, target, dispatch.encode());
-                job.echoes += 1;
-                job.timeline.dispatched = now;
-                job.phase = Phase::Dispatching;
-                self.dispatch_echoes += 1;
-                self.by_seq.insert(seq, id);
+                self.dispatch(now, storage, id);
             }
             Phase::Fetching => {
+                if not_there_yet(&results) && job.reads_left > 0 {
+                    // Read before the output landed: try again shortly.
+                    job.reads_left -= 1;
+                    job.phase = Phase::Waiting(now + self.plan.retry_after_us);
+                    return;
+                }
                 let cap = job.write_cap_out.read_cap();
                 let outcome = open_stream(&cap, &job.ctx_out, results)
                     .map_err(|e| JobFailure::Output(e.to_string()))
                     .and_then(|bytes| {
                         Outcome::decode(&bytes, job.spec.output_class)
                             .map_err(|e| JobFailure::Output(e.to_string()))
-                    })
-                    .map(|outcome| match outcome {
-                        // The courier generated up to the class; the
-                        // person asked for at most `max_tokens`.
-                        Outcome::Tokens(mut tokens) => {
-                            tokens.truncate(job.spec.sampling.max_tokens as usize);
-                            Outcome::Tokens(tokens)
-                        }
-                        other => other,
                     });
-                job.timeline.done = now;
-                let job = self.jobs.remove(&id).expect("looked up above");
-                let result = outcome.map(|outcome| JobResult {
-                    outcome,
-                    input_class: job.input_class,
-                    output_box: job.output_box,
-                    output_boxes: job.output_boxes,
-                    echoes: job.echoes,
-                    timeline: job.timeline,
-                });
-                self.finished.push((id, result));
+                self.finish(now, id, outcome, false);
             }
             _ => {}
         }
+    }
+
+    fn forget_held_of(&mut self, id: ClientJobId) {
+        let stale = &mut self.stale_held;
+        self.by_held.retain(|seq, j| {
+            if *j == id {
+                stale.push(*seq);
+            }
+            *j != id
+        });
+    }
+
+    /// Ends job `id` with `outcome`, cut to the person's `max_tokens`.
+    fn finish(
+        &mut self,
+        now: Micros,
+        id: ClientJobId,
+        outcome: Result<Outcome, JobFailure>,
+        held_reply: bool,
+    ) {
+        let Some(mut job) = self.jobs.remove(&id) else {
+            return;
+        };
+        self.forget_held_of(id);
+        job.timeline.done = now;
+        let max_tokens = job.spec.sampling.max_tokens as usize;
+        let result = outcome.map(|outcome| JobResult {
+            outcome: match outcome {
+                // The courier generated up to the class; the person asked
+                // for at most `max_tokens`.
+                Outcome::Tokens(mut tokens) => {
+                    tokens.truncate(max_tokens);
+                    Outcome::Tokens(tokens)
+                }
+                other => other,
+            },
+            input_class: job.input_class,
+            output_box: job.output_box,
+            output_boxes: job.output_boxes,
+            echoes: job.echoes,
+            held_reply,
+            path: job.spec.path,
+            timeline: job.timeline,
+        });
+        self.finished.push((id, result));
+    }
+
+    /// Sends job `id`'s dispatch (after its upload on the serial path, at
+    /// once on the others).
+    fn dispatch<K: Kem>(&mut self, now: Micros, storage: &mut StorageClient<K>, id: ClientJobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let input = (
+            job.read_cap_in
+                .as_ref()
+                .map(|cap| cap.to_bytes().to_vec())
+                .unwrap_or_default(),
+            job.ctx_in.clone(),
+            job.inline.take(),
+        );
+        let dispatch = wire_dispatch(
+            &job.spec,
+            job.input_class,
+            input,
+            &job.write_cap_out,
+            &job.ctx_out,
+        );
+        if let Err(e) = dispatch.check() {
+            return self.fail(id, JobFailure::Spec(e.to_string()));
+        }
+        // The person's parameters are checked; the wire carries their
+        // public preset.
+        let dispatch = Dispatch {
+            sampling: dispatch.sampling.on_the_wire(dispatch.output_class),
+            ..dispatch
+        };
+        let target = job.spec.courier.unwrap_or(self.courier);
+        let seq = if job.spec.path == JobPath::Fast {
+            let body = dispatch.encode();
+            if body.len() > storage.max_held_body() {
+                return self.fail(
+                    id,
+                    JobFailure::Spec(format!(
+                        "a {}-byte dispatch does not fit one packet beside its SURBs; use the store path",
+                        body.len()
+                    )),
+                );
+            }
+            let seq = storage.send_to_service_held(
+                COMPUTE_FAST_SERVICE,
+                target,
+                body,
+                self.plan.held_life_us,
+            );
+            self.by_held.insert(seq, id);
+            seq
+        } else {
+            storage.send_to_service(COMPUTE_SERVICE, target, dispatch.encode())
+        };
+        job.echoes += 1;
+        job.timeline.dispatched = now;
+        job.phase = Phase::Dispatching;
+        self.dispatch_echoes += 1;
+        self.by_seq.insert(seq, id);
+    }
+
+    /// The output of a fast-path job, through its held SURB.
+    fn held_reply(&mut self, now: Micros, id: ClientJobId, body: Vec<u8>) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let class = job.spec.output_class;
+        let outcome = body
+            .get(..Outcome::padded_len(class))
+            .ok_or_else(|| JobFailure::Output("the held reply is too short".into()))
+            .and_then(|bytes| {
+                Outcome::decode(bytes, class).map_err(|e| JobFailure::Output(e.to_string()))
+            });
+        self.finish(now, id, outcome, true);
     }
 
     fn answered(&mut self, now: Micros, id: ClientJobId, reply: Option<Vec<u8>>) {
@@ -460,11 +752,15 @@ impl JobClient {
         match reply {
             DispatchReply::Accepted { edge_after_us } => {
                 job.timeline.edge_after_us = edge_after_us;
-                // The courier took the job one way (its reply's way back)
-                // before now: reading at now + j·Δ leaves that much time for
-                // its output, which leaves at the edge, to reach the
-                // replicas ahead of our read.
-                job.phase = Phase::Waiting(now + edge_after_us);
+                let edge = now + edge_after_us;
+                // The courier took the job one trip home (this answer's
+                // way back) before now, so its edge was before `edge`.
+                let read_at = match job.spec.path {
+                    JobPath::Serial => edge,
+                    JobPath::Store => edge.saturating_add_signed(self.plan.store_read_offset_us),
+                    JobPath::Fast => edge + self.plan.fast_fallback_after_us,
+                };
+                job.phase = Phase::Waiting(read_at.max(now));
             }
             DispatchReply::Refused { reason } => self.fail(id, JobFailure::Refused(reason)),
         }

@@ -37,8 +37,19 @@ pub struct CourierConfig {
     pub batch_window_us: u64,
     /// Most jobs held at once; more are refused.
     pub max_jobs: usize,
+    /// Most batches running at once (a courier with several model
+    /// workers; one for a single worker).
+    pub max_running: usize,
     /// The (model, task) pairs this courier serves.
     pub served: Vec<(String, Task)>,
+    /// How long after an input was not found (its upload, sent beside the
+    /// dispatch, had not landed yet) the courier reads it again, as long as
+    /// the bucket edge is further away than that.
+    pub refetch_after_us: u64,
+    /// A job whose bucket counts from its input (`bucket_from_input`) and
+    /// whose input has not come this long after it was taken is released
+    /// as OVERFLOW at `taken + j·Δ + max_fetch_us`.
+    pub max_fetch_us: u64,
     /// Release each output as soon as it is computed instead of at its
     /// bucket edge. Never for a deployment: it is the positive control of
     /// the computation-time experiment, the leak the buckets close.
@@ -53,7 +64,10 @@ impl Default for CourierConfig {
             max_batch: 32,
             batch_window_us: 50_000,
             max_jobs: 1_024,
+            max_running: 1,
             served: Vec::new(),
+            refetch_after_us: 200_000,
+            max_fetch_us: 30_000_000,
             release_at_finish: false,
         }
     }
@@ -129,8 +143,23 @@ pub enum Action {
         /// The jobs.
         items: Vec<WorkItem>,
     },
+    /// Send `payload` (the padded output) through the reply SURB the
+    /// dispatch carried, named `surb` by the driver, now: the job's bucket
+    /// edge has come. Then call [`ComputeCourier::delivered`].
+    Deliver {
+        /// The job.
+        job: JobId,
+        /// The driver's name for the held SURB.
+        surb: u64,
+        /// The output, padded to the output class.
+        payload: Vec<u8>,
+        /// Whether this is the OVERFLOW marker.
+        overflow: bool,
+        /// The job's timeline.
+        times: JobTimes,
+    },
     /// Store `payload` (the padded output) with this write cap now: the
-    /// job's bucket edge has come.
+    /// job's bucket edge has come (or its reply SURB could not carry it).
     Store {
         /// The job.
         job: JobId,
@@ -166,6 +195,10 @@ pub struct Counters {
     pub failures: u64,
     /// Outputs stored.
     pub stored: u64,
+    /// Outputs sent through a held reply SURB (the fast path).
+    pub delivered: u64,
+    /// Inputs read again because they were not there yet.
+    pub refetches: u64,
     /// Outputs the storage network did not take.
     pub store_failures: u64,
 }
@@ -178,10 +211,24 @@ enum State {
     Released,
 }
 
+/// A reply SURB a dispatch carried, held for the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldSurb {
+    /// The driver's name for it.
+    pub surb: u64,
+    /// The last moment the SURB still works (its mixes' keys are those of
+    /// the epoch it was made for, kept through the grace period).
+    pub usable_until: Micros,
+}
+
 struct Job {
     dispatch: Dispatch,
     state: State,
     times: JobTimes,
+    reply: Option<HeldSurb>,
+    /// The output, kept while its delivery through the SURB is under way,
+    /// so a failed delivery can still be stored.
+    released: Option<(Vec<u8>, bool)>,
 }
 
 /// The compute courier's state machine.
@@ -191,7 +238,8 @@ pub struct ComputeCourier {
     pending: VecDeque<Action>,
     next_job: JobId,
     next_batch: u64,
-    running: Option<u64>,
+    running: std::collections::BTreeSet<u64>,
+    refetch: BTreeMap<(Micros, JobId), ()>,
     by_write_cap: BTreeMap<Vec<u8>, JobId>,
     admissions: BTreeMap<u64, Admission>,
     next_admission: u64,
@@ -204,6 +252,7 @@ struct Admission {
     dispatch: Dispatch,
     bytes: Vec<u8>,
     tokens: Vec<u64>,
+    reply: Option<HeldSurb>,
 }
 
 impl ComputeCourier {
@@ -215,7 +264,8 @@ impl ComputeCourier {
             pending: VecDeque::new(),
             next_job: 1,
             next_batch: 1,
-            running: None,
+            running: std::collections::BTreeSet::new(),
+            refetch: BTreeMap::new(),
             by_write_cap: BTreeMap::new(),
             admissions: BTreeMap::new(),
             next_admission: 1,
@@ -239,10 +289,25 @@ impl ComputeCourier {
     /// A dispatch sent again (its echo was late) is the same job: the
     /// answer names the time left to the same edge, and nothing runs twice.
     pub fn take(&mut self, now: Micros, bytes: &[u8]) -> (Option<JobId>, DispatchReply) {
+        self.take_with(now, bytes, None)
+    }
+
+    fn take_with(
+        &mut self,
+        now: Micros,
+        bytes: &[u8],
+        reply: Option<HeldSurb>,
+    ) -> (Option<JobId>, DispatchReply) {
         if let Ok(dispatch) = Dispatch::decode(bytes) {
             if let Some(&id) = self.by_write_cap.get(&dispatch.write_cap_out) {
                 if let Some(job) = self.jobs.get(&id).filter(|j| j.dispatch == dispatch) {
-                    let edge_after_us = job.times.edge.saturating_sub(now);
+                    let edge_after_us = match job.state {
+                        // The edge is set once the input is in hand.
+                        State::Fetching if dispatch.bucket_from_input => {
+                            u64::from(dispatch.bucket) * self.config.delta_us
+                        }
+                        _ => job.times.edge.saturating_sub(now),
+                    };
                     return (Some(id), DispatchReply::Accepted { edge_after_us });
                 }
             }
@@ -252,24 +317,50 @@ impl ComputeCourier {
                 let id = self.next_job;
                 self.next_job += 1;
                 let edge_after_us = u64::from(dispatch.bucket) * self.config.delta_us;
-                self.pending.push_back(Action::Fetch {
-                    job: id,
-                    read_cap: dispatch.read_cap_in.clone(),
-                    ctx: dispatch.ctx_in.clone(),
-                    input_class: dispatch.input_class,
-                });
-                let times = JobTimes {
+                let mut times = JobTimes {
                     taken: now,
                     edge: now + edge_after_us,
                     ..JobTimes::default()
+                };
+                let state = match &dispatch.input {
+                    // The fast path: the input came with the dispatch.
+                    Some(inline) => {
+                        times.fetched = Some(now);
+                        match Input::decode(inline, dispatch.input_class) {
+                            Ok(input) => State::Ready {
+                                tokens: input.tokens,
+                                since: now,
+                            },
+                            Err(e) => {
+                                self.counters.failures += 1;
+                                State::Done(Outcome::Failed(format!("input: {e}")))
+                            }
+                        }
+                    }
+                    None => {
+                        if dispatch.bucket_from_input {
+                            // A deadline for the fetch; the edge itself is
+                            // set when the input comes.
+                            times.edge += self.config.max_fetch_us;
+                        }
+                        self.pending.push_back(Action::Fetch {
+                            job: id,
+                            read_cap: dispatch.read_cap_in.clone(),
+                            ctx: dispatch.ctx_in.clone(),
+                            input_class: dispatch.input_class,
+                        });
+                        State::Fetching
+                    }
                 };
                 self.by_write_cap.insert(dispatch.write_cap_out.clone(), id);
                 self.jobs.insert(
                     id,
                     Job {
                         dispatch,
-                        state: State::Fetching,
+                        state,
                         times,
+                        reply,
+                        released: None,
                     },
                 );
                 self.counters.taken += 1;
@@ -288,6 +379,18 @@ impl ComputeCourier {
     /// check as [`Action::Admit`]; a copy arriving while that check runs
     /// waits for the same verdict.
     pub fn receive(&mut self, now: Micros, token: u64, bytes: &[u8]) {
+        self.receive_with(now, token, None, bytes)
+    }
+
+    /// A dispatch that carried a reply SURB (`reply`) for its output: at
+    /// the edge the output leaves through it ([`Action::Deliver`]) while the
+    /// SURB is usable, and is stored otherwise. A copy sent again keeps the
+    /// first SURB.
+    pub fn receive_fast(&mut self, now: Micros, token: u64, reply: HeldSurb, bytes: &[u8]) {
+        self.receive_with(now, token, Some(reply), bytes)
+    }
+
+    fn receive_with(&mut self, now: Micros, token: u64, reply: Option<HeldSurb>, bytes: &[u8]) {
         let dispatch = match Dispatch::decode(bytes) {
             Ok(dispatch) => dispatch,
             Err(e) => {
@@ -344,6 +447,7 @@ impl ComputeCourier {
                 dispatch,
                 bytes: bytes.to_vec(),
                 tokens: vec![token],
+                reply,
             },
         );
     }
@@ -355,7 +459,7 @@ impl ComputeCourier {
             return;
         };
         let reply = match verdict {
-            Ok(()) => self.take(now, &waiting.bytes).1,
+            Ok(()) => self.take_with(now, &waiting.bytes, waiting.reply).1,
             Err(reason) => {
                 self.counters.refused += 1;
                 DispatchReply::Refused { reason }
@@ -425,6 +529,9 @@ impl ComputeCourier {
             return;
         }
         entry.times.fetched = Some(now);
+        if entry.dispatch.bucket_from_input {
+            entry.times.edge = now + u64::from(entry.dispatch.bucket) * self.config.delta_us;
+        }
         let parsed = input.and_then(|bytes| {
             Input::decode(&bytes, entry.dispatch.input_class).map_err(|e| format!("input: {e}"))
         });
@@ -440,6 +547,54 @@ impl ComputeCourier {
         };
     }
 
+    /// The dispatch of a job still held.
+    pub fn dispatch_of(&self, job: JobId) -> Option<&Dispatch> {
+        self.jobs.get(&job).map(|j| &j.dispatch)
+    }
+
+    /// The input of `job` was not found: its upload, sent beside the
+    /// dispatch, may not have landed yet. It is read again after
+    /// `refetch_after_us` if the edge is further away than that; otherwise
+    /// the job fails (it will be released as OVERFLOW at the edge).
+    pub fn input_missing(&mut self, now: Micros, job: JobId) {
+        let Some(entry) = self.jobs.get(&job) else {
+            return;
+        };
+        if !matches!(entry.state, State::Fetching) {
+            return;
+        }
+        let at = now + self.config.refetch_after_us;
+        if at < entry.times.edge {
+            self.refetch.insert((at, job), ());
+        }
+    }
+
+    /// The output of `job` went through its held SURB (`ok`), or the SURB
+    /// could not carry it, in which case the output is stored instead.
+    pub fn delivered(&mut self, job: JobId, ok: bool) {
+        if ok {
+            if let Some(removed) = self.jobs.remove(&job) {
+                self.by_write_cap.remove(&removed.dispatch.write_cap_out);
+                self.counters.delivered += 1;
+            }
+            return;
+        }
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        entry.reply = None;
+        if let Some((payload, overflow)) = entry.released.take() {
+            self.pending.push_back(Action::Store {
+                job,
+                write_cap: entry.dispatch.write_cap_out.clone(),
+                ctx: entry.dispatch.ctx_out.clone(),
+                payload,
+                overflow,
+                times: entry.times,
+            });
+        }
+    }
+
     /// The batch `batch` finished with one outcome per job.
     pub fn finished(
         &mut self,
@@ -447,9 +602,7 @@ impl ComputeCourier {
         batch: u64,
         outcomes: Vec<(JobId, Result<Outcome, String>)>,
     ) {
-        if self.running == Some(batch) {
-            self.running = None;
-        }
+        self.running.remove(&batch);
         for (id, outcome) in outcomes {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
@@ -492,24 +645,41 @@ impl ComputeCourier {
         if !self.pending.is_empty() {
             return Some(0);
         }
+        let refetch = self.refetch.keys().next().map(|(at, _)| *at);
         let edges = self
             .jobs
             .values()
             .filter(|j| !matches!(j.state, State::Released))
             .map(|j| j.times.edge);
         let windows = self.jobs.values().filter_map(|j| match j.state {
-            State::Ready { since, .. } if self.running.is_none() => {
+            State::Ready { since, .. } if self.has_worker_free() => {
                 Some(self.batch_due(since, j.times.edge))
             }
             _ => None,
         });
-        edges.chain(windows).min()
+        edges.chain(windows).chain(refetch).min()
     }
 
     /// What is due at `now`: fetches, a batch to run, outputs whose edge
     /// has come.
     pub fn poll(&mut self, now: Micros) -> Vec<Action> {
         let mut actions: Vec<Action> = self.pending.drain(..).collect();
+        while let Some(entry) = self.refetch.first_entry() {
+            let (at, id) = *entry.key();
+            if at > now {
+                break;
+            }
+            entry.remove();
+            if let Some(job) = self.jobs.get(&id).filter(|j| matches!(j.state, State::Fetching)) {
+                self.counters.refetches += 1;
+                actions.push(Action::Fetch {
+                    job: id,
+                    read_cap: job.dispatch.read_cap_in.clone(),
+                    ctx: job.dispatch.ctx_in.clone(),
+                    input_class: job.dispatch.input_class,
+                });
+            }
+        }
         // Edges first: a job released now must not be run afterwards.
         for (&id, job) in self.jobs.iter_mut() {
             if job.times.edge > now || matches!(job.state, State::Released) {
@@ -519,6 +689,7 @@ impl ComputeCourier {
             let (outcome, overflow) = match state {
                 State::Done(outcome) => (outcome, false),
                 _ => {
+                    eprintln!("DEBUG overflow {:?} now {now}", job.times);
                     self.counters.overflows += 1;
                     (Outcome::Overflow, true)
                 }
@@ -526,6 +697,17 @@ impl ComputeCourier {
             let payload = outcome
                 .encode(job.dispatch.output_class)
                 .expect("outcomes are checked against the class when they finish");
+            if let Some(reply) = job.reply.filter(|r| now <= r.usable_until) {
+                job.released = Some((payload.clone(), overflow));
+                actions.push(Action::Deliver {
+                    job: id,
+                    surb: reply.surb,
+                    payload,
+                    overflow,
+                    times: job.times,
+                });
+                continue;
+            }
             actions.push(Action::Store {
                 job: id,
                 write_cap: job.dispatch.write_cap_out.clone(),
@@ -535,12 +717,17 @@ impl ComputeCourier {
                 times: job.times,
             });
         }
-        if self.running.is_none() {
-            if let Some(run) = self.next_batch(now) {
-                actions.push(run);
-            }
+        while self.has_worker_free() {
+            let Some(run) = self.next_batch(now) else {
+                break;
+            };
+            actions.push(run);
         }
         actions
+    }
+
+    fn has_worker_free(&self) -> bool {
+        self.running.len() < self.config.max_running.max(1)
     }
 
     /// When a batch whose first job was ready at `ready`, and whose earliest
@@ -596,7 +783,7 @@ impl ComputeCourier {
                 output_class: job.dispatch.output_class,
             });
         }
-        self.running = Some(batch);
+        self.running.insert(batch);
         self.counters.batches += 1;
         self.counters.batched_jobs += items.len() as u64;
         self.counters.largest_batch = self.counters.largest_batch.max(items.len() as u64);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::classes::{is_class, INPUT_CLASSES, OUTPUT_CLASSES};
 use crate::JobError;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Length of a BACAP read cap.
 pub const READ_CAP_LEN: usize = 136;
 /// Length of a BACAP write cap.
@@ -100,12 +100,22 @@ impl Default for Sampling {
 }
 
 /// Everything a compute courier needs for one job.
+///
+/// The input comes one of two ways: from boxes (`read_cap_in`, `ctx_in`,
+/// the store path) or inside the dispatch itself (`input`, the fast path:
+/// the padded [`crate::Input`], whose length only the class sets; the caps
+/// are then empty). The Sphinx payload is readable only by the service node
+/// it is addressed to, so an inline input is sealed to that node's compute
+/// courier as the caps are.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dispatch {
-    /// Read cap of the input stream (136 bytes).
+    /// Read cap of the input stream (136 bytes), empty with `input`.
     pub read_cap_in: Vec<u8>,
-    /// BACAP context of the input stream.
+    /// BACAP context of the input stream, empty with `input`.
     pub ctx_in: Vec<u8>,
+    /// The padded input itself (the fast path), or `None` to read it from
+    /// the boxes.
+    pub input: Option<Vec<u8>>,
     /// Write cap for the output stream (168 bytes).
     pub write_cap_out: Vec<u8>,
     /// BACAP context of the output stream.
@@ -120,8 +130,14 @@ pub struct Dispatch {
     pub output_class: u32,
     /// Sampling parameters.
     pub sampling: Sampling,
-    /// Latency bucket index `j`: the output is released at `taken + j·Δ`.
+    /// Latency bucket index `j`: the output is released at `taken + j·Δ`,
+    /// or with `bucket_from_input` at `in_hand + j·Δ`.
     pub bucket: u32,
+    /// Count the bucket from the moment the input is in the courier's
+    /// hands (read from its boxes) rather than from the moment the job was
+    /// taken, so the bucket covers the compute alone and not the fetch. The
+    /// same for an inline input, which is in hand when taken.
+    pub bucket_from_input: bool,
     /// Credit tickets paying for the (input class, output class) cell.
     pub tickets: Vec<Vec<u8>>,
 }
@@ -135,6 +151,8 @@ impl std::fmt::Debug for Dispatch {
             .field("input_class", &self.input_class)
             .field("output_class", &self.output_class)
             .field("bucket", &self.bucket)
+            .field("bucket_from_input", &self.bucket_from_input)
+            .field("inline_input", &self.input.is_some())
             .field("tickets", &self.tickets.len())
             .finish_non_exhaustive()
     }
@@ -201,8 +219,17 @@ impl Dispatch {
 
     /// Checks what can be checked without the model table.
     pub fn check(&self) -> Result<(), JobError> {
-        if self.read_cap_in.len() != READ_CAP_LEN {
-            return Err(JobError::Malformed("read cap length"));
+        match &self.input {
+            None if self.read_cap_in.len() != READ_CAP_LEN => {
+                return Err(JobError::Malformed("read cap length"));
+            }
+            Some(input) if input.len() != crate::Input::padded_len(self.input_class) => {
+                return Err(JobError::Malformed("inline input length"));
+            }
+            Some(_) if !self.read_cap_in.is_empty() || !self.ctx_in.is_empty() => {
+                return Err(JobError::Malformed("inline input beside a read cap"));
+            }
+            _ => {}
         }
         if self.write_cap_out.len() != WRITE_CAP_LEN {
             return Err(JobError::Malformed("write cap length"));

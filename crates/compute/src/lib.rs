@@ -18,12 +18,17 @@ pub mod client;
 pub mod courier;
 pub mod job;
 pub mod payload;
+pub mod timing;
 
 pub use classes::{class_for, INPUT_CLASSES, OUTPUT_CLASSES};
-pub use client::{JobClient, JobFailure, JobResult, JobSpec, Timeline, COMPUTE_SERVICE};
-pub use courier::{Action, ComputeCourier, Counters, CourierConfig, JobId, WorkItem};
+pub use client::{
+    JobClient, JobFailure, JobPath, JobResult, JobSpec, ReadPlan, Timeline, COMPUTE_FAST_SERVICE,
+    COMPUTE_SERVICE,
+};
+pub use courier::{Action, ComputeCourier, Counters, CourierConfig, HeldSurb, JobId, WorkItem};
 pub use job::{Dispatch, DispatchReply, Sampling, Task, SAMPLING_PRESETS};
 pub use payload::{Input, Outcome};
+pub use timing::MixTiming;
 
 /// Time in microseconds, from whatever origin the caller chose.
 pub type Micros = u64;

@@ -11,6 +11,7 @@ fn dispatch(n: u8, bucket: u32, task: Task) -> Dispatch {
     Dispatch {
         read_cap_in: vec![n; 136],
         ctx_in: vec![1; 16],
+        input: None,
         write_cap_out: vec![n; 168],
         ctx_out: vec![2; 16],
         model: "m".into(),
@@ -22,6 +23,7 @@ fn dispatch(n: u8, bucket: u32, task: Task) -> Dispatch {
             ..Sampling::default()
         },
         bucket,
+        bucket_from_input: false,
         tickets: vec![],
     }
 }

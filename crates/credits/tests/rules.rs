@@ -25,6 +25,7 @@ fn dispatch(tickets: usize) -> Dispatch {
     Dispatch {
         read_cap_in: vec![1; 136],
         ctx_in: vec![1; 16],
+        input: None,
         write_cap_out: vec![2; 168],
         ctx_out: vec![2; 16],
         model: "m".into(),
@@ -33,6 +34,7 @@ fn dispatch(tickets: usize) -> Dispatch {
         output_class: 256,
         sampling: Sampling::default(),
         bucket: 1,
+        bucket_from_input: false,
         tickets: vec![vec![0; 3]; tickets],
     }
 }

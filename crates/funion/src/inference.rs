@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use funion_client::jobs::{run_jobs, JobReport, JobSpec, JobsReport};
-use funion_compute::{class_for, Outcome, Sampling, Task, OUTPUT_CLASSES};
+use funion_compute::{class_for, JobPath, Outcome, Sampling, Task, OUTPUT_CLASSES};
 use funion_compute_node::{journal_entry, ComputeRecord};
 use funion_devnet::{self as devnet, DevnetOptions};
 use funion_inference::chat::{ChatTemplate, Message};
@@ -38,6 +38,16 @@ pub struct JobOptions {
     /// The wallet that pays (default: wallet.redb beside the config).
     #[arg(long)]
     wallet: Option<PathBuf>,
+    /// The job's path: fast (input in the dispatch, output through a held
+    /// SURB; jobs too large for one packet go the store way), store (boxes,
+    /// upload beside the dispatch; the client may go away until the read)
+    /// or serial (boxes, one step after another).
+    #[arg(long, default_value = "fast", value_parser = parse_path)]
+    path: JobPath,
+}
+
+fn parse_path(name: &str) -> Result<JobPath, String> {
+    JobPath::parse(name).ok_or_else(|| format!("unknown path {name:?}: use fast, store or serial"))
 }
 
 /// `funion client ask`.
@@ -107,6 +117,7 @@ pub async fn ask(args: AskArgs) -> anyhow::Result<()> {
         bucket: args.job.bucket,
         tickets: Vec::new(),
         courier: None,
+        path: args.job.path,
     };
     let mut specs = vec![spec];
     crate::credits::pay_from_file(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
@@ -131,6 +142,7 @@ pub async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         bucket: args.job.bucket,
         tickets: Vec::new(),
         courier: None,
+        path: args.job.path,
     };
     let mut specs = vec![spec];
     crate::credits::pay_from_file(&args.job.config, args.job.wallet.as_deref(), &mut specs).await?;
@@ -212,6 +224,10 @@ pub struct DemoArgs {
     /// prompt).
     #[arg(long)]
     gguf: Option<PathBuf>,
+    /// Run each job twice, by the fast path and by the store path, and
+    /// print both timelines (by default the fast path only).
+    #[arg(long)]
+    both: bool,
 }
 
 /// `funion demo`: a whole network in this process, one anonymous embedding
@@ -372,6 +388,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         bucket,
         tickets: Vec::new(),
         courier: None,
+        path: JobPath::Fast,
     };
     println!(
         "1. embedding {prompt:?} with {MINILM} (bucket j = {bucket}, t_j = {:.2} s)",
@@ -386,15 +403,18 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ),
         other => describe(other),
     };
-    demo_job(
-        &net,
-        credits,
-        &wallet,
-        embed,
-        &parameters,
-        describe_embedding,
-    )
-    .await?;
+    let paths: &[JobPath] = if args.both {
+        &[JobPath::Fast, JobPath::Store]
+    } else {
+        &[JobPath::Fast]
+    };
+    for &path in paths {
+        let spec = JobSpec {
+            path,
+            ..embed.clone()
+        };
+        demo_job(&net, credits, &wallet, spec, &parameters, describe_embedding).await?;
+    }
 
     let ask = JobSpec {
         model: llama_name.into(),
@@ -405,6 +425,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         bucket,
         tickets: Vec::new(),
         courier: None,
+        path: JobPath::Fast,
     };
     println!("\n2. asking {llama_name} {prompt:?} (bucket j = {bucket})");
     let describe_tokens = |o: &Outcome| match o {
@@ -415,7 +436,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ),
         other => describe(other),
     };
-    demo_job(&net, credits, &wallet, ask, &parameters, describe_tokens).await?;
+    for &path in paths {
+        let spec = JobSpec {
+            path,
+            ..ask.clone()
+        };
+        demo_job(&net, credits, &wallet, spec, &parameters, describe_tokens).await?;
+    }
     let shed: u64 = net
         .nodes
         .iter()
@@ -477,6 +504,7 @@ async fn demo_job(
         let mut specs = vec![spec.clone()];
         crate::credits::pay_all(credits, wallet, &mut specs)?;
         println!("   paid with {} tickets", specs[0].tickets.len());
+        println!("   {} path", spec.path.name());
         let report = run_jobs(&net.client, specs).await?;
         let courier_echoes = compute_echoes(net) - echoes_before;
         show(&report, courier_echoes, parameters, &answer)?;
@@ -604,22 +632,32 @@ fn show(
     let t = &job.timeline;
     let at = |us: u64| us.saturating_sub(t.started) as f64 / 1e6;
     println!("   answer: {}", answer(&job.outcome));
-    println!("   timeline (seconds since the upload started):");
+    println!("   timeline (seconds since the job started):");
     let mut events: Vec<(f64, String)> = vec![
-        (at(t.uploaded), "input uploaded (one echo)".into()),
         (
             at(t.dispatched),
-            "dispatch sent to a compute courier".into(),
+            if job.path == JobPath::Fast {
+                "dispatch sent to a compute courier, the input and a held SURB inside".into()
+            } else {
+                "dispatch sent to a compute courier".into()
+            },
         ),
         (
             at(t.accepted),
-            "dispatch answered (one echo); the client reads j·Δ later".into(),
+            "dispatch answered (one echo)".into(),
         ),
         (
             at(t.done),
-            format!("output read back (one echo, {} box(es))", job.output_boxes),
+            if job.held_reply {
+                "output arrived through the held SURB (one trip home, no echo)".into()
+            } else {
+                format!("output read back (one echo, {} box(es))", job.output_boxes)
+            },
         ),
     ];
+    if job.path != JobPath::Fast && t.uploaded > 0 {
+        events.push((at(t.uploaded), "input uploaded (one echo)".into()));
+    }
     if let Some(r) = &record {
         events.push((
             at(r.taken),
@@ -652,7 +690,7 @@ fn show(
                 (r.released - r.edge) as f64 / 1e3
             ),
         ));
-        if let Some(s) = r.stored {
+        if let (Some(s), false) = (r.stored, job.held_reply) {
             events.push((
                 at(s),
                 format!(
@@ -678,8 +716,13 @@ fn show(
         .as_ref()
         .map_or(0.0, |r| (r.edge - r.taken) as f64 / 1e6);
     println!(
-        "   {echoes} echoes ({} by the client: upload, dispatch, read; {courier_echoes} by the compute courier: fetch, store)",
-        report.stats.echoes
+        "   {echoes} echoes ({} by the client; {courier_echoes} by the compute courier){}",
+        report.stats.echoes,
+        if job.held_reply {
+            ", and the output's one trip home through the held SURB"
+        } else {
+            ""
+        }
     );
     println!(
         "   end to end {total:.3} s; minus compute {:.3} s = {:.3} s; minus the whole bucket {bucket_s:.3} s = {:.3} s",

@@ -79,6 +79,14 @@ pub enum ClientEvent {
         /// Its round trip.
         rtt_us: Micros,
     },
+    /// The output a service sent later through the held SURB of a
+    /// [`Client::request_held`] request.
+    HeldReply {
+        /// The request's number.
+        seq: u64,
+        /// What the service sent.
+        body: Vec<u8>,
+    },
     /// A request was given up after its last attempt timed out.
     GaveUp {
         /// The request's number.
@@ -104,6 +112,8 @@ pub struct ClientStats {
     pub loops_shed: u64,
     /// Requests answered through the SURB of an attempt already sent again.
     pub late_replies: u64,
+    /// Replies through held SURBs ([`Client::request_held`]).
+    pub held_replies: u64,
 }
 
 /// A request to a service: which service, at which service node (index
@@ -114,6 +124,16 @@ struct Outgoing {
     node: usize,
     body: Vec<u8>,
     attempt: u32,
+    /// With `Some(life)`, the request carries a second SURB home, which
+    /// the service holds and may use once, up to `life` after the send.
+    held_for_us: Option<Micros>,
+}
+
+/// The keys of a held SURB a request carried.
+struct Held {
+    keys: SurbKeys,
+    seq: u64,
+    forget_at: Micros,
 }
 
 enum Purpose {
@@ -182,6 +202,7 @@ pub struct Client<K: Kem> {
     outbox: VecDeque<Outgoing>,
     pending: HashMap<[u8; SURB_ID_LEN], Pending>,
     superseded: HashMap<[u8; SURB_ID_LEN], Superseded>,
+    held: HashMap<[u8; SURB_ID_LEN], Held>,
     rtt: RttEstimate,
     stats: ClientStats,
     /// Where every choice an observer could see comes from (send slots,
@@ -214,6 +235,7 @@ impl<K: Kem> Client<K> {
             outbox: VecDeque::new(),
             pending: HashMap::new(),
             superseded: HashMap::new(),
+            held: HashMap::new(),
             rtt: RttEstimate::default(),
             stats: ClientStats::default(),
         }
@@ -256,6 +278,16 @@ impl<K: Kem> Client<K> {
         self.geometry.message_capacity() - self.geometry.surb_len()
     }
 
+    /// The largest message a SURB brings back.
+    pub fn max_reply(&self) -> usize {
+        self.geometry.message_capacity()
+    }
+
+    /// The largest body a [`Client::request_held`] request can carry.
+    pub fn max_held_body(&self) -> usize {
+        self.max_body().saturating_sub(self.geometry.surb_len())
+    }
+
     /// Queues an echo request to a random service node; it leaves in the
     /// next free send slot.
     pub fn request_echo(&mut self, seq: u64, body: Vec<u8>) {
@@ -267,14 +299,46 @@ impl<K: Kem> Client<K> {
     /// in the topology (every resend goes to the same node). The reply is the
     /// service's whole answer, as the SURB carried it.
     pub fn request(&mut self, seq: u64, service: [u8; RECIPIENT_LEN], node: usize, body: Vec<u8>) {
-        let mut body = body;
-        body.truncate(self.max_body());
+        self.queue(seq, service, node, body, None);
+    }
+
+    /// Queues a request like [`Client::request`] that also carries a
+    /// second SURB home, after the echo's: the service answers the echo as
+    /// usual and may later send one more message through the held SURB
+    /// ([`ClientEvent::HeldReply`]), for up to `life_us` after the send.
+    /// Every resend carries a fresh held SURB; the first to bring a reply
+    /// answers, the others are forgotten.
+    pub fn request_held(
+        &mut self,
+        seq: u64,
+        service: [u8; RECIPIENT_LEN],
+        node: usize,
+        body: Vec<u8>,
+        life_us: Micros,
+    ) {
+        self.queue(seq, service, node, body, Some(life_us));
+    }
+
+    fn queue(
+        &mut self,
+        seq: u64,
+        service: [u8; RECIPIENT_LEN],
+        node: usize,
+        mut body: Vec<u8>,
+        held_for_us: Option<Micros>,
+    ) {
+        let room = match held_for_us {
+            Some(_) => self.max_held_body(),
+            None => self.max_body(),
+        };
+        body.truncate(room);
         self.outbox.push_back(Outgoing {
             seq,
             service,
             node: node % self.topology.services.len().max(1),
             body,
             attempt: 1,
+            held_for_us,
         });
     }
 
@@ -385,6 +449,7 @@ impl<K: Kem> Client<K> {
             matches!(p.purpose, Purpose::Request(_)) || p.sent_at.saturating_add(loop_life) > now
         });
         self.superseded.retain(|_, s| s.forget_at > now);
+        self.held.retain(|_, h| h.forget_at > now);
     }
 
     /// When an attempt sent at `now` times out: the estimated timeout,
@@ -449,8 +514,25 @@ impl<K: Kem> Client<K> {
         Some(match self.outbox.pop_front() {
             Some(request) => {
                 let node = request.node.min(services.saturating_sub(1));
-                let (surb_id, keys, packet) =
-                    self.echo_packet(&topology, node, request.service, &request.body, rng);
+                let (surb_id, keys, packet) = match request.held_for_us {
+                    None => self.echo_packet(&topology, node, request.service, &request.body, rng),
+                    Some(life) => {
+                        // The held SURB, then the body: the service sees
+                        // both after the echo's own SURB.
+                        let (held_id, surb, keys) = self.surb_home(&topology, rng);
+                        self.held.insert(
+                            held_id,
+                            Held {
+                                keys,
+                                seq: request.seq,
+                                forget_at: at.saturating_add(life),
+                            },
+                        );
+                        let mut body = surb.to_bytes().to_vec();
+                        body.extend_from_slice(&request.body);
+                        self.echo_packet(&topology, node, request.service, &body, rng)
+                    }
+                };
                 self.stats.requests_sent += 1;
                 let timeout_at = self.timeout_for(at, request.attempt);
                 self.pending.insert(
@@ -499,6 +581,22 @@ impl<K: Kem> Client<K> {
         })
     }
 
+    /// A SURB from a service node home: through one mix per layer, then
+    /// the gateway, every hop's delay drawn from the route stream.
+    fn surb_home<R: RngCore + CryptoRng>(
+        &mut self,
+        topology: &Topology<K>,
+        rng: &mut R,
+    ) -> ([u8; SURB_ID_LEN], Surb, SurbKeys) {
+        let mut home = Vec::with_capacity(topology.layers.len() + 1);
+        self.mixes(topology, &mut home);
+        home.push(&topology.gateways[self.gateway]);
+        let surb_id = self.surb_id();
+        let home_delays = self.delays(home.len());
+        let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
+        (surb_id, surb, keys)
+    }
+
     /// An echo request to `recipient` on service node `node`: a packet
     /// through the gateway and one mix per layer, carrying a SURB home
     /// through one mix per layer and the gateway, then `body`.
@@ -512,18 +610,12 @@ impl<K: Kem> Client<K> {
     ) -> ([u8; SURB_ID_LEN], SurbKeys, Vec<u8>) {
         let gateway = &topology.gateways[self.gateway];
         let route_len = topology.layers.len() + 2;
-        // The way home: from layer 1 through the mixes to the gateway.
-        let mut home = Vec::with_capacity(route_len);
-        self.mixes(topology, &mut home);
-        home.push(gateway);
-        let surb_id = self.surb_id();
-        let home_delays = self.delays(home.len());
+        let (surb_id, surb, keys) = self.surb_home(topology, rng);
         let mut hops = Vec::with_capacity(route_len);
         hops.push(gateway);
         self.mixes(topology, &mut hops);
         hops.push(&topology.services[node]);
         let delays = self.delays(hops.len());
-        let (surb, keys) = self.surb_to_self(surb_id, &home, &home_delays, rng);
         let mut message = surb.to_bytes().to_vec();
         message.extend_from_slice(body);
         let delivery = Delivery {
@@ -550,6 +642,19 @@ impl<K: Kem> Client<K> {
     ) -> Option<ClientEvent> {
         if let Some(old) = self.superseded.remove(&surb_id) {
             return self.handle_late_reply(now, old, payload);
+        }
+        if let Some(held) = self.held.remove(&surb_id) {
+            let Ok(body) = held.keys.open_reply(payload) else {
+                self.stats.bad_replies += 1;
+                return None;
+            };
+            // One output per request: the resends' held SURBs are spent.
+            self.held.retain(|_, h| h.seq != held.seq);
+            self.stats.held_replies += 1;
+            return Some(ClientEvent::HeldReply {
+                seq: held.seq,
+                body,
+            });
         }
         let Some(pending) = self.pending.remove(&surb_id) else {
             self.stats.bad_replies += 1;

@@ -298,7 +298,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         ));
     }
     let compute_wake = Arc::new(tokio::sync::Notify::new());
-    let (compute_tx, compute_rx) = mpsc::channel::<funion_compute_node::Delivery>(1024);
+    let (compute_tx, compute_rx) = mpsc::channel::<funion_compute_node::Incoming>(1024);
     let (compute_reply_tx, mut compute_replies) =
         mpsc::channel::<funion_compute_node::Delivery>(1024);
     let mut compute_rx = Some(compute_rx);
@@ -306,8 +306,13 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         node_config
             .external_services
             .push(service_recipient(funion_compute::client::COMPUTE_SERVICE));
+        node_config
+            .external_services
+            .push(service_recipient(funion_compute::client::COMPUTE_FAST_SERVICE));
     }
     let compute_recipient = service_recipient(funion_compute::client::COMPUTE_SERVICE);
+    let compute_fast_recipient =
+        service_recipient(funion_compute::client::COMPUTE_FAST_SERVICE);
     let mut node = Node::<K>::new(node_config, geometry);
     // The courier's counters as last exported.
     let mut courier_counters = None;
@@ -536,11 +541,32 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 else {
                     unreachable!("checked above")
                 };
-                if recipient == compute_recipient {
-                    match compute_tx.try_send((surb, body)) {
+                if recipient == compute_recipient || recipient == compute_fast_recipient {
+                    // A fast-path dispatch: a held SURB for the output first.
+                    let surb_len = geometry.surb_len();
+                    let incoming = if recipient == compute_recipient {
+                        Some(funion_compute_node::Incoming {
+                            surb,
+                            body,
+                            held: None,
+                        })
+                    } else if body.len() >= surb_len {
+                        Some(funion_compute_node::Incoming {
+                            surb,
+                            body: body[surb_len..].to_vec(),
+                            held: Some(body[..surb_len].to_vec()),
+                        })
+                    } else {
+                        tracing::debug!(len = body.len(), "fast dispatch shorter than a SURB");
+                        None
+                    };
+                    let Some(incoming) = incoming else {
+                        continue;
+                    };
+                    match compute_tx.try_send(incoming) {
                         Ok(()) => compute_wake.notify_one(),
                         Err(error) => {
-                            let (surb, _) = error.into_inner();
+                            let surb = error.into_inner().surb;
                             let busy = funion_compute::DispatchReply::Refused {
                                 reason: "busy: the compute courier's queue is full".into(),
                             };

@@ -84,6 +84,11 @@ pub struct Echo {
     pub node: usize,
     /// The request body.
     pub body: Vec<u8>,
+    /// With `Some(life)`, the echo carries a second SURB home that the
+    /// service holds for a later message, usable for `life` microseconds
+    /// (the mixnet's `request_held`); its message comes back through
+    /// [`StorageClient::handle_held_reply`].
+    pub held_for_us: Option<Micros>,
 }
 
 /// Counts of one client's storage traffic.
@@ -140,6 +145,10 @@ pub struct StorageClient<K: Kem> {
     next_batch: BatchId,
     service_requests: HashSet<u64>,
     service_replies: Vec<(u64, Option<Vec<u8>>)>,
+    held_waiting: HashSet<u64>,
+    held_replies: Vec<(u64, Vec<u8>)>,
+    max_held_body: usize,
+    max_held_reply: usize,
     echoes: Vec<Echo>,
     batch_echoes: HashMap<BatchId, u64>,
     finished_echoes: HashMap<BatchId, u64>,
@@ -172,6 +181,10 @@ impl<K: Kem> StorageClient<K> {
             next_batch: 1,
             service_requests: HashSet::new(),
             service_replies: Vec::new(),
+            held_waiting: HashSet::new(),
+            held_replies: Vec::new(),
+            max_held_body: 0,
+            max_held_reply: 0,
             echoes: Vec::new(),
             batch_echoes: HashMap::new(),
             finished_echoes: HashMap::new(),
@@ -255,12 +268,77 @@ impl<K: Kem> StorageClient<K> {
     /// its answer comes from [`StorageClient::take_service_replies`] under
     /// the returned number.
     pub fn send_to_service(&mut self, service: &'static str, node: usize, body: Vec<u8>) -> u64 {
+        self.service_echo(service, node, body, None)
+    }
+
+    /// Like [`StorageClient::send_to_service`], with a held SURB the service
+    /// may send one later message through, for `life_us`: that message
+    /// comes from [`StorageClient::take_held_replies`] under the same number.
+    pub fn send_to_service_held(
+        &mut self,
+        service: &'static str,
+        node: usize,
+        body: Vec<u8>,
+        life_us: Micros,
+    ) -> u64 {
+        let seq = self.service_echo(service, node, body, Some(life_us));
+        self.held_waiting.insert(seq);
+        seq
+    }
+
+    /// The largest body [`StorageClient::send_to_service_held`] carries,
+    /// as the driver said ([`StorageClient::set_held_limits`]; 0 until then).
+    pub fn max_held_body(&self) -> usize {
+        self.max_held_body
+    }
+
+    /// The largest message a held SURB brings back (0 until set).
+    pub fn max_held_reply(&self) -> usize {
+        self.max_held_reply
+    }
+
+    /// Tells the client how large a body beside a held SURB and a message
+    /// through one may be (the mixnet's geometry sets both).
+    pub fn set_held_limits(&mut self, body: usize, reply: usize) {
+        self.max_held_body = body;
+        self.max_held_reply = reply;
+    }
+
+    /// The later message through the held SURB of echo `seq`; returns
+    /// whether that echo was this client's and still waited for one.
+    pub fn handle_held_reply(&mut self, seq: u64, body: Vec<u8>) -> bool {
+        if self.held_waiting.remove(&seq) {
+            self.held_replies.push((seq, body));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Messages through held SURBs so far, by the echo's number.
+    pub fn take_held_replies(&mut self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.held_replies)
+    }
+
+    /// Stops waiting for a message through the held SURB of echo `seq`.
+    pub fn forget_held(&mut self, seq: u64) {
+        self.held_waiting.remove(&seq);
+    }
+
+    fn service_echo(
+        &mut self,
+        service: &'static str,
+        node: usize,
+        body: Vec<u8>,
+        held_for_us: Option<Micros>,
+    ) -> u64 {
         let seq = self.allocate_seq();
         self.echoes.push(Echo {
             seq,
             service,
             node: node % self.services,
             body,
+            held_for_us,
         });
         self.stats.echoes += 1;
         self.service_requests.insert(seq);
@@ -412,6 +490,7 @@ impl<K: Kem> StorageClient<K> {
             service: COURIER_SERVICE,
             node: op.node,
             body: op.body.clone(),
+            held_for_us: None,
         });
         self.stats.echoes += 1;
         *self.batch_echoes.entry(op.batch).or_default() += 1;

@@ -594,6 +594,22 @@ pub fn epoch_at(unix_ms: u64, epoch_ms: u64) -> u64 {
     unix_ms / epoch_ms.max(1)
 }
 
+/// Until when a SURB that reached a service at `now` still works: its hops'
+/// keys are those of the epoch it was made in, kept until the grace period
+/// after that epoch ends. In the first `grace` of an epoch the SURB may have
+/// been made in the one before, so the answer is then that grace's end;
+/// later it is the end of this epoch's successor's grace. Any unit, the
+/// same for all three.
+pub fn surb_usable_until(now: u64, epoch_len: u64, grace: u64) -> u64 {
+    let epoch_len = epoch_len.max(1);
+    let start = now - now % epoch_len;
+    if now < start + grace {
+        start + grace
+    } else {
+        start + epoch_len + grace
+    }
+}
+
 fn labelled(label: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(label.len() + body.len());
     out.extend_from_slice(label);

@@ -34,7 +34,7 @@ use axum::Router;
 use base64::Engine;
 use funion_client::jobs::{JobReport, JobRunner, JobSpec};
 use funion_client::wallet::Wallet;
-use funion_compute::{Outcome, Sampling, Task, SAMPLING_PRESETS};
+use funion_compute::{JobPath, Outcome, Sampling, Task, SAMPLING_PRESETS};
 use funion_inference::card::LocalModel;
 use funion_inference::chat::Message;
 use funion_net::config::ClientFile;
@@ -353,6 +353,7 @@ impl Proxy {
                 bucket: plan.bucket,
                 tickets: Vec::new(),
                 courier: None,
+                path: JobPath::Fast,
             },
             prompt_tokens,
             max_tokens,
@@ -867,6 +868,7 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
                 bucket: plan.bucket,
                 tickets: Vec::new(),
                 courier: None,
+                path: JobPath::Fast,
             });
         }
         Ok((model, specs, base64))

@@ -22,8 +22,8 @@ use ed25519_dalek::SigningKey;
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::client::{input_class_of, ClientJobId, JobClient, JobSpec};
 use funion_compute::{
-    Action, ComputeCourier, CourierConfig as ComputeConfig, Input, JobId, Outcome, Sampling, Task,
-    WorkItem, COMPUTE_SERVICE,
+    Action, ComputeCourier, CourierConfig as ComputeConfig, HeldSurb, Input, JobId, JobPath,
+    MixTiming, Outcome, ReadPlan, Sampling, Task, WorkItem, COMPUTE_FAST_SERVICE, COMPUTE_SERVICE,
 };
 use funion_mixnet::{
     service_recipient, Client, ClientConfig, ClientEvent, Micros, Node, NodeConfig, Output, Source,
@@ -196,6 +196,11 @@ pub struct JobsConfig {
     /// Compute couriers release outputs when computed, not at the bucket
     /// edge (the computation-time experiment's positive control).
     pub release_at_finish: bool,
+    /// The path every job takes.
+    pub path: JobPath,
+    /// Batches a compute courier runs at once: 1 for one model worker; the
+    /// paper's server batches continuously, so its parameters set many.
+    pub compute_workers: usize,
 }
 
 impl JobsConfig {
@@ -237,6 +242,10 @@ impl JobsConfig {
             release_at_finish: false,
             loops_skip_service: false,
             courier_per_run: false,
+            path: JobPath::Serial,
+            // Table 3's t_LLM is a request's time on a server that batches
+            // continuously: jobs arriving while one runs do not wait for it.
+            compute_workers: 64,
         }
     }
 }
@@ -386,6 +395,14 @@ pub struct JobsReport {
     pub events: u64,
     /// The bucket jobs used.
     pub bucket: u32,
+    /// The path jobs took.
+    pub path: JobPath,
+    /// Completed jobs whose output came through a held SURB (the fast
+    /// path's one trip home, not an echo).
+    pub held_replies: u64,
+    /// Inputs compute couriers read again because their upload had not
+    /// landed yet (the store path).
+    pub refetches: u64,
     /// The compute time of one job, microseconds.
     pub compute_us: Micros,
     /// The observers' view and the ground truth, when asked for.
@@ -454,6 +471,8 @@ struct ComputeActor {
     endpoint: usize,
     node: usize,
     surbs: HashMap<u64, Vec<u8>>,
+    /// Fast-path dispatches' held SURBs, by token.
+    held: HashMap<u64, Vec<u8>>,
     next_token: u64,
     pending: HashMap<BatchId, Pending>,
     wake: Option<Micros>,
@@ -753,6 +772,31 @@ impl<K: Kem> World<K> {
             actor.surbs.insert(token, surb);
             actor.courier.receive(now, token, &body);
             self.drive_compute(now, service);
+        } else if recipient == service_recipient(COMPUTE_FAST_SERVICE) {
+            // A held SURB for the output, then the dispatch.
+            let surb_len = self.geometry.surb_len();
+            if body.len() < surb_len {
+                return self.drop("short_fast_dispatch");
+            }
+            let params = &self.config.parameters;
+            let usable_until = funion_pki::surb_usable_until(
+                now,
+                params.epoch_ms.max(1) * 1000,
+                params.grace_ms * 1000,
+            );
+            let actor = &mut self.actors[service];
+            actor.next_token += 1;
+            let token = actor.next_token;
+            actor.surbs.insert(token, surb);
+            actor.held.insert(token, body[..surb_len].to_vec());
+            let held = HeldSurb {
+                surb: token,
+                usable_until,
+            };
+            actor
+                .courier
+                .receive_fast(now, token, held, &body[surb_len..]);
+            self.drive_compute(now, service);
         } else {
             self.drop("no_such_service");
         }
@@ -838,9 +882,14 @@ impl<K: Kem> World<K> {
         }
         for echo in endpoint.storage.take_echoes() {
             let recipient = service_recipient(echo.service);
-            endpoint
-                .mix
-                .request(echo.seq, recipient, echo.node, echo.body);
+            match echo.held_for_us {
+                Some(life) => endpoint
+                    .mix
+                    .request_held(echo.seq, recipient, echo.node, echo.body, life),
+                None => endpoint
+                    .mix
+                    .request(echo.seq, recipient, echo.node, echo.body),
+            }
         }
         self.acknowledged
             .extend(endpoint.storage.take_acknowledged());
@@ -865,6 +914,9 @@ impl<K: Kem> World<K> {
                                 self.report.jobs_overflowed += 1;
                             }
                             self.report.client_echoes_per_job.push(result.echoes);
+                            if result.held_reply {
+                                self.report.held_replies += 1;
+                            }
                             self.client_echoes.insert(result.output_box, result.echoes);
                             if self.report.trace.is_some() {
                                 let t = &result.timeline;
@@ -1045,6 +1097,9 @@ impl<K: Kem> World<K> {
                 ClientEvent::Pong { seq, body, .. } => {
                     storage.handle_reply(now, seq, &body);
                 }
+                ClientEvent::HeldReply { seq, body } => {
+                    storage.handle_held_reply(seq, body);
+                }
                 ClientEvent::GaveUp { seq } => {
                     storage.handle_lost(now, seq);
                 }
@@ -1109,6 +1164,43 @@ impl<K: Kem> World<K> {
                     let node = self.actors[a].node;
                     self.surb_reply(now, node, &surb, &reply.encode());
                 }
+                if matches!(reply, funion_compute::DispatchReply::Refused { .. }) {
+                    self.actors[a].held.remove(&token);
+                }
+            }
+            Action::Deliver {
+                job,
+                surb,
+                payload,
+                times,
+                ..
+            } => {
+                let Some(held) = self.actors[a].held.remove(&surb) else {
+                    return self.actors[a].courier.delivered(job, false);
+                };
+                let compute_us = match (times.started, times.finished) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                };
+                let release_after_us = now.saturating_sub(times.taken);
+                let node = self.actors[a].node;
+                let ok = Surb::from_bytes::<K>(&self.geometry, &held).is_ok();
+                if ok {
+                    self.surb_reply(now, node, &held, &payload);
+                    let output_box = self.actors[a].courier.dispatch_of(job).and_then(|d| {
+                        let cap = WriteCap::from_bytes(&d.write_cap_out).ok()?;
+                        storage::box_id(&cap.read_cap(), &d.ctx_out, 0).ok()
+                    });
+                    if let Some(output_box) = output_box {
+                        // One trip home; no echo of the courier's own.
+                        self.courier_echoes.insert(output_box, 0);
+                        if self.report.trace.is_some() {
+                            self.released
+                                .insert(output_box, (compute_us, release_after_us));
+                        }
+                    }
+                }
+                self.actors[a].courier.delivered(job, ok);
             }
             Action::Fetch {
                 job,
@@ -1219,7 +1311,16 @@ impl<K: Kem> World<K> {
             match self.actors[a].pending.remove(&batch) {
                 Some(Pending::Fetch { job, cap, ctx }) => {
                     let echoes = self.endpoints[e].storage.echoes_of(batch);
-                    self.actors[a].fetch_echoes.insert(job, echoes);
+                    *self.actors[a].fetch_echoes.entry(job).or_default() += echoes;
+                    let missing = results
+                        .iter()
+                        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound));
+                    if missing {
+                        // The upload, sent beside the dispatch, has not
+                        // landed yet: read again shortly.
+                        self.actors[a].courier.input_missing(now, job);
+                        continue;
+                    }
                     let input = open_stream(&cap, &ctx, results).map_err(|e| e.to_string());
                     self.actors[a].courier.fetched(now, job, input);
                 }
@@ -1337,6 +1438,24 @@ pub fn default_bucket(parameters: &Parameters, compute_us: Micros) -> u32 {
     (compute_us + 4 * echo).div_ceil(delta) as u32
 }
 
+/// The smallest bucket for `path` at these parameters: the serial path's
+/// [`default_bucket`]; on the others the bucket counts from the input in
+/// hand, so it covers the batch window and the compute alone.
+pub fn bucket_for(
+    path: JobPath,
+    parameters: &Parameters,
+    compute_us: Micros,
+    batch_window_us: Micros,
+) -> u32 {
+    match path {
+        JobPath::Serial => default_bucket(parameters, compute_us),
+        JobPath::Fast | JobPath::Store => {
+            let delta = parameters.bucket_spacing_us.max(1);
+            (compute_us + batch_window_us).div_ceil(delta).max(1) as u32
+        }
+    }
+}
+
 /// Runs whole jobs with KEM `K`.
 pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let parameters = config.parameters.clone();
@@ -1417,6 +1536,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 .push(service_recipient(COURIER_SERVICE));
             nc.external_services
                 .push(service_recipient(COMPUTE_SERVICE));
+            nc.external_services
+                .push(service_recipient(COMPUTE_FAST_SERVICE));
             service_nodes.push(nodes.len());
         }
         let mut node = Node::<K>::new(nc.clone(), geometry);
@@ -1500,9 +1621,19 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         .collect();
 
     let compute_us = config.compute.time_us(config.output_tokens);
+    let courier_rate = config.courier_send_rate.unwrap_or(parameters.send_rate());
+    let timing = MixTiming {
+        courier_gap_us: 1e6 / courier_rate.max(1e-9),
+        ..MixTiming::new(
+            parameters.mean_delay_us as f64,
+            u32::from(parameters.hops),
+            parameters.send_rate(),
+        )
+    };
+    let batch_window_us = ComputeConfig::default().batch_window_us;
     let bucket = config
         .bucket
-        .unwrap_or_else(|| default_bucket(&parameters, compute_us));
+        .unwrap_or_else(|| bucket_for(config.path, &parameters, compute_us, batch_window_us));
     let output_class = funion_compute::class_for(
         &funion_compute::OUTPUT_CLASSES,
         config.output_tokens as usize,
@@ -1520,6 +1651,11 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         bucket,
         tickets: Vec::new(),
         courier: None,
+        path: config.path,
+    };
+    let read_plan = match config.path {
+        JobPath::Serial => ReadPlan::default(),
+        _ => ReadPlan::from_timing(&timing),
     };
 
     let mut endpoints = Vec::new();
@@ -1553,16 +1689,18 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         let gateway = index[&mix.gateway().id];
         let mut storage_config = storage::ClientConfig::new(k);
         storage_config.record_acknowledged = true;
-        let storage =
+        let mut storage =
             StorageClient::new(storage_config, sizes, replica_keys.clone(), config.services)
                 .expect("at least two replicas");
+        storage.set_held_limits(mix.max_held_body(), mix.max_reply());
         let kind = if e < config.clients {
             let courier = (crypto.next_u64() % config.services.max(1) as u64) as usize;
-            let jobs = if config.courier_per_run {
+            let mut jobs = if config.courier_per_run {
                 JobClient::new(courier)
             } else {
                 JobClient::per_job(config.services)
             };
+            jobs.set_read_plan(read_plan);
             Kind::User {
                 jobs: Box::new(jobs),
                 started: BTreeMap::new(),
@@ -1576,11 +1714,13 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                     max_bucket: bucket.max(1) * 4,
                     served: vec![("sim".into(), Task::Generate)],
                     release_at_finish: config.release_at_finish,
+                    max_running: config.compute_workers.max(1),
                     ..ComputeConfig::default()
                 }),
                 endpoint: e,
                 node: service_nodes[service],
                 surbs: HashMap::new(),
+                held: HashMap::new(),
                 next_token: 0,
                 pending: HashMap::new(),
                 wake: None,
@@ -1660,6 +1800,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         spec,
         report: JobsReport {
             bucket,
+            path: config.path,
             compute_us,
             trace: config.trace.then(|| Trace {
                 names: trace_names,
@@ -1854,6 +1995,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 .or_default() += count;
         }
     }
+    world.report.refetches = world.actors.iter().map(|a| a.courier.counters().refetches).sum();
     world.report.jobs_unfinished = world
         .endpoints
         .iter()

@@ -206,6 +206,8 @@ impl<K: Kem> World<K> {
             match event {
                 ClientEvent::Pong { rtt_us, .. } => self.report.echo_rtts.push(rtt_us),
                 ClientEvent::LoopReturned { rtt_us } => self.report.loop_rtts.push(rtt_us),
+                // Plain echoes carry no held SURB.
+                ClientEvent::HeldReply { .. } => {}
                 ClientEvent::GaveUp { .. } => {
                     *self
                         .report
