@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
-use funion_compute::{Action, ComputeCourier, CourierConfig, DispatchReply, HeldSurb, Input, JobId};
+use funion_compute::{
+    Action, ComputeCourier, CourierConfig, DispatchReply, HeldSurb, Input, JobId,
+};
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
 use funion_pki::{KemKind, Parameters};

@@ -285,6 +285,9 @@ struct Job {
     phase: Phase,
     /// The store path's upload, while it runs beside the dispatch.
     upload: Option<BatchId>,
+    /// The store path's upload before it starts: it leaves right after the
+    /// dispatch, which is on the job's critical path while it is not.
+    upload_requests: Vec<funion_pigeonhole::envelope::Request>,
     reads_left: u32,
     echoes: u64,
     timeline: Timeline,
@@ -401,18 +404,39 @@ impl JobClient {
                 if let Phase::Uploading(batch) = job.phase {
                     self.by_batch.insert(batch, id);
                 }
-                if let Some(batch) = job.upload {
-                    self.by_batch.insert(batch, id);
-                }
                 let leaves_now = job.spec.path != JobPath::Serial;
                 self.jobs.insert(id, job);
                 if leaves_now {
                     self.dispatch(now, storage, id);
+                    self.start_upload(rng, storage, id);
                 }
             }
             Err(failure) => self.finished.push((id, Err(failure))),
         }
         id
+    }
+
+    /// Starts the store path's upload, which waited for the dispatch.
+    fn start_upload<K: Kem, R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        storage: &mut StorageClient<K>,
+        id: ClientJobId,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let requests = std::mem::take(&mut job.upload_requests);
+        if requests.is_empty() {
+            return;
+        }
+        match storage.start(rng, requests) {
+            Ok(batch) => {
+                job.upload = Some(batch);
+                self.by_batch.insert(batch, id);
+            }
+            Err(e) => self.fail(id, JobFailure::from(e)),
+        }
     }
 
     fn prepare<K: Kem, R: RngCore + CryptoRng>(
@@ -456,16 +480,19 @@ impl JobClient {
                 spec.path = JobPath::Store;
             }
         }
-        let (phase, upload, inline) = match spec.path {
-            JobPath::Fast => (Phase::Dispatching, None, Some(payload)),
+        let (phase, upload_requests, inline) = match spec.path {
+            JobPath::Fast => (Phase::Dispatching, Vec::new(), Some(payload)),
             path => {
                 let mut writer = Writer::new(cap_in, &ctx_in);
                 let requests = write_requests(&mut writer, &payload, box_len)?;
-                let batch = storage.start(rng, requests)?;
                 if path == JobPath::Serial {
-                    (Phase::Uploading(batch), None, None)
+                    (
+                        Phase::Uploading(storage.start(rng, requests)?),
+                        Vec::new(),
+                        None,
+                    )
                 } else {
-                    (Phase::Dispatching, Some(batch), None)
+                    (Phase::Dispatching, requests, None)
                 }
             }
         };
@@ -485,7 +512,8 @@ impl JobClient {
             ctx_out,
             output_box,
             phase,
-            upload,
+            upload: None,
+            upload_requests,
             echoes: 0,
             timeline: Timeline {
                 started: now,

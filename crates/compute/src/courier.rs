@@ -670,7 +670,11 @@ impl ComputeCourier {
                 break;
             }
             entry.remove();
-            if let Some(job) = self.jobs.get(&id).filter(|j| matches!(j.state, State::Fetching)) {
+            if let Some(job) = self
+                .jobs
+                .get(&id)
+                .filter(|j| matches!(j.state, State::Fetching))
+            {
                 self.counters.refetches += 1;
                 actions.push(Action::Fetch {
                     job: id,
@@ -689,7 +693,6 @@ impl ComputeCourier {
             let (outcome, overflow) = match state {
                 State::Done(outcome) => (outcome, false),
                 _ => {
-                    eprintln!("DEBUG overflow {:?} now {now}", job.times);
                     self.counters.overflows += 1;
                     (Outcome::Overflow, true)
                 }

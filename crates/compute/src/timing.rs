@@ -71,8 +71,10 @@ impl MixTiming {
     /// held SURB at `taken + j·Δ`, has arrived with probability `q`: the
     /// held SURB's trip home against the dispatch answer's.
     pub fn held_reply_after_us(&self, q: f64) -> Micros {
-        self.quantile(q, 3, |d| d.erlang(self.home_hops) - d.erlang(self.home_hops))
-            .max(0.0) as Micros
+        self.quantile(q, 3, |d| {
+            d.erlang(self.home_hops) - d.erlang(self.home_hops)
+        })
+        .max(0.0) as Micros
     }
 
     /// The mean of one echo with its send slot, microseconds.

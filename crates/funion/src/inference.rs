@@ -413,7 +413,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             path,
             ..embed.clone()
         };
-        demo_job(&net, credits, &wallet, spec, &parameters, describe_embedding).await?;
+        demo_job(
+            &net,
+            credits,
+            &wallet,
+            spec,
+            &parameters,
+            describe_embedding,
+        )
+        .await?;
     }
 
     let ask = JobSpec {
@@ -642,10 +650,7 @@ fn show(
                 "dispatch sent to a compute courier".into()
             },
         ),
-        (
-            at(t.accepted),
-            "dispatch answered (one echo)".into(),
-        ),
+        (at(t.accepted), "dispatch answered (one echo)".into()),
         (
             at(t.done),
             if job.held_reply {

@@ -1,8 +1,8 @@
 //! `funion sim`: the deterministic simulator from the command line.
 
 use clap::{Args, Subcommand};
-use funion_pki::{KemKind, Parameters};
 use funion_compute::JobPath;
+use funion_pki::{KemKind, Parameters};
 use funion_sim::jobs::{run_jobs, ComputeModel, Fault, JobsConfig, LinkModel, Trace};
 use funion_sim::{erlang_quantile, ks_distance, run, summarize, SimConfig, SimReport};
 use funion_sphinx::kem::{XWing, X25519};

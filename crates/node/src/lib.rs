@@ -306,13 +306,12 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         node_config
             .external_services
             .push(service_recipient(funion_compute::client::COMPUTE_SERVICE));
-        node_config
-            .external_services
-            .push(service_recipient(funion_compute::client::COMPUTE_FAST_SERVICE));
+        node_config.external_services.push(service_recipient(
+            funion_compute::client::COMPUTE_FAST_SERVICE,
+        ));
     }
     let compute_recipient = service_recipient(funion_compute::client::COMPUTE_SERVICE);
-    let compute_fast_recipient =
-        service_recipient(funion_compute::client::COMPUTE_FAST_SERVICE);
+    let compute_fast_recipient = service_recipient(funion_compute::client::COMPUTE_FAST_SERVICE);
     let mut node = Node::<K>::new(node_config, geometry);
     // The courier's counters as last exported.
     let mut courier_counters = None;

@@ -1620,7 +1620,20 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         .map(|h| (h.id, h.public_key.clone()))
         .collect();
 
-    let compute_us = config.compute.time_us(config.output_tokens);
+    let output_class = funion_compute::class_for(
+        &funion_compute::OUTPUT_CLASSES,
+        config.output_tokens as usize,
+    )
+    .unwrap_or(*funion_compute::OUTPUT_CLASSES.last().expect("classes"));
+    let sampling = Sampling {
+        max_tokens: config.output_tokens.min(output_class),
+        ..Sampling::default()
+    };
+    // The courier computes the tokens the wire asks for (a power of two),
+    // so that is the compute the bucket must cover and the latency excludes.
+    let compute_us = config
+        .compute
+        .time_us(sampling.on_the_wire(output_class).max_tokens);
     let courier_rate = config.courier_send_rate.unwrap_or(parameters.send_rate());
     let timing = MixTiming {
         courier_gap_us: 1e6 / courier_rate.max(1e-9),
@@ -1634,20 +1647,12 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     let bucket = config
         .bucket
         .unwrap_or_else(|| bucket_for(config.path, &parameters, compute_us, batch_window_us));
-    let output_class = funion_compute::class_for(
-        &funion_compute::OUTPUT_CLASSES,
-        config.output_tokens as usize,
-    )
-    .unwrap_or(*funion_compute::OUTPUT_CLASSES.last().expect("classes"));
     let spec = JobSpec {
         model: "sim".into(),
         task: Task::Generate,
         tokens: vec![1; config.input_tokens],
         output_class,
-        sampling: Sampling {
-            max_tokens: config.output_tokens.min(output_class),
-            ..Sampling::default()
-        },
+        sampling,
         bucket,
         tickets: Vec::new(),
         courier: None,
@@ -1995,7 +2000,11 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 .or_default() += count;
         }
     }
-    world.report.refetches = world.actors.iter().map(|a| a.courier.counters().refetches).sum();
+    world.report.refetches = world
+        .actors
+        .iter()
+        .map(|a| a.courier.counters().refetches)
+        .sum();
     world.report.jobs_unfinished = world
         .endpoints
         .iter()
