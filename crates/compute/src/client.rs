@@ -67,6 +67,9 @@ impl JobPath {
     }
 }
 
+/// How likely the store path's first read is to find the output.
+pub const STORE_READ_QUANTILE: f64 = 0.9;
+
 /// When a client reads outputs, from the delay model
 /// ([`crate::timing::MixTiming`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,8 +95,14 @@ impl ReadPlan {
     /// back to the boxes once the held SURB's output is later than 999 in
     /// 1000 would be.
     pub fn from_timing(timing: &crate::timing::MixTiming) -> Self {
+        Self::reading_at(timing, STORE_READ_QUANTILE)
+    }
+
+    /// As [`ReadPlan::from_timing`], with the store path's read timed to
+    /// find the output with probability `q` instead.
+    pub fn reading_at(timing: &crate::timing::MixTiming, q: f64) -> Self {
         ReadPlan {
-            store_read_offset_us: timing.read_offset_us(0.9),
+            store_read_offset_us: timing.read_offset_us(q),
             fast_fallback_after_us: timing.held_reply_after_us(0.999)
                 + timing.echo_mean_us() as Micros,
             retry_after_us: (timing.echo_mean_us() / 4.0) as Micros,

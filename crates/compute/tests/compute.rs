@@ -1,7 +1,8 @@
 //! The compute job's rules, in virtual time.
 
 use funion_compute::{
-    Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, Input, Outcome, Sampling, Task,
+    Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, HeldSurb, Input, Outcome,
+    Sampling, Task,
     INPUT_CLASSES, OUTPUT_CLASSES,
 };
 
@@ -493,4 +494,142 @@ fn the_wire_carries_a_public_preset_and_a_power_of_two_for_max_tokens() {
         }
     }
     assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+/// Takes fast-path dispatch `d` through the payment check: it is accepted
+/// and needs no fetch.
+fn admit_fast(c: &mut ComputeCourier, now: u64, token: u64, d: &Dispatch, surb: HeldSurb) {
+    c.receive_fast(now, token, surb, &d.encode());
+    let Some(Action::Admit { admission, .. }) = c.poll(now).first().cloned() else {
+        panic!("a new job is checked first");
+    };
+    c.admitted(now, admission, Ok(()));
+    let actions = c.poll(now);
+    assert!(fetches(&actions).is_empty(), "the input came inline");
+    assert!(matches!(
+        replies(&actions).as_slice(),
+        [(t, DispatchReply::Accepted { .. })] if *t == token
+    ));
+}
+
+/// The one job the batch window lets run at `now`.
+fn runs_one(c: &mut ComputeCourier, now: u64) -> (u64, u64) {
+    match runs(&c.poll(now)).as_slice() {
+        [(batch, jobs)] if jobs.len() == 1 => (*batch, jobs[0]),
+        other => panic!("expected one batch of one: {other:?}"),
+    }
+}
+
+fn deliveries(actions: &[Action]) -> Vec<(u64, u64, Vec<u8>, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deliver {
+                job,
+                surb,
+                payload,
+                overflow,
+                ..
+            } => Some((*job, *surb, payload.clone(), *overflow)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fast_dispatch(n: u8, bucket: u32, tokens: &[u32]) -> Dispatch {
+    Dispatch {
+        read_cap_in: Vec::new(),
+        ctx_in: Vec::new(),
+        input: Some(input(tokens)),
+        bucket_from_input: true,
+        ..dispatch(n, bucket, Task::Generate)
+    }
+}
+
+#[test]
+fn a_fast_job_needs_no_fetch_and_leaves_through_its_held_surb_at_the_edge() {
+    let mut c = courier();
+    let surb = HeldSurb {
+        surb: 77,
+        usable_until: 10 * DELTA,
+    };
+    admit_fast(&mut c, 0, 1, &fast_dispatch(1, 5, &[1, 2]), surb);
+    let (batch, job) = runs_one(&mut c, 50_000);
+    c.finished(60_000, batch, vec![(job, Ok(Outcome::Tokens(vec![7, 8])))]);
+    assert!(deliveries(&c.poll(5 * DELTA - 1)).is_empty(), "not before the edge");
+    let at_edge = c.poll(5 * DELTA);
+    assert!(stores(&at_edge).is_empty());
+    let out = deliveries(&at_edge);
+    assert_eq!(out.len(), 1);
+    let (j, named, payload, overflow) = &out[0];
+    assert_eq!((*j, *named, *overflow), (job, 77, false));
+    assert_eq!(payload.len(), Outcome::padded_len(512), "padded to the class");
+    assert_eq!(
+        Outcome::decode(payload, 512).unwrap(),
+        Outcome::Tokens(vec![7, 8])
+    );
+    c.delivered(job, true);
+    assert_eq!(c.jobs(), 0);
+    assert_eq!(c.counters().delivered, 1);
+    assert!(c.poll(6 * DELTA).is_empty(), "released once");
+
+    // An overrun leaves as OVERFLOW through the SURB, the same size.
+    admit_fast(&mut c, 0, 2, &fast_dispatch(2, 1, &[3]), surb);
+    let (_, job) = runs_one(&mut c, 50_000);
+    let out = deliveries(&c.poll(DELTA));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, out[0].3), (job, true));
+    assert_eq!(out[0].2.len(), Outcome::padded_len(512));
+}
+
+#[test]
+fn a_fast_output_is_stored_when_its_surb_cannot_carry_it() {
+    let mut c = courier();
+    // The SURB works until past the edge, but the driver could not send.
+    let surb = HeldSurb {
+        surb: 5,
+        usable_until: 10 * DELTA,
+    };
+    admit_fast(&mut c, 0, 1, &fast_dispatch(1, 2, &[1]), surb);
+    let (batch, job) = runs_one(&mut c, 50_000);
+    c.finished(60_000, batch, vec![(job, Ok(Outcome::Tokens(vec![4])))]);
+    let (_, _, sent, _) = deliveries(&c.poll(2 * DELTA)).remove(0);
+    c.delivered(job, false);
+    let stored = stores(&c.poll(2 * DELTA));
+    assert_eq!(stored, vec![(job, sent, false)], "the same output, stored");
+    c.stored(job, true);
+    assert_eq!(c.jobs(), 0);
+    // A SURB whose epoch ends before the edge is not tried at all.
+    let stale = HeldSurb {
+        surb: 6,
+        usable_until: DELTA,
+    };
+    admit_fast(&mut c, 0, 2, &fast_dispatch(2, 2, &[1]), stale);
+    let (batch, job) = runs_one(&mut c, 50_000);
+    c.finished(60_000, batch, vec![(job, Ok(Outcome::Tokens(vec![4])))]);
+    let at_edge = c.poll(2 * DELTA);
+    assert!(deliveries(&at_edge).is_empty());
+    assert_eq!(stores(&at_edge).len(), 1);
+}
+
+#[test]
+fn a_store_job_whose_input_has_not_landed_reads_again_and_its_edge_counts_from_the_input() {
+    let mut c = courier();
+    let d = Dispatch {
+        bucket_from_input: true,
+        ..dispatch(1, 3, Task::Generate)
+    };
+    let (job, _) = c.take(0, &d.encode());
+    let job = job.unwrap();
+    assert_eq!(fetches(&c.poll(0)), vec![job]);
+    // The upload left beside the dispatch and has not landed yet.
+    c.input_missing(10_000, job);
+    assert!(fetches(&c.poll(10_000 + 199_999)).is_empty());
+    assert_eq!(fetches(&c.poll(210_000)), vec![job], "read again");
+    c.fetched(400_000, job, Ok(input(&[1])));
+    let (batch, _) = runs_one(&mut c, 450_000);
+    c.finished(460_000, batch, vec![(job, Ok(Outcome::Tokens(vec![2])))]);
+    let edge = 400_000 + 3 * DELTA;
+    assert!(stores(&c.poll(edge - 1)).is_empty(), "the edge counts from the input");
+    assert_eq!(stores(&c.poll(edge)).len(), 1);
 }

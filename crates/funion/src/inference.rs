@@ -228,6 +228,11 @@ pub struct DemoArgs {
     /// print both timelines (by default the fast path only).
     #[arg(long)]
     both: bool,
+    /// After the demo, run N rounds of one embedding by each path (fast,
+    /// store, serial, one after another) and print each path's end to end
+    /// minus compute (mean, p50, p95) and echoes per job.
+    #[arg(long, default_value_t = 0)]
+    measure: usize,
 }
 
 /// `funion demo`: a whole network in this process, one anonymous embedding
@@ -288,12 +293,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ask_sampling(),
     )?;
     drop(models);
-    let plan = BucketPlan::new(
-        &parameters,
-        &cost,
-        embed_s.max(ask_s),
-        compute.batch_window_ms,
-    );
+    let batch_window_ms = compute.batch_window_ms;
+    let plan = BucketPlan::new(&parameters, &cost, embed_s.max(ask_s), batch_window_ms);
     println!(
         "funion demo: a whole network on loopback (authority, gateway, 3 mix layers, 2 service nodes \
          with couriers and compute couriers, 4 replicas); μ = {} ms, λ_s = {:.1}/s, Δ = {} ms",
@@ -411,6 +412,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for &path in paths {
         let spec = JobSpec {
             path,
+            bucket: plan.bucket_for(path),
             ..embed.clone()
         };
         demo_job(
@@ -447,9 +449,24 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for &path in paths {
         let spec = JobSpec {
             path,
+            bucket: plan.bucket_for(path),
             ..ask.clone()
         };
         demo_job(&net, credits, &wallet, spec, &parameters, describe_tokens).await?;
+    }
+    if args.measure > 0 {
+        // Buckets fitted to the embedding alone, as a client would choose.
+        let embed_plan = BucketPlan::new(&parameters, &cost, embed_s, batch_window_ms);
+        measure_paths(
+            &net,
+            credits,
+            wallet.clone(),
+            &embed,
+            &embed_plan,
+            &parameters,
+            args.measure,
+        )
+        .await?;
     }
     let shed: u64 = net
         .nodes
@@ -531,6 +548,93 @@ async fn demo_job(
     Ok(())
 }
 
+/// Runs `rounds` rounds of `template` by each path, one job at a time, and
+/// prints each path's end to end minus the model's measured time and its
+/// echoes per job (the client's and the compute couriers').
+async fn measure_paths(
+    net: &devnet::Devnet,
+    credits: &funion_pki::Credits,
+    wallet: std::sync::Arc<funion_client::wallet::Wallet>,
+    template: &JobSpec,
+    plan: &BucketPlan,
+    parameters: &Parameters,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    const PATHS: [JobPath; 3] = [JobPath::Fast, JobPath::Store, JobPath::Serial];
+    println!("\n3. {rounds} rounds of one embedding by each path, one job at a time");
+    let price = funion_compute::client::input_class_of(template.tokens.len())
+        .ok()
+        .and_then(|class| credits.tickets_for(class, template.output_class))
+        .unwrap_or(1);
+    let needed = u32::try_from(rounds * PATHS.len())?.saturating_mul(price);
+    crate::credits::prove_with_bar(wallet.clone(), credits, needed, None).await?;
+    let mut latency: [Vec<f64>; 3] = Default::default();
+    let mut echoes: [Vec<u64>; 3] = Default::default();
+    let mut overflows = [0usize; 3];
+    for round in 0..rounds {
+        for (i, &path) in PATHS.iter().enumerate() {
+            let mut specs = vec![JobSpec {
+                path,
+                bucket: plan.bucket_for(path),
+                ..template.clone()
+            }];
+            crate::credits::pay_all(credits, &wallet, &mut specs)?;
+            let before = compute_echoes(net);
+            let report = run_jobs(&net.client, specs).await?;
+            let courier = compute_echoes(net) - before;
+            let job = match report.jobs.into_iter().next() {
+                Some(Ok(job)) => job,
+                Some(Err(e)) => anyhow::bail!("a {} job failed: {e:#}", path.name()),
+                None => anyhow::bail!("no job ran"),
+            };
+            if job.outcome == Outcome::Overflow {
+                overflows[i] += 1;
+            }
+            let compute_us = journal_entry(&job.output_box)
+                .and_then(|r| Some(r.finished? - r.started?))
+                .unwrap_or(0);
+            let total_us = job.timeline.done.saturating_sub(job.timeline.started);
+            latency[i].push(total_us.saturating_sub(compute_us) as f64 / 1e6);
+            echoes[i].push(job.echoes + courier);
+        }
+        println!(
+            "   round {:>2}: {}",
+            round + 1,
+            PATHS
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{} {:.2} s", p.name(), latency[i][round]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let spacing = parameters.bucket_spacing_us as f64 / 1e6;
+    println!("   path    bucket  mean    p50     p95     echoes/job  OVERFLOW  (end to end minus compute, s)");
+    for (i, &path) in PATHS.iter().enumerate() {
+        let mut l = latency[i].clone();
+        l.sort_by(f64::total_cmp);
+        let at = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1];
+        let mean = l.iter().sum::<f64>() / l.len() as f64;
+        let echo_mean = echoes[i].iter().sum::<u64>() as f64 / echoes[i].len() as f64;
+        println!(
+            "   {:<7} {:>5.2}  {mean:>6.3}  {:>6.3}  {:>6.3}  {echo_mean:>10.2}  {}/{}",
+            path.name(),
+            f64::from(plan.bucket_for(path)) * spacing,
+            at(0.5),
+            at(0.95),
+            overflows[i],
+            l.len()
+        );
+    }
+    let mu = parameters.mean_delay_us as f64 / 1e6;
+    println!(
+        "   the paper's model: five echoes {:.3} s, its three-echo variant {:.3} s",
+        45.0 * mu,
+        27.0 * mu
+    );
+    Ok(())
+}
+
 /// Clients sending cover in the demo: its own and the two compute couriers'.
 const DEMO_CLIENTS: usize = 3;
 /// The most of the machine's cores the demo's idle cover may take.
@@ -591,6 +695,8 @@ struct BucketPlan {
     compute_s: f64,
     edge_s: f64,
     bucket: u32,
+    /// The bucket when it counts from the input in hand.
+    from_input: u32,
 }
 
 impl BucketPlan {
@@ -612,12 +718,23 @@ impl BucketPlan {
         let compute_s = model_s * COMPUTE_MARGIN + 0.05;
         let spacing = parameters.bucket_spacing_us as f64 / 1e6;
         let bucket = ((fetch_s + batch_s + compute_s) / spacing).ceil().max(1.0) as u32;
+        let from_input = ((batch_s + compute_s) / spacing).ceil().max(1.0) as u32;
         BucketPlan {
             fetch_s,
             batch_s,
             compute_s,
             edge_s: f64::from(bucket) * spacing,
             bucket,
+            from_input,
+        }
+    }
+
+    /// The bucket for a job by `path`: the fast and store paths' buckets
+    /// count from the input in hand, so they need not cover the fetch.
+    fn bucket_for(&self, path: JobPath) -> u32 {
+        match path {
+            JobPath::Serial => self.bucket,
+            JobPath::Fast | JobPath::Store => self.from_input,
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct JobsArgs {
     /// as many jobs a second).
     #[arg(long)]
     courier_rate: Option<f64>,
+    /// Store path: how likely the client's first read of the output is to
+    /// find it there (default 0.9; a read that finds nothing is sent again).
+    #[arg(long)]
+    read_quantile: Option<f64>,
     /// Jobs carry no tickets and every job is admitted (by default clients
     /// pay with RLN ticket values and compute couriers run the gate).
     #[arg(long)]
@@ -254,6 +258,13 @@ fn jobs_config(args: &JobsArgs) -> anyhow::Result<JobsConfig> {
             "--courier-rate must be a positive number of slots a second"
         );
         config.courier_send_rate = Some(rate);
+    }
+    if let Some(q) = args.read_quantile {
+        anyhow::ensure!(
+            q > 0.0 && q < 1.0,
+            "--read-quantile must lie strictly between 0 and 1"
+        );
+        config.read_quantile = Some(q);
     }
     if !args.paper_params {
         config.parameters = Parameters {

@@ -15,7 +15,7 @@ use funion_chain::registry::CreditRegistryEvents;
 use funion_chain::U256;
 use funion_client::jobs::{pay, run_jobs, JobSpec};
 use funion_client::wallet::{top_up, Wallet};
-use funion_compute::{Outcome, Sampling, Task, WorkItem};
+use funion_compute::{JobPath, Outcome, Sampling, Task, WorkItem};
 use funion_compute_node::journal_entry;
 use funion_devnet::{self as devnet, DevnetOptions};
 use funion_inference::{
@@ -104,7 +104,7 @@ async fn inference_on_a_devnet() {
         top_p: Some(0.95),
         max_tokens: 16,
     };
-    let generate = |bucket| JobSpec {
+    let generate = |bucket, path| JobSpec {
         model: TINY.into(),
         task: Task::Generate,
         tokens: llama_tokens.clone(),
@@ -113,8 +113,9 @@ async fn inference_on_a_devnet() {
         bucket,
         tickets: Vec::new(),
         courier: None,
+        path,
     };
-    let embed = |tokens: Vec<u32>, bucket| JobSpec {
+    let embed = |tokens: Vec<u32>, bucket, path| JobSpec {
         model: MINILM.into(),
         task: Task::Embed,
         tokens,
@@ -123,17 +124,20 @@ async fn inference_on_a_devnet() {
         bucket,
         tickets: Vec::new(),
         courier: None,
+        path,
     };
 
-    // One generation, one embedding (edge 6 s after the courier takes
-    // them: each runs halfway there, after waiting for company), one
-    // generation with a 5 ms bucket that the fetch alone overruns.
+    // One generation by the fast path (the input inside the dispatch, the
+    // output home through the held SURB), one embedding by the store path
+    // (boxes both ways); the edge is 6 s after the courier has the input,
+    // each runs halfway there, after waiting for company. One generation
+    // by the serial path with a 5 ms bucket that the fetch alone overruns.
     let report = run_jobs(
         &net.client,
         vec![
-            paid(generate(1200)),
-            paid(embed(sentence.clone(), 1200)),
-            paid(generate(1)),
+            paid(generate(1200, JobPath::Fast)),
+            paid(embed(sentence.clone(), 1200, JobPath::Store)),
+            paid(generate(1, JobPath::Serial)),
         ],
     )
     .await
@@ -176,12 +180,23 @@ async fn inference_on_a_devnet() {
     assert!(diff < 1e-5, "embedding differs by {diff}");
     assert_eq!(overflowed.outcome, Outcome::Overflow);
 
+    assert!(generated.held_reply, "the fast path's output came home through its held SURB");
+    assert_eq!(generated.echoes, 1, "one echo: the dispatch");
+    assert!(!embedded.held_reply && !overflowed.held_reply);
     let records: Vec<_> = [&generated, &embedded, &overflowed]
         .iter()
         .map(|r| journal_entry(&r.output_box).expect("the courier recorded the job"))
         .collect();
-    for (r, bucket) in records.iter().zip([1200u64, 1200, 1]) {
-        assert_eq!(r.edge - r.taken, bucket * delta, "t_j = taken + j·Δ");
+    let buckets = [(1200u64, JobPath::Fast), (1200, JobPath::Store), (1, JobPath::Serial)];
+    for (r, (bucket, path)) in records.iter().zip(buckets) {
+        // The fast and store paths' buckets count from the input in hand
+        // (the fast path's came with the dispatch), the serial path's from
+        // the dispatch.
+        let from = match path {
+            JobPath::Serial => r.taken,
+            _ => r.fetched.expect("the input was in hand"),
+        };
+        assert_eq!(r.edge - from, bucket * delta, "t_j = start + j·Δ");
         assert!(
             r.released >= r.edge,
             "released {} µs before its edge",
@@ -191,10 +206,10 @@ async fn inference_on_a_devnet() {
     }
     assert!(!records[0].overflow && !records[1].overflow && records[2].overflow);
     // Same output class, same boxes: a result and OVERFLOW look alike.
-    assert_eq!(
-        (records[0].boxes, records[0].box_len),
-        (records[2].boxes, records[2].box_len)
-    );
+    // (The fast path's went home through its SURB, no boxes written; the
+    // overrun's boxes are as many as the class's result would fill.)
+    assert_eq!(records[0].boxes, 0);
+    assert_eq!(records[2].boxes, generated.output_boxes);
     assert_eq!(generated.output_boxes, overflowed.output_boxes);
     assert!(records[2].started.is_none(), "an overrun job never runs");
 
@@ -211,7 +226,7 @@ async fn inference_on_a_devnet() {
             // One courier for all twenty (the client picks one per job
             // unless a spec names it), so they batch there.
             courier: Some(0),
-            ..paid(embed(bert_tokenizer.encode(t).unwrap(), 6000))
+            ..paid(embed(bert_tokenizer.encode(t).unwrap(), 6000, JobPath::Store))
         })
         .collect();
     let report = run_jobs(&net.client, specs.clone()).await.unwrap();
@@ -265,7 +280,7 @@ async fn inference_on_a_devnet() {
     let replay = JobSpec {
         tickets: spent,
         courier: Some(1),
-        ..embed(sentence.clone(), 1200)
+        ..embed(sentence.clone(), 1200, JobPath::Fast)
     };
     let report = run_jobs(&net.client, vec![replay]).await.unwrap();
     let refused = report.jobs[0].as_ref().unwrap_err().to_string();
@@ -305,7 +320,7 @@ async fn inference_on_a_devnet() {
     let at = |courier, ticket| JobSpec {
         tickets: vec![ticket],
         courier: Some(courier),
-        ..embed(sentence.clone(), 1200)
+        ..embed(sentence.clone(), 1200, JobPath::Fast)
     };
     let report = run_jobs(&net.client, vec![at(0, first)]).await.unwrap();
     assert!(report.jobs[0].is_ok(), "the first use is fine");

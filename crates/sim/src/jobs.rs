@@ -167,6 +167,9 @@ pub struct JobsConfig {
     /// network's λ_s, as the runtime's couriers send. A courier needs about
     /// two slots per job, so at λ_s it carries about λ_s / 2 jobs a second.
     pub courier_send_rate: Option<f64>,
+    /// The probability the store path's first read finds the output
+    /// (`None`: the client's default).
+    pub read_quantile: Option<f64>,
     /// Whether jobs pay: clients hold deposits and spend RLN tickets (real
     /// nullifiers and shares, the proof modelled), and compute couriers run
     /// the gate's rules against one nullifier set.
@@ -233,6 +236,7 @@ impl JobsConfig {
             faults: Vec::new(),
             trace: false,
             courier_send_rate: None,
+            read_quantile: None,
             tickets: true,
             ticket_limit: 100_000,
             double_spenders: 0,
@@ -1660,7 +1664,12 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
     };
     let read_plan = match config.path {
         JobPath::Serial => ReadPlan::default(),
-        _ => ReadPlan::from_timing(&timing),
+        _ => ReadPlan::reading_at(
+            &timing,
+            config
+                .read_quantile
+                .unwrap_or(funion_compute::client::STORE_READ_QUANTILE),
+        ),
     };
 
     let mut endpoints = Vec::new();

@@ -224,3 +224,51 @@ fn mix_keys_rotate_every_epoch_and_the_grace_period_carries_packets_in_flight() 
     let abrupt = run_jobs::<X25519>(&config);
     assert!(refused(&abrupt) > 0, "{abrupt:#?}");
 }
+
+#[test]
+fn the_fast_path_takes_one_echo_and_brings_every_output_home_through_its_held_surb() {
+    let mut config = fast(10, 5);
+    config.jobs_per_client = Some(3);
+    config.path = funion_compute::JobPath::Fast;
+    let report = run_jobs::<X25519>(&config);
+    assert_eq!(report.jobs_completed, 30, "{report:#?}");
+    assert_eq!(report.jobs_overflowed, 0, "{report:#?}");
+    assert!(report.jobs_failed.is_empty(), "{report:#?}");
+    assert_eq!(report.held_replies, 30, "{report:#?}");
+    // Counted, not assumed: the dispatch is the only echo; no boxes either
+    // way, so no courier echoes and no replica writes.
+    assert!(report.echoes_per_job.iter().all(|&e| e == 1), "{report:#?}");
+    assert!(report.client_echoes_per_job.iter().all(|&e| e == 1));
+    assert_eq!(report.writes_acknowledged, 0, "{report:#?}");
+    assert_eq!(report.tickets_accepted, 60, "{report:#?}");
+    assert_eq!(run_jobs::<X25519>(&config), report, "same seed, same run");
+}
+
+#[test]
+fn the_overlapped_store_path_is_faster_than_the_serial_one_with_the_same_steps() {
+    let mut config = fast(10, 5);
+    config.jobs_per_client = Some(3);
+    let mean = |r: &JobsReport| {
+        r.latency_minus_compute_us.iter().sum::<u64>() as f64
+            / r.latency_minus_compute_us.len().max(1) as f64
+    };
+    let serial = run_jobs::<X25519>(&config);
+    config.path = funion_compute::JobPath::Store;
+    let store = run_jobs::<X25519>(&config);
+    for r in [&serial, &store] {
+        assert_eq!(r.jobs_completed, 30, "{r:#?}");
+        assert_eq!(r.jobs_overflowed, 0, "{r:#?}");
+        assert_eq!(r.held_replies, 0, "{r:#?}");
+        // Upload, dispatch, read by the client; fetch and store by the
+        // compute courier: both paths take the same steps.
+        assert!(r.echoes_per_job.iter().all(|&e| e >= 5), "{r:#?}");
+        assert_eq!(r.writes_lost, 0);
+    }
+    assert!(
+        mean(&store) < mean(&serial),
+        "store {} µs, serial {} µs",
+        mean(&store),
+        mean(&serial)
+    );
+    assert_eq!(run_jobs::<X25519>(&config), store, "same seed, same run");
+}
