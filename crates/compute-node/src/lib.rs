@@ -430,10 +430,7 @@ async fn drive<K: Kem>(
         for (batch, results) in storage.advance(Some(&wake), until).await? {
             match pending.remove(&batch) {
                 Some(Pending::Fetch { job, cap, ctx }) => {
-                    if results
-                        .iter()
-                        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound))
-                    {
+                    if funion_compute::client::not_there_yet(&results) {
                         // Uploaded beside the dispatch and not landed yet.
                         courier.input_missing(now(), job);
                         continue;

@@ -273,11 +273,10 @@ fn wire_dispatch(
     }
 }
 
-/// Refusal reasons are text; an output not there yet is this code.
-fn not_there_yet(results: &[BoxResult]) -> bool {
-    results
-        .iter()
-        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound))
+/// Whether a read found some box not written yet (an output before its
+/// edge, or an input whose upload has not landed).
+pub fn not_there_yet(results: &[BoxResult]) -> bool {
+    results.contains(&Err(funion_pigeonhole::ErrorCode::NotFound))
 }
 
 struct Job {

@@ -2,8 +2,7 @@
 
 use funion_compute::{
     Action, ComputeCourier, CourierConfig, Dispatch, DispatchReply, HeldSurb, Input, Outcome,
-    Sampling, Task,
-    INPUT_CLASSES, OUTPUT_CLASSES,
+    Sampling, Task, INPUT_CLASSES, OUTPUT_CLASSES,
 };
 
 const DELTA: u64 = 200_000;
@@ -556,14 +555,21 @@ fn a_fast_job_needs_no_fetch_and_leaves_through_its_held_surb_at_the_edge() {
     admit_fast(&mut c, 0, 1, &fast_dispatch(1, 5, &[1, 2]), surb);
     let (batch, job) = runs_one(&mut c, 50_000);
     c.finished(60_000, batch, vec![(job, Ok(Outcome::Tokens(vec![7, 8])))]);
-    assert!(deliveries(&c.poll(5 * DELTA - 1)).is_empty(), "not before the edge");
+    assert!(
+        deliveries(&c.poll(5 * DELTA - 1)).is_empty(),
+        "not before the edge"
+    );
     let at_edge = c.poll(5 * DELTA);
     assert!(stores(&at_edge).is_empty());
     let out = deliveries(&at_edge);
     assert_eq!(out.len(), 1);
     let (j, named, payload, overflow) = &out[0];
     assert_eq!((*j, *named, *overflow), (job, 77, false));
-    assert_eq!(payload.len(), Outcome::padded_len(512), "padded to the class");
+    assert_eq!(
+        payload.len(),
+        Outcome::padded_len(512),
+        "padded to the class"
+    );
     assert_eq!(
         Outcome::decode(payload, 512).unwrap(),
         Outcome::Tokens(vec![7, 8])
@@ -630,6 +636,9 @@ fn a_store_job_whose_input_has_not_landed_reads_again_and_its_edge_counts_from_t
     let (batch, _) = runs_one(&mut c, 450_000);
     c.finished(460_000, batch, vec![(job, Ok(Outcome::Tokens(vec![2])))]);
     let edge = 400_000 + 3 * DELTA;
-    assert!(stores(&c.poll(edge - 1)).is_empty(), "the edge counts from the input");
+    assert!(
+        stores(&c.poll(edge - 1)).is_empty(),
+        "the edge counts from the input"
+    );
     assert_eq!(stores(&c.poll(edge)).len(), 1);
 }

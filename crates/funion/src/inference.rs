@@ -230,7 +230,8 @@ pub struct DemoArgs {
     both: bool,
     /// After the demo, run N rounds of one embedding by each path (fast,
     /// store, serial, one after another) and print each path's end to end
-    /// minus compute (mean, p50, p95) and echoes per job.
+    /// minus compute (mean, p50, p95) and echoes per job (every job then
+    /// costs one ticket, so that the rounds fit one period's limit).
     #[arg(long, default_value_t = 0)]
     measure: usize,
 }
@@ -247,6 +248,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         Parameters::fast()
     };
+    if args.measure > 0 {
+        // One ticket a job, so that the measured rounds fit one period's
+        // limit of the deposit.
+        parameters.credits.prices = funion_pki::Credits::flat_prices(1);
+    }
     let dir = std::env::temp_dir().join(format!("funion-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let minilm = minilm_dir()?;
@@ -370,7 +376,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         info.limit
     );
     let proving = std::time::Instant::now();
-    let book = 8;
+    let book = if args.both { 16 } else { 8 };
     crate::credits::prove_with_bar(wallet.clone(), credits, book, None).await?;
     println!(
         "   ticket book: {book} RLN proofs in {:.1} s, {} bytes each; none is proved on the request path\n",

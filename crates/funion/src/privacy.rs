@@ -2,8 +2,9 @@
 //! table of what each adversary achieved beside its controls.
 
 use clap::Args;
+use funion_compute::JobPath;
 use funion_sim::clustering::clustering_rows;
-use funion_sim::jobs::{run_jobs, JobsConfig, JobsReport};
+use funion_sim::jobs::{run_jobs, JobsConfig};
 use funion_sim::privacy::{
     compute_time_rows, online_rows, passive_rows, population_config, Plan, Row,
 };
@@ -36,10 +37,14 @@ pub struct PrivacyArgs {
     /// advantage against μ·λ_s, AUC against the observation window).
     #[arg(long, value_name = "DIR")]
     plots: Option<std::path::PathBuf>,
+    /// The path every job takes: serial (the table in docs/privacy.md),
+    /// store or fast.
+    #[arg(long, default_value = "serial", value_parser = parse_path)]
+    path: JobPath,
 }
 
-fn simulate(config: &JobsConfig) -> JobsReport {
-    run_jobs::<XWing>(config)
+fn parse_path(name: &str) -> Result<JobPath, String> {
+    JobPath::parse(name).ok_or_else(|| format!("unknown path {name:?}: use fast, store or serial"))
 }
 
 /// Runs the experiments and prints the table.
@@ -66,6 +71,14 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     if args.no_sweep {
         plan.sweep_mean_delays_us.clear();
     }
+    let path = args.path;
+    let simulate = |config: &JobsConfig| {
+        let config = JobsConfig {
+            path,
+            ..config.clone()
+        };
+        run_jobs::<XWing>(&config)
+    };
     let started = std::time::Instant::now();
     let progress = |line: &str| {
         eprintln!("[{:>6.1} s] {line}", started.elapsed().as_secs_f64());
@@ -85,7 +98,8 @@ pub fn run_privacy(args: PrivacyArgs) -> anyhow::Result<()> {
         progress(&format!("billing clustering: {people} people"));
     }
     println!(
-        "privacy at the paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s), {} s after a {} s burn-in, {} seeds; positive control μ = {} ms",
+        "privacy at the paper's parameters (μ = 0.2 s, λ_s = 2.5/s, Δ = 0.2 s), {} path, {} s after a {} s burn-in, {} seeds; positive control μ = {} ms",
+        path.name(),
         plan.seconds,
         plan.burn_in_s,
         plan.seeds.len(),

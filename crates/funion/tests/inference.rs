@@ -180,14 +180,21 @@ async fn inference_on_a_devnet() {
     assert!(diff < 1e-5, "embedding differs by {diff}");
     assert_eq!(overflowed.outcome, Outcome::Overflow);
 
-    assert!(generated.held_reply, "the fast path's output came home through its held SURB");
+    assert!(
+        generated.held_reply,
+        "the fast path's output came home through its held SURB"
+    );
     assert_eq!(generated.echoes, 1, "one echo: the dispatch");
     assert!(!embedded.held_reply && !overflowed.held_reply);
     let records: Vec<_> = [&generated, &embedded, &overflowed]
         .iter()
         .map(|r| journal_entry(&r.output_box).expect("the courier recorded the job"))
         .collect();
-    let buckets = [(1200u64, JobPath::Fast), (1200, JobPath::Store), (1, JobPath::Serial)];
+    let buckets = [
+        (1200u64, JobPath::Fast),
+        (1200, JobPath::Store),
+        (1, JobPath::Serial),
+    ];
     for (r, (bucket, path)) in records.iter().zip(buckets) {
         // The fast and store paths' buckets count from the input in hand
         // (the fast path's came with the dispatch), the serial path's from
@@ -226,7 +233,11 @@ async fn inference_on_a_devnet() {
             // One courier for all twenty (the client picks one per job
             // unless a spec names it), so they batch there.
             courier: Some(0),
-            ..paid(embed(bert_tokenizer.encode(t).unwrap(), 6000, JobPath::Store))
+            ..paid(embed(
+                bert_tokenizer.encode(t).unwrap(),
+                6000,
+                JobPath::Store,
+            ))
         })
         .collect();
     let report = run_jobs(&net.client, specs.clone()).await.unwrap();

@@ -925,10 +925,15 @@ impl<K: Kem> World<K> {
                             if self.report.trace.is_some() {
                                 let t = &result.timeline;
                                 let after = |x: Micros| x.saturating_sub(t.dispatched);
-                                self.read_times.insert(
-                                    result.output_box,
-                                    (after(t.fetch_sent), after(t.done)),
-                                );
+                                // Through a held SURB there is no read: the
+                                // client's last step is the output's arrival.
+                                let read = if result.held_reply {
+                                    t.done
+                                } else {
+                                    t.fetch_sent
+                                };
+                                self.read_times
+                                    .insert(result.output_box, (after(read), after(t.done)));
                             }
                             let latency = result.timeline.done.saturating_sub(start);
                             self.report
@@ -1316,10 +1321,7 @@ impl<K: Kem> World<K> {
                 Some(Pending::Fetch { job, cap, ctx }) => {
                     let echoes = self.endpoints[e].storage.echoes_of(batch);
                     *self.actors[a].fetch_echoes.entry(job).or_default() += echoes;
-                    let missing = results
-                        .iter()
-                        .any(|r| *r == Err(funion_pigeonhole::ErrorCode::NotFound));
-                    if missing {
+                    if funion_compute::client::not_there_yet(&results) {
                         // The upload, sent beside the dispatch, has not
                         // landed yet: read again shortly.
                         self.actors[a].courier.input_missing(now, job);
