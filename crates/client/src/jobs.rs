@@ -63,6 +63,23 @@ pub fn read_plan(parameters: &funion_pki::Parameters) -> funion_compute::ReadPla
     ))
 }
 
+/// `spec` as the network document says it can go: by the fast path only
+/// where the compute courier it names (or, naming none, every one) offers
+/// it, by the store path otherwise.
+fn as_offered(mut spec: JobSpec, document: &funion_pki::NetworkDocument) -> JobSpec {
+    if spec.path == funion_compute::JobPath::Fast {
+        let mut services = document.with_role(funion_pki::Role::Service);
+        let offered = match spec.courier {
+            Some(i) => services.nth(i).is_some_and(|node| node.fast_path),
+            None => services.all(|node| node.fast_path),
+        };
+        if !offered {
+            spec.path = funion_compute::JobPath::Store;
+        }
+    }
+    spec
+}
+
 /// Runs `specs` over an already fetched network.
 async fn run_jobs_over(network: Network, specs: Vec<JobSpec>) -> anyhow::Result<JobsReport> {
     match network.parameters.kem {
@@ -81,6 +98,7 @@ async fn run_kem<K: Kem>(network: Network, specs: Vec<JobSpec>) -> anyhow::Resul
     let ids: Vec<u64> = specs
         .into_iter()
         .map(|spec| {
+            let spec = as_offered(spec, &client.network().document);
             let (core, rng) = client.parts();
             jobs.submit(now, rng, core, spec)
         })
@@ -260,6 +278,7 @@ impl Driver {
                             let pick = client.rng().next_u64() % serving.len() as u64;
                             spec.courier = Some(serving[pick as usize]);
                         }
+                        let spec = as_offered(spec, &document);
                         let now = client.now();
                         let (core, rng) = client.parts();
                         let id = jobs.submit(now, rng, core, spec);

@@ -90,6 +90,7 @@ fn fake_node(
         addresses: vec![address],
         sphinx_keys,
         models: Vec::new(),
+        fast_path: false,
     };
     FakeNode { keys, entry }
 }

@@ -33,6 +33,8 @@ fn entry<K: Kem>(
         addresses: vec![config.listen.clone()],
         sphinx_keys,
         models: models.to_vec(),
+        // Every compute courier serves the fast path's service too.
+        fast_path: !models.is_empty(),
     }
 }
 

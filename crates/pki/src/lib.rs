@@ -287,6 +287,10 @@ pub struct NodeEntry {
     /// The models its compute courier serves (service nodes only; empty
     /// elsewhere).
     pub models: Vec<ModelEntry>,
+    /// Whether its compute courier takes fast-path jobs (the input inside
+    /// the dispatch, the output home through a SURB it holds) besides the
+    /// store and serial paths every compute courier takes.
+    pub fast_path: bool,
 }
 
 /// What a model does.

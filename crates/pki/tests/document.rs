@@ -28,6 +28,7 @@ fn node(seed: u8, role: Role, layer: u8, epoch: u64) -> (SigningKey, NodeEntry) 
         addresses: vec![format!("127.0.0.1:{}", 4000 + seed as u16)],
         sphinx_keys,
         models: Vec::new(),
+        fast_path: false,
     };
     (identity, entry)
 }

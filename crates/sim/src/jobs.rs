@@ -1530,6 +1530,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             addresses: vec![format!("sim:{name}")],
             sphinx_keys,
             models: Vec::new(),
+            // Every service node runs a compute courier in the simulator.
+            fast_path: role == Role::Service,
         };
         // The gateway lets each client send at twice its rate: the couriers'
         // clients, when they send faster, too.
@@ -1593,6 +1595,7 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
                 })
                 .collect(),
             models: Vec::new(),
+            fast_path: false,
         };
         let id = entry.id();
         let rc = ReplicaConfig::new(id, sizes, k, 86_400);

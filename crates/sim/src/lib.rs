@@ -263,6 +263,7 @@ pub fn run<K: Kem>(config: &SimConfig) -> SimReport {
                 public_key: K::public_key_bytes(&public),
             }],
             models: Vec::new(),
+            fast_path: false,
         };
         let mut node = Node::<K>::new(NodeConfig::for_role(role, parameters.send_rate()), geometry);
         node.add_epoch_key(epoch, secret, [])
