@@ -47,6 +47,11 @@ use crate::idempotency::{Idempotency, Key};
 
 pub use crate::plan::{bucket_for, BucketPlan};
 
+/// The path the proxy's jobs take: fast where the job fits one packet each
+/// way and the courier offers it, the store path otherwise (the client
+/// decides per job).
+const JOB_PATH: JobPath = JobPath::Fast;
+
 /// How a proxy starts.
 pub struct ProxyOptions {
     /// The network.
@@ -353,7 +358,7 @@ impl Proxy {
                 bucket: plan.bucket,
                 tickets: Vec::new(),
                 courier: None,
-                path: JobPath::Fast,
+                path: JOB_PATH,
             },
             prompt_tokens,
             max_tokens,
@@ -381,7 +386,7 @@ impl Proxy {
                 ),
             ));
         }
-        bucket_for(parameters, entry, input_class, computed_tokens)
+        bucket_for(parameters, JOB_PATH, entry, input_class, computed_tokens)
             .map_err(|e| ApiError::invalid("max_tokens", e).with_code("bucket_out_of_range"))
     }
 
@@ -868,7 +873,7 @@ async fn embeddings(State(proxy): State<Arc<Proxy>>, headers: HeaderMap, body: B
                 bucket: plan.bucket,
                 tickets: Vec::new(),
                 courier: None,
-                path: JobPath::Fast,
+                path: JOB_PATH,
             });
         }
         Ok((model, specs, base64))

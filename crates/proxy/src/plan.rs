@@ -3,6 +3,7 @@
 //! the tokens the wire says it computes. Nothing private (the prompt's
 //! real length, the person's `max_tokens` below the wire's) moves it.
 
+use funion_compute::JobPath;
 use funion_pki::{ModelEntry, Parameters};
 
 /// How much slower than published a model may run before its job
@@ -18,7 +19,8 @@ pub struct BucketPlan {
     /// Bucket index `j`.
     pub bucket: u32,
     /// The courier's fetch of the input: one echo's 99th percentile, three
-    /// send-slot gaps and 50 ms for the replicas, in seconds.
+    /// send-slot gaps and 50 ms for the replicas, in seconds; 0 on the fast
+    /// and store paths, whose buckets count from the input in hand.
     pub fetch_s: f64,
     /// The longest batch wait the courier publishes, in seconds.
     pub batch_s: f64,
@@ -31,18 +33,23 @@ pub fn max_bucket(parameters: &Parameters) -> u32 {
     (MAX_BUCKET_S * 1e6 / parameters.bucket_spacing_us.max(1) as f64) as u32
 }
 
-/// The bucket for a job of `entry` in `input_class` computing
+/// The bucket for a job by `path` of `entry` in `input_class` computing
 /// `computed_tokens` tokens, or why none fits.
 pub fn bucket_for(
     parameters: &Parameters,
+    path: JobPath,
     entry: &ModelEntry,
     input_class: u32,
     computed_tokens: u32,
 ) -> Result<BucketPlan, String> {
     let mu_s = parameters.mean_delay_us as f64 / 1e6;
     let hops = 2 * u32::from(parameters.hops) - 1;
-    let fetch_s =
-        funion_sim::erlang_quantile(hops, mu_s, 0.99) + 3.0 / parameters.send_rate() + 0.05;
+    let fetch_s = match path {
+        JobPath::Serial => {
+            funion_sim::erlang_quantile(hops, mu_s, 0.99) + 3.0 / parameters.send_rate() + 0.05
+        }
+        JobPath::Fast | JobPath::Store => 0.0,
+    };
     let batch_s = f64::from(entry.batch_wait_ms) / 1e3;
     let compute_us = entry
         .compute_us(input_class, computed_tokens)

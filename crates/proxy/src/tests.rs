@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use funion_compute::JobPath;
 use funion_pki::{ClassTiming, ModelEntry, ModelTask, Parameters};
 
 use crate::api::{ApiError, Knobs};
@@ -150,27 +151,38 @@ fn the_bucket_covers_fetch_batch_and_compute_and_grows_with_the_job() {
     let parameters = Parameters::fast();
     let spacing = parameters.bucket_spacing_us as f64 / 1e6;
     let model = entry(500_000, 20_000);
-    let plan = bucket_for(&parameters, &model, 256, 16).unwrap();
+    let plan = bucket_for(&parameters, JobPath::Serial, &model, 256, 16).unwrap();
     assert!(f64::from(plan.bucket) * spacing >= plan.fetch_s + plan.batch_s + plan.compute_s);
     assert!((plan.batch_s - 0.1).abs() < 1e-9);
     assert!(plan.compute_s >= (0.5 + 16.0 * 0.02) * crate::plan::COMPUTE_MARGIN);
-    let longer = bucket_for(&parameters, &model, 256, 256).unwrap();
-    let wider = bucket_for(&parameters, &model, 1024, 16).unwrap();
+    let longer = bucket_for(&parameters, JobPath::Serial, &model, 256, 256).unwrap();
+    let wider = bucket_for(&parameters, JobPath::Serial, &model, 1024, 16).unwrap();
     assert!(longer.bucket > plan.bucket && wider.bucket > plan.bucket);
     // The paper's delays stretch the fetch, not the compute.
-    let paper = bucket_for(&Parameters::paper(), &model, 256, 16).unwrap();
+    let paper = bucket_for(&Parameters::paper(), JobPath::Serial, &model, 256, 16).unwrap();
     assert!(paper.fetch_s > plan.fetch_s);
     assert_eq!(paper.compute_s, plan.compute_s);
+    // The fast and store paths' buckets count from the input in hand: no
+    // fetch to cover, a shorter bucket.
+    let fast = bucket_for(&parameters, JobPath::Fast, &model, 256, 16).unwrap();
+    assert_eq!(fast.fetch_s, 0.0);
+    assert_eq!(fast.compute_s, plan.compute_s);
+    assert!(fast.bucket < plan.bucket);
     // Past the couriers' longest bucket, or with no timings: refused.
     let slow = entry(500_000, 1_000_000);
-    let error = bucket_for(&parameters, &slow, 256, 2048).unwrap_err();
+    let error = bucket_for(&parameters, JobPath::Serial, &slow, 256, 2048).unwrap_err();
     assert!(error.contains("fewer tokens"), "{error}");
-    assert!(bucket_for(&parameters, &slow, 256, 16).unwrap().bucket <= max_bucket(&parameters));
+    assert!(
+        bucket_for(&parameters, JobPath::Serial, &slow, 256, 16)
+            .unwrap()
+            .bucket
+            <= max_bucket(&parameters)
+    );
     let silent = ModelEntry {
         timings: Vec::new(),
         ..entry(1, 1)
     };
-    assert!(bucket_for(&parameters, &silent, 256, 16).is_err());
+    assert!(bucket_for(&parameters, JobPath::Serial, &silent, 256, 16).is_err());
 }
 
 #[test]
