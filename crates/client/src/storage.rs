@@ -122,7 +122,13 @@ impl<K: Kem> StorageClient<K> {
             let client = &mut self.session.client;
             match echo.held_for_us {
                 Some(life) => client.request_held(echo.seq, recipient, echo.node, echo.body, life),
-                None => client.request(echo.seq, recipient, echo.node, echo.body),
+                None => client.request_waiting(
+                    echo.seq,
+                    recipient,
+                    echo.node,
+                    echo.body,
+                    echo.service_wait_us,
+                ),
             }
         }
     }

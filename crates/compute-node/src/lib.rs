@@ -390,10 +390,7 @@ async fn drive<K: Kem>(
                     let released = now();
                     match seal_output(&write_cap, &ctx, &payload, box_len) {
                         Ok(requests) => {
-                            let output_box = match &requests[0] {
-                                Request::Write(item) => item.id,
-                                Request::Read(id) => *id,
-                            };
+                            let output_box = requests[0].box_id();
                             let record = journal_record(
                                 output_box,
                                 &times,

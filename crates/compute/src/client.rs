@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_pigeonhole::client::{
-    box_id, open_stream, read_requests, write_requests, BatchId, BoxResult, ClientError,
-    StorageClient,
+    await_requests, box_id, open_stream, read_requests, write_requests, BatchId, BoxResult,
+    ClientError, StorageClient,
 };
 use funion_pigeonhole::stream;
 use funion_sphinx::kem::Kem;
@@ -67,8 +67,17 @@ impl JobPath {
     }
 }
 
-/// How likely the store path's first read is to find the output.
+/// How likely the store path's first read is to find the output, for
+/// reads that do not wait ([`ReadPlan::reading_at`]).
 pub const STORE_READ_QUANTILE: f64 = 0.9;
+
+/// How likely the store path's waiting read is to reach the replicas before
+/// the output ([`ReadPlan::from_timing`]): it then comes back the moment the
+/// output is written.
+pub const STORE_AWAIT_QUANTILE: f64 = 0.98;
+
+/// A waiting read waits this much beyond the spread it must cover.
+const AWAIT_MARGIN_US: i64 = 2_000_000;
 
 /// When a client reads outputs, from the delay model
 /// ([`crate::timing::MixTiming`]).
@@ -77,6 +86,9 @@ pub struct ReadPlan {
     /// Store path: the read leaves this long after `accepted + j·Δ`
     /// (negative: before).
     pub store_read_offset_us: i64,
+    /// Store path: how long the read waits at the replicas for an output
+    /// not written yet, milliseconds (0: a plain read).
+    pub store_wait_ms: u32,
     /// Fast path: with no output through the held SURB this long after
     /// `accepted + j·Δ`, the client reads the boxes instead.
     pub fast_fallback_after_us: Micros,
@@ -90,19 +102,29 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    /// Reads timed from `timing`: the store path's read reaches the
-    /// replicas after the output nine times in ten; the fast path falls
-    /// back to the boxes once the held SURB's output is later than 999 in
-    /// 1000 would be.
+    /// Reads timed from `timing`: the store path's read waits for the
+    /// output at the replicas, and reaches them before it 49 times in 50,
+    /// waiting long enough to cover all but 1 in 1000 outputs; the fast
+    /// path falls back to the boxes once the held SURB's output is later
+    /// than 999 in 1000 would be.
     pub fn from_timing(timing: &crate::timing::MixTiming) -> Self {
-        Self::reading_at(timing, STORE_READ_QUANTILE)
+        let early = timing.read_offset_us(1.0 - STORE_AWAIT_QUANTILE);
+        let late = timing.read_offset_us(0.999);
+        let wait_us = (late - early + AWAIT_MARGIN_US).max(0);
+        ReadPlan {
+            store_read_offset_us: early,
+            store_wait_ms: u32::try_from(wait_us / 1_000).unwrap_or(u32::MAX),
+            ..Self::reading_at(timing, STORE_READ_QUANTILE)
+        }
     }
 
-    /// As [`ReadPlan::from_timing`], with the store path's read timed to
-    /// find the output with probability `q` instead.
+    /// The store path's read as a plain read, timed to find the output
+    /// with probability `q`, and the fast path as in
+    /// [`ReadPlan::from_timing`].
     pub fn reading_at(timing: &crate::timing::MixTiming, q: f64) -> Self {
         ReadPlan {
             store_read_offset_us: timing.read_offset_us(q),
+            store_wait_ms: 0,
             fast_fallback_after_us: timing.held_reply_after_us(0.999)
                 + timing.echo_mean_us() as Micros,
             retry_after_us: (timing.echo_mean_us() / 4.0) as Micros,
@@ -117,6 +139,7 @@ impl Default for ReadPlan {
     fn default() -> Self {
         ReadPlan {
             store_read_offset_us: 0,
+            store_wait_ms: 0,
             fast_fallback_after_us: 0,
             retry_after_us: 0,
             retries: 0,
@@ -585,8 +608,13 @@ impl JobClient {
             return;
         };
         let cap = job.write_cap_out.read_cap();
-        let started = read_requests(&cap, &job.ctx_out, job.output_boxes)
-            .and_then(|requests| storage.start(rng, requests));
+        let requests = match (job.spec.path, self.plan.store_wait_ms) {
+            (JobPath::Store, wait_ms) if wait_ms > 0 => {
+                await_requests(&cap, &job.ctx_out, job.output_boxes, wait_ms)
+            }
+            _ => read_requests(&cap, &job.ctx_out, job.output_boxes),
+        };
+        let started = requests.and_then(|requests| storage.start(rng, requests));
         match started {
             Ok(batch) => {
                 self.by_batch.insert(batch, id);

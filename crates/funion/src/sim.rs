@@ -92,8 +92,9 @@ pub struct JobsArgs {
     /// as many jobs a second).
     #[arg(long)]
     courier_rate: Option<f64>,
-    /// Store path: how likely the client's first read of the output is to
-    /// find it there (default 0.9; a read that finds nothing is sent again).
+    /// Store path: read the output with plain reads that find it with this
+    /// probability (a read that finds nothing is sent again), instead of
+    /// the default read that waits for it at the replicas.
     #[arg(long)]
     read_quantile: Option<f64>,
     /// Jobs carry no tickets and every job is admitted (by default clients

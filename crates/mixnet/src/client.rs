@@ -127,6 +127,9 @@ struct Outgoing {
     /// With `Some(life)`, the request carries a second SURB home, which
     /// the service holds and may use once, up to `life` after the send.
     held_for_us: Option<Micros>,
+    /// How long the service may take to answer: added to the timeout, and
+    /// its round trips are not samples of the network's.
+    service_wait_us: Micros,
 }
 
 /// The keys of a held SURB a request carried.
@@ -299,7 +302,21 @@ impl<K: Kem> Client<K> {
     /// in the topology (every resend goes to the same node). The reply is the
     /// service's whole answer, as the SURB carried it.
     pub fn request(&mut self, seq: u64, service: [u8; RECIPIENT_LEN], node: usize, body: Vec<u8>) {
-        self.queue(seq, service, node, body, None);
+        self.queue(seq, service, node, body, None, 0);
+    }
+
+    /// Queues a request like [`Client::request`] whose service may take up
+    /// to `service_wait_us` before it answers (a read that waits for its
+    /// box): the echo is sent again only after that much longer.
+    pub fn request_waiting(
+        &mut self,
+        seq: u64,
+        service: [u8; RECIPIENT_LEN],
+        node: usize,
+        body: Vec<u8>,
+        service_wait_us: Micros,
+    ) {
+        self.queue(seq, service, node, body, None, service_wait_us);
     }
 
     /// Queues a request like [`Client::request`] that also carries a
@@ -316,7 +333,7 @@ impl<K: Kem> Client<K> {
         body: Vec<u8>,
         life_us: Micros,
     ) {
-        self.queue(seq, service, node, body, Some(life_us));
+        self.queue(seq, service, node, body, Some(life_us), 0);
     }
 
     fn queue(
@@ -326,6 +343,7 @@ impl<K: Kem> Client<K> {
         node: usize,
         mut body: Vec<u8>,
         held_for_us: Option<Micros>,
+        service_wait_us: Micros,
     ) {
         let room = match held_for_us {
             Some(_) => self.max_held_body(),
@@ -339,6 +357,7 @@ impl<K: Kem> Client<K> {
             body,
             attempt: 1,
             held_for_us,
+            service_wait_us,
         });
     }
 
@@ -534,7 +553,9 @@ impl<K: Kem> Client<K> {
                     }
                 };
                 self.stats.requests_sent += 1;
-                let timeout_at = self.timeout_for(at, request.attempt);
+                let timeout_at = self
+                    .timeout_for(at, request.attempt)
+                    .saturating_add(request.service_wait_us);
                 self.pending.insert(
                     surb_id,
                     Pending {
@@ -676,7 +697,7 @@ impl<K: Kem> Client<K> {
         self.stats.replies += 1;
         Some(match pending.purpose {
             Purpose::Request(request) => {
-                if request.attempt == 1 {
+                if request.attempt == 1 && request.service_wait_us == 0 {
                     self.rtt.sample(rtt_us);
                 }
                 self.superseded.retain(|_, s| s.seq != request.seq);

@@ -296,7 +296,11 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         node_config.external_services.push(service_recipient(
             funion_pigeonhole::client::COURIER_SERVICE,
         ));
+        node_config.external_services.push(service_recipient(
+            funion_pigeonhole::client::COURIER_WAIT_SERVICE,
+        ));
     }
+    let courier_wait_recipient = service_recipient(funion_pigeonhole::client::COURIER_WAIT_SERVICE);
     let compute_wake = Arc::new(tokio::sync::Notify::new());
     let (compute_tx, compute_rx) = mpsc::channel::<funion_compute_node::Incoming>(1024);
     let (compute_reply_tx, mut compute_replies) =
@@ -578,7 +582,11 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 } else if let Some(courier) = courier.as_mut() {
                     let is_replica =
                         |id: &NodeId| document.node(id).is_some_and(|n| n.role == Role::Replica);
-                    courier_outputs.extend(courier.handle_request(now(), surb, &body, is_replica));
+                    courier_outputs.extend(if recipient == courier_wait_recipient {
+                        courier.handle_waiting_request(now(), surb, &body, is_replica)
+                    } else {
+                        courier.handle_request(now(), surb, &body, is_replica)
+                    });
                 }
                 continue;
             }

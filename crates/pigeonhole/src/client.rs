@@ -22,6 +22,14 @@ use crate::{shard, ErrorCode, Micros};
 /// The service name storage couriers run under on service nodes.
 pub const COURIER_SERVICE: &str = "courier";
 
+/// The same couriers' service for reads that wait for their box
+/// ([`Request::Await`]): they hold the SURB long enough for the wait.
+pub const COURIER_WAIT_SERVICE: &str = "courier-wait";
+
+/// Beyond its wait, the time a waiting read's holders and courier may take
+/// to answer before the mixnet sends the echo again.
+const WAIT_SLACK_US: Micros = 4_000_000;
+
 /// Why the client could not start an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -89,6 +97,10 @@ pub struct Echo {
     /// (the mixnet's `request_held`); its message comes back through
     /// [`StorageClient::handle_held_reply`].
     pub held_for_us: Option<Micros>,
+    /// How long the service may take before it answers, beyond the echo's
+    /// trip (a read that waits for its box); the mixnet waits that much
+    /// longer before sending the echo again.
+    pub service_wait_us: Micros,
 }
 
 /// Counts of one client's storage traffic.
@@ -339,6 +351,7 @@ impl<K: Kem> StorageClient<K> {
             node: node % self.services,
             body,
             held_for_us,
+            service_wait_us: 0,
         });
         self.stats.echoes += 1;
         self.service_requests.insert(seq);
@@ -438,10 +451,7 @@ impl<K: Kem> StorageClient<K> {
         request: Request,
         tries: u32,
     ) -> Result<(), ClientError> {
-        let box_id = match &request {
-            Request::Read(id) => *id,
-            Request::Write(item) => item.id,
-        };
+        let box_id = request.box_id();
         let k = self.config.holders_per_box;
         let [a, b] = shard::intermediates(&box_id, &self.replica_ids, k, rng)
             .ok_or(ClientError::TooFewReplicas(self.replicas.len()))?;
@@ -485,12 +495,22 @@ impl<K: Kem> StorageClient<K> {
 
     fn send(&mut self, op: BoxOp) {
         let seq = self.allocate_seq();
+        // A waiting read goes to the waiting service the first time; its
+        // polls find the courier's entry through the ordinary one.
+        let (service, service_wait_us) = match op.request {
+            Request::Await { wait_ms, .. } if op.polls == 0 && !op.asked_other_slot => (
+                COURIER_WAIT_SERVICE,
+                u64::from(wait_ms) * 1_000 + WAIT_SLACK_US,
+            ),
+            _ => (COURIER_SERVICE, 0),
+        };
         self.echoes.push(Echo {
             seq,
-            service: COURIER_SERVICE,
+            service,
             node: op.node,
             body: op.body.clone(),
             held_for_us: None,
+            service_wait_us,
         });
         self.stats.echoes += 1;
         *self.batch_echoes.entry(op.batch).or_default() += 1;
@@ -553,7 +573,8 @@ impl<K: Kem> StorageClient<K> {
                     }
                     self.finish(&op, Ok(None))
                 }
-                (ErrorCode::Ok, Request::Read(id)) => match reply.found {
+                (ErrorCode::Ok, Request::Read(id) | Request::Await { id, .. }) => match reply.found
+                {
                     Some(found) if found.id == *id => self.finish(&op, Ok(Some(found))),
                     _ => self.later(now, op, ErrorCode::Malformed),
                 },
@@ -610,6 +631,19 @@ pub fn write_requests(
 pub fn read_requests(cap: &ReadCap, ctx: &[u8], count: usize) -> Result<Vec<Request>, ClientError> {
     (0..count as u64)
         .map(|n| box_id(cap, ctx, n).map(Request::Read))
+        .collect()
+}
+
+/// Reads of the first `count` boxes of the stream `cap`, `ctx` that wait
+/// up to `wait_ms` for boxes not written yet.
+pub fn await_requests(
+    cap: &ReadCap,
+    ctx: &[u8],
+    count: usize,
+    wait_ms: u32,
+) -> Result<Vec<Request>, ClientError> {
+    (0..count as u64)
+        .map(|n| box_id(cap, ctx, n).map(|id| Request::Await { id, wait_ms }))
         .collect()
 }
 

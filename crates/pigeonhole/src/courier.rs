@@ -4,7 +4,9 @@
 //! client resends (de-duplication by envelope hash), and answers through
 //! the SURB as soon as a replica replies, or with an ACK once it has held
 //! the SURB for `hold_us`; the client then polls with the same envelope and
-//! gets the cached reply.
+//! gets the cached reply. A request to the waiting service
+//! ([`crate::client::COURIER_WAIT_SERVICE`], for reads that wait for their
+//! box) has its SURB held for `wait_hold_us` instead.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,6 +21,9 @@ use crate::{ErrorCode, Micros};
 pub struct CourierConfig {
     /// Longest a SURB is held waiting for a replica before an ACK goes back.
     pub hold_us: Micros,
+    /// The same, for requests to the waiting service: the replicas' longest
+    /// wait for a box and their time to answer.
+    pub wait_hold_us: Micros,
     /// Forward an envelope again when no replica answered within this long.
     pub forward_again_us: Micros,
     /// How long an envelope and its replies are remembered after last use.
@@ -31,6 +36,7 @@ impl Default for CourierConfig {
     fn default() -> Self {
         CourierConfig {
             hold_us: 2_000_000,
+            wait_hold_us: 34_000_000,
             forward_again_us: 10_000_000,
             cache_us: 300_000_000,
             // An entry holds up to two envelope slots and two sealed
@@ -147,6 +153,31 @@ impl Courier {
         body: &[u8],
         is_replica: impl Fn(&NodeId) -> bool,
     ) -> Vec<CourierOutput> {
+        let hold = self.config.hold_us;
+        self.take_envelope(now, surb, body, hold, is_replica)
+    }
+
+    /// Like [`Courier::handle_request`], for the waiting service: the SURB
+    /// is held for `wait_hold_us`, long enough for a read that waits.
+    pub fn handle_waiting_request(
+        &mut self,
+        now: Micros,
+        surb: Vec<u8>,
+        body: &[u8],
+        is_replica: impl Fn(&NodeId) -> bool,
+    ) -> Vec<CourierOutput> {
+        let hold = self.config.wait_hold_us;
+        self.take_envelope(now, surb, body, hold, is_replica)
+    }
+
+    fn take_envelope(
+        &mut self,
+        now: Micros,
+        surb: Vec<u8>,
+        body: &[u8],
+        hold_us: Micros,
+        is_replica: impl Fn(&NodeId) -> bool,
+    ) -> Vec<CourierOutput> {
         self.counters.envelopes += 1;
         let envelope = match CourierEnvelope::parse(&self.sizes, body) {
             Ok(envelope) => envelope,
@@ -167,7 +198,7 @@ impl Courier {
                 let message = answer_message(&sizes, &hash, slot as u8, *code, sealed);
                 return vec![CourierOutput::Reply { surb, message }];
             }
-            let until = now + self.config.hold_us;
+            let until = now + hold_us;
             entry.held.push(Held { surb, until });
             self.deadlines.insert((until, hash));
             if now >= entry.forwarded_at + self.config.forward_again_us {
@@ -187,7 +218,7 @@ impl Courier {
                 return self.refuse(surb, hash, ErrorCode::Unavailable);
             }
         }
-        let until = now + self.config.hold_us;
+        let until = now + hold_us;
         let entry = Entry {
             intermediates,
             envelopes: [envelope.for_replica(0), envelope.for_replica(1)],

@@ -13,7 +13,8 @@
 //! its length, u32 LE, since a Sphinx payload is always padded to full size):
 //! `version ‖ reply index ‖ intermediate 0 ‖ intermediate 1 ‖
 //!  (KEM ciphertext ‖ wrapped DEK) × 2 ‖ AEAD(request key, inner)`;
-//! inner: `kind ‖ box ID ‖ signature ‖ length (u32 LE) ‖ ciphertext, padded`.
+//! inner: `kind ‖ box ID ‖ signature ‖ length (u32 LE) ‖ ciphertext, padded`;
+//! a waiting read puts its wait (milliseconds, u32 LE) after the box ID.
 //! Reply layout (`Sizes::reply_len` bytes, inside the SURB reply):
 //! `version ‖ kind ‖ slot ‖ code ‖ envelope hash ‖ AEAD(reply key, inner)`;
 //! inner: `code ‖ has box ‖ box ID ‖ signature ‖ length ‖ ciphertext, padded`.
@@ -52,6 +53,7 @@ const KDF_SALT: &[u8] = b"funion pigeonhole v1";
 
 const KIND_READ: u8 = 1;
 const KIND_WRITE: u8 = 2;
+const KIND_AWAIT: u8 = 3;
 const REPLY_KIND_ANSWER: u8 = 1;
 const REPLY_KIND_PENDING: u8 = 2;
 const REPLY_KIND_REFUSED: u8 = 3;
@@ -157,6 +159,25 @@ pub enum Request {
     Read(BoxId),
     /// Store this box (an empty ciphertext is a tombstone).
     Write(SealedBox),
+    /// Read the box with this ID, and if it is not there yet, wait up to
+    /// `wait_ms` for it to be written (the holders answer the moment it
+    /// is; replicas cap the wait).
+    Await {
+        /// The box ID.
+        id: BoxId,
+        /// The longest wait, milliseconds.
+        wait_ms: u32,
+    },
+}
+
+impl Request {
+    /// The box the request is about.
+    pub fn box_id(&self) -> BoxId {
+        match self {
+            Request::Read(id) | Request::Await { id, .. } => *id,
+            Request::Write(item) => item.id,
+        }
+    }
 }
 
 /// What a replica answers.
@@ -268,6 +289,11 @@ pub fn seal<K: Kem, R: RngCore + CryptoRng>(
         Request::Read(id) => {
             inner[0] = KIND_READ;
             inner[1..1 + BOX_ID_SIZE].copy_from_slice(&id.0);
+        }
+        Request::Await { id, wait_ms } => {
+            inner[0] = KIND_AWAIT;
+            inner[1..1 + BOX_ID_SIZE].copy_from_slice(&id.0);
+            inner[1 + BOX_ID_SIZE..5 + BOX_ID_SIZE].copy_from_slice(&wait_ms.to_le_bytes());
         }
         Request::Write(item) => {
             if item.ciphertext.len() > sizes.max_box {
@@ -426,6 +452,14 @@ impl ReplicaEnvelope {
             KIND_READ => Request::Read(BoxId(
                 inner[1..1 + BOX_ID_SIZE].try_into().expect("32 bytes"),
             )),
+            KIND_AWAIT => Request::Await {
+                id: BoxId(inner[1..1 + BOX_ID_SIZE].try_into().expect("32 bytes")),
+                wait_ms: u32::from_le_bytes(
+                    inner[1 + BOX_ID_SIZE..5 + BOX_ID_SIZE]
+                        .try_into()
+                        .expect("4 bytes"),
+                ),
+            },
             KIND_WRITE => Request::Write(read_box(&inner[1..], sizes.max_box)?),
             _ => return Err(ErrorCode::Malformed),
         };

@@ -102,12 +102,16 @@ pub enum StorageMessage {
         /// The holders that confirmed it.
         holders: Vec<[u8; 32]>,
     },
-    /// Intermediate to holder: read a box.
+    /// Intermediate to holder: read a box; with `wait_ms` above 0, a
+    /// holder that lacks it answers when it is written, or `NotFound` once
+    /// the wait (capped by the holder) is over.
     Read {
         /// The sender's request number.
         request: u64,
         /// The box ID.
         box_id: [u8; 32],
+        /// The longest wait for the box, milliseconds.
+        wait_ms: u32,
     },
     /// The outcome of a read.
     ReadReply {

@@ -1,7 +1,8 @@
 //! The Pigeonhole state machines on their own: envelopes open only for the
 //! replica they name and look alike whatever they ask; the courier forwards
 //! once, holds SURBs, ACKs, answers from its cache and refuses bad input;
-//! rendezvous hashing; the write-once rules; streams.
+//! rendezvous hashing; the write-once rules; streams; reads that wait for
+//! their box.
 
 use funion_bacap::{BoxId, BoxSignature, SealedBox, WriteCap, Writer};
 use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
@@ -216,6 +217,7 @@ fn courier_setup() -> (
     );
     let config = CourierConfig {
         hold_us: 1_000,
+        wait_hold_us: 40_000,
         forward_again_us: 50_000,
         cache_us: 1_000_000,
         max_entries: 10,
@@ -541,6 +543,14 @@ const COURIER: NodeId = NodeId([0xCC; 32]);
 
 impl Cluster {
     fn new(rng: &mut ChaCha20Rng, sizes: Sizes) -> Self {
+        Self::tuned(rng, sizes, |_| {})
+    }
+
+    fn tuned(
+        rng: &mut ChaCha20Rng,
+        sizes: Sizes,
+        tune: impl Fn(&mut funion_pigeonhole::replica::ReplicaConfig),
+    ) -> Self {
         use funion_pigeonhole::replica::{Replica as Machine, ReplicaConfig};
         let replicas = replicas::<X25519>(rng, 4);
         let ids: Vec<NodeId> = replicas.iter().map(|r| r.id).collect();
@@ -548,7 +558,9 @@ impl Cluster {
         let machines = replicas
             .into_iter()
             .map(|r| {
-                let mut m = Machine::<X25519>::new(ReplicaConfig::new(r.id, sizes, 2, 3_600));
+                let mut config = ReplicaConfig::new(r.id, sizes, 2, 3_600);
+                tune(&mut config);
+                let mut m = Machine::<X25519>::new(config);
                 m.add_epoch_key(0, r.secret);
                 m.set_epoch(0);
                 m.set_replicas(ids.clone());
@@ -632,7 +644,12 @@ impl Cluster {
     }
 }
 
-fn answer_code(sizes: &Sizes, keys: &envelope::ReplyKeys, reply: &StorageMessage) -> ErrorCode {
+/// Opens a courier's envelope reply to the replica's answer inside.
+fn opened(
+    sizes: &Sizes,
+    keys: &envelope::ReplyKeys,
+    reply: &StorageMessage,
+) -> envelope::ReplicaReply {
     let StorageMessage::EnvelopeReply {
         hash,
         slot,
@@ -644,9 +661,13 @@ fn answer_code(sizes: &Sizes, keys: &envelope::ReplyKeys, reply: &StorageMessage
     };
     let bytes = envelope::courier_reply(sizes, hash, *slot, *code, Some(sealed));
     match keys.open(sizes, &bytes).unwrap() {
-        envelope::CourierAnswer::Reply { reply, .. } => reply.code,
+        envelope::CourierAnswer::Reply { reply, .. } => reply,
         other => panic!("expected a sealed reply, got {other:?}"),
     }
+}
+
+fn answer_code(sizes: &Sizes, keys: &envelope::ReplyKeys, reply: &StorageMessage) -> ErrorCode {
+    opened(sizes, keys, reply).code
 }
 
 #[test]
@@ -687,5 +708,129 @@ fn the_replica_machine_acknowledges_only_what_its_store_made_durable() {
         cluster.holding(&other.id),
         0,
         "a refused write stores nothing"
+    );
+}
+
+fn found_box(sizes: &Sizes, keys: &envelope::ReplyKeys, reply: &StorageMessage) -> Option<BoxId> {
+    opened(sizes, keys, reply).found.map(|b| b.id)
+}
+
+#[test]
+fn a_waiting_read_is_answered_when_its_box_is_written_and_not_before() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let sizes = Sizes::fit(32, 3_000).unwrap();
+    let mut cluster = Cluster::tuned(&mut rng, sizes, |c| c.max_wait_us = 5_000_000);
+    let (_, item) = a_box(&mut rng, b"later");
+    // The control: a plain read of a box not written yet is answered at
+    // once, NotFound.
+    let keys = cluster.send(&mut rng, &sizes, &Request::Read(item.id), &item.id);
+    let replies = cluster.pump(0);
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::NotFound);
+    // A waiting read of it gets no answer, even past the holders' timeout.
+    let request = Request::Await {
+        id: item.id,
+        wait_ms: 60_000,
+    };
+    let read_keys = cluster.send(&mut rng, &sizes, &request, &item.id);
+    assert!(cluster.pump(0).is_empty(), "parked, not answered");
+    for machine in &mut cluster.machines {
+        machine.tick(3_500_000);
+    }
+    assert!(cluster.pump(3_500_000).is_empty(), "still parked");
+    // The box is written through another envelope: the write's answer and
+    // the waiting read's, with the box, come back together.
+    let write_keys = cluster.send(&mut rng, &sizes, &Request::Write(item.clone()), &item.id);
+    let replies = cluster.pump(4_000_000);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let for_read = |r: &StorageMessage| match r {
+        StorageMessage::EnvelopeReply {
+            hash,
+            slot,
+            code,
+            sealed,
+        } => {
+            let bytes = envelope::courier_reply(&sizes, hash, *slot, *code, Some(sealed));
+            read_keys.open(&sizes, &bytes).is_ok()
+        }
+        _ => false,
+    };
+    let (read, write) = match (for_read(&replies[0]), for_read(&replies[1])) {
+        (true, false) => (&replies[0], &replies[1]),
+        (false, true) => (&replies[1], &replies[0]),
+        other => panic!("one answer each expected: {other:?}"),
+    };
+    assert_eq!(answer_code(&sizes, &write_keys, write), ErrorCode::Ok);
+    assert_eq!(found_box(&sizes, &read_keys, read), Some(item.id));
+    let parked: u64 = cluster
+        .machines
+        .iter()
+        .map(|m| m.counters().get("reads_parked").copied().unwrap_or(0))
+        .sum();
+    assert_eq!(parked, 2, "both holders parked the read");
+}
+
+#[test]
+fn a_waiting_read_gives_up_after_the_capped_wait_and_parks_a_bounded_number() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let sizes = Sizes::fit(32, 3_000).unwrap();
+    let mut cluster = Cluster::tuned(&mut rng, sizes, |c| {
+        c.max_wait_us = 2_000_000;
+        c.max_waiting_reads = 1;
+    });
+    let (_, never) = a_box(&mut rng, b"never written");
+    // It asked for a minute; the replicas wait two seconds.
+    let request = Request::Await {
+        id: never.id,
+        wait_ms: 60_000,
+    };
+    let keys = cluster.send(&mut rng, &sizes, &request, &never.id);
+    assert!(cluster.pump(0).is_empty());
+    for machine in &mut cluster.machines {
+        machine.tick(1_900_000);
+    }
+    assert!(cluster.pump(1_900_000).is_empty(), "within the wait");
+    for machine in &mut cluster.machines {
+        machine.tick(2_100_000);
+    }
+    let replies = cluster.pump(2_100_000);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::NotFound);
+    // Each holder parks one read at most: a waiting read of a second box
+    // with the same holders finds no room and is answered at once.
+    let (_, first) = a_box(&mut rng, b"first");
+    let holders_first = shard::holders(&first.id, &cluster.ids, 2);
+    let second = loop {
+        let (_, candidate) = a_box(&mut rng, b"second");
+        let mut holders = shard::holders(&candidate.id, &cluster.ids, 2);
+        let mut wanted = holders_first.clone();
+        holders.sort_by_key(|h| h.0);
+        wanted.sort_by_key(|h| h.0);
+        if holders == wanted {
+            break candidate;
+        }
+    };
+    let await_of = |id: BoxId| Request::Await { id, wait_ms: 1_000 };
+    cluster.send(&mut rng, &sizes, &await_of(first.id), &first.id);
+    assert!(cluster.pump(3_000_000).is_empty(), "the first is parked");
+    let keys = cluster.send(&mut rng, &sizes, &await_of(second.id), &second.id);
+    let replies = cluster.pump(3_000_000);
+    assert_eq!(replies.len(), 1, "no holder had room");
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::NotFound);
+}
+
+#[test]
+fn the_waiting_service_holds_the_surb_for_the_longer_time() {
+    let (_, sizes, _, mut courier, bytes, keys) = courier_setup();
+    let first = courier.handle_waiting_request(0, b"surb".to_vec(), &bytes, |_| true);
+    assert_eq!(forwarded(&first).len(), 2);
+    // Past the ordinary hold (1 ms) there is nothing to ACK yet ...
+    assert!(courier.poll(1_100).is_empty());
+    assert_eq!(courier.next_deadline(), Some(40_000));
+    // ... and past the waiting hold (40 ms) the ACK goes back.
+    let acks = replies(&courier.poll(40_000));
+    assert_eq!(acks.len(), 1);
+    assert_eq!(
+        keys.open(&sizes, &acks[0].1).unwrap(),
+        CourierAnswer::Pending
     );
 }

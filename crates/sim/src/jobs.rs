@@ -31,7 +31,7 @@ use funion_mixnet::{
 };
 use funion_pigeonhole::client::{
     self as storage, open_stream, read_requests, write_requests, BatchId, StorageClient,
-    COURIER_SERVICE,
+    COURIER_SERVICE, COURIER_WAIT_SERVICE,
 };
 use funion_pigeonhole::courier::{Courier, CourierConfig, CourierOutput};
 use funion_pigeonhole::envelope::{Request, Sizes};
@@ -167,8 +167,9 @@ pub struct JobsConfig {
     /// network's λ_s, as the runtime's couriers send. A courier needs about
     /// two slots per job, so at λ_s it carries about λ_s / 2 jobs a second.
     pub courier_send_rate: Option<f64>,
-    /// The probability the store path's first read finds the output
-    /// (`None`: the client's default).
+    /// With `Some(q)`, the store path reads the output with plain reads
+    /// that find it with probability `q` (`None`: the client's default, a
+    /// read that waits for the output at the replicas).
     pub read_quantile: Option<f64>,
     /// Whether jobs pay: clients hold deposits and spend RLN tickets (real
     /// nullifiers and shares, the proof modelled), and compute couriers run
@@ -764,10 +765,17 @@ impl<K: Kem> World<K> {
         let Some(service) = self.service_of(node) else {
             return self.drop("no_such_service");
         };
-        if recipient == service_recipient(COURIER_SERVICE) {
+        if recipient == service_recipient(COURIER_SERVICE)
+            || recipient == service_recipient(COURIER_WAIT_SERVICE)
+        {
             let replicas = &self.replica_index;
-            let outputs = self.couriers[service]
-                .handle_request(now, surb, &body, |id| replicas.contains_key(id));
+            let is_replica = |id: &NodeId| replicas.contains_key(id);
+            let courier = &mut self.couriers[service];
+            let outputs = if recipient == service_recipient(COURIER_WAIT_SERVICE) {
+                courier.handle_waiting_request(now, surb, &body, is_replica)
+            } else {
+                courier.handle_request(now, surb, &body, is_replica)
+            };
             self.courier_outputs(now, service, outputs);
         } else if recipient == service_recipient(COMPUTE_SERVICE) {
             let actor = &mut self.actors[service];
@@ -890,9 +898,13 @@ impl<K: Kem> World<K> {
                 Some(life) => endpoint
                     .mix
                     .request_held(echo.seq, recipient, echo.node, echo.body, life),
-                None => endpoint
-                    .mix
-                    .request(echo.seq, recipient, echo.node, echo.body),
+                None => endpoint.mix.request_waiting(
+                    echo.seq,
+                    recipient,
+                    echo.node,
+                    echo.body,
+                    echo.service_wait_us,
+                ),
             }
         }
         self.acknowledged
@@ -1543,6 +1555,8 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
             nc.external_services
                 .push(service_recipient(COURIER_SERVICE));
             nc.external_services
+                .push(service_recipient(COURIER_WAIT_SERVICE));
+            nc.external_services
                 .push(service_recipient(COMPUTE_SERVICE));
             nc.external_services
                 .push(service_recipient(COMPUTE_FAST_SERVICE));
@@ -1667,14 +1681,10 @@ pub fn run_jobs<K: Kem>(config: &JobsConfig) -> JobsReport {
         courier: None,
         path: config.path,
     };
-    let read_plan = match config.path {
-        JobPath::Serial => ReadPlan::default(),
-        _ => ReadPlan::reading_at(
-            &timing,
-            config
-                .read_quantile
-                .unwrap_or(funion_compute::client::STORE_READ_QUANTILE),
-        ),
+    let read_plan = match (config.path, config.read_quantile) {
+        (JobPath::Serial, _) => ReadPlan::default(),
+        (_, Some(q)) => ReadPlan::reading_at(&timing, q),
+        (_, None) => ReadPlan::from_timing(&timing),
     };
 
     let mut endpoints = Vec::new();

@@ -6,11 +6,15 @@
 //!   the box's K holders (rendezvous hashing over the replicas; itself
 //!   included when it is one). A write is answered `Ok` once one holder has
 //!   it durably; a read with the first holder that has the box, and a holder
-//!   that said it has none gets the box (read-repair).
+//!   that said it has none gets the box (read-repair). A waiting read
+//!   ([`Request::Await`]) asks the holders to wait for the box too.
 //! - **Holder.** Writes go to the store in batches (one
 //!   [`StorageEffect::Write`] per [`Replica::take_effects`]) and are
 //!   answered only after the store said they are durable. A write from an
 //!   intermediate queues, in the same batch, its copies for the other holders.
+//!   A read that may wait and finds nothing is parked until the box is
+//!   written or the wait is over (a bounded number of them, each for a
+//!   bounded time); the store must answer effects in the order it got them.
 //! - **Replicator.** Sends queued copies until their holders confirm them;
 //!   the queue is the store's, so a restart resumes it. Expired boxes are
 //!   swept.
@@ -53,6 +57,11 @@ pub struct ReplicaConfig {
     pub copy_after_ms: u64,
     /// How often expired boxes are swept.
     pub expiry_every_us: Micros,
+    /// The longest a read waits for its box, whatever it asked.
+    pub max_wait_us: Micros,
+    /// Most reads parked at once; past that, a waiting read is answered
+    /// at once.
+    pub max_waiting_reads: usize,
 }
 
 impl ReplicaConfig {
@@ -70,6 +79,8 @@ impl ReplicaConfig {
             expiry_every_us: box_lifetime_s
                 .saturating_mul(100_000)
                 .clamp(1_000_000, 60_000_000),
+            max_wait_us: 30_000_000,
+            max_waiting_reads: 4_096,
         }
     }
 }
@@ -107,6 +118,7 @@ enum AfterWrite {
 }
 
 /// What to do with a local read.
+#[derive(Clone, Copy)]
 enum AfterRead {
     /// Answer the holder read `request` from `to`.
     Answer { to: NodeId, request: u64 },
@@ -146,8 +158,13 @@ pub struct Replica<K: Kem> {
     waiting: HashMap<u64, Waiter>,
     copies_in_flight: HashMap<(BoxId, NodeId), Micros>,
     pending_writes: Vec<(WriteOp, AfterWrite)>,
-    writes_in_flight: HashMap<u64, Vec<AfterWrite>>,
-    reads_in_flight: HashMap<u64, AfterRead>,
+    writes_in_flight: HashMap<u64, Vec<(AfterWrite, BoxId)>>,
+    /// Local reads at the store: what to do with the answer, the box, and
+    /// until when a miss may wait (0: no wait).
+    reads_in_flight: HashMap<u64, (AfterRead, BoxId, Micros)>,
+    /// Reads parked until their box is written, with when they give up.
+    waiting_reads: HashMap<BoxId, Vec<(AfterRead, Micros)>>,
+    waiting_count: usize,
     backlog_loading: bool,
     /// Whether the replication queue may hold anything (so an idle replica
     /// does not read it every tick).
@@ -175,6 +192,8 @@ impl<K: Kem> Replica<K> {
             pending_writes: Vec::new(),
             writes_in_flight: HashMap::new(),
             reads_in_flight: HashMap::new(),
+            waiting_reads: HashMap::new(),
+            waiting_count: 0,
             backlog_loading: false,
             may_owe: true,
             copies_owed: None,
@@ -215,8 +234,14 @@ impl<K: Kem> Replica<K> {
     /// leave as one batch.
     pub fn take_effects(&mut self) -> Vec<ReplicaEffect> {
         if !self.pending_writes.is_empty() {
-            let (ops, afters): (Vec<WriteOp>, Vec<AfterWrite>) =
-                std::mem::take(&mut self.pending_writes).into_iter().unzip();
+            let (ops, afters): (Vec<WriteOp>, Vec<(AfterWrite, BoxId)>) =
+                std::mem::take(&mut self.pending_writes)
+                    .into_iter()
+                    .map(|(op, after)| {
+                        let id = op.item.id;
+                        (op, (after, id))
+                    })
+                    .unzip();
             self.next_token += 1;
             self.writes_in_flight.insert(self.next_token, afters);
             self.effects
@@ -243,13 +268,53 @@ impl<K: Kem> Replica<K> {
         self.effects.push(ReplicaEffect::Storage(effect));
     }
 
-    fn read(&mut self, box_id: BoxId, after: AfterRead) {
+    /// Reads `box_id` from the store; with `wait_until` in the future, a
+    /// miss parks the read until then.
+    fn read(&mut self, box_id: BoxId, after: AfterRead, wait_until: Micros) {
         self.next_token += 1;
-        self.reads_in_flight.insert(self.next_token, after);
+        self.reads_in_flight
+            .insert(self.next_token, (after, box_id, wait_until));
         self.storage(StorageEffect::Read {
             token: self.next_token,
             box_id,
         });
+    }
+
+    /// Until when a read asking to wait `wait_ms` may wait (0: not at all).
+    fn wait_until(&self, now: Micros, wait_ms: u32) -> Micros {
+        match wait_ms {
+            0 => 0,
+            ms => now + (u64::from(ms) * 1_000).min(self.config.max_wait_us),
+        }
+    }
+
+    /// The box was written here: the reads parked for it read it again.
+    fn wake_waiting(&mut self, box_id: BoxId) {
+        if let Some(parked) = self.waiting_reads.remove(&box_id) {
+            self.waiting_count -= parked.len();
+            for (after, until) in parked {
+                self.read(box_id, after, until);
+            }
+        }
+    }
+
+    /// Answers a read with no box: the holder's reply, or the
+    /// intermediate's own holder answer.
+    fn answer_missing(&mut self, now: Micros, after: AfterRead) {
+        match after {
+            AfterRead::Answer { to, request } => {
+                let reply = StorageMessage::ReadReply {
+                    request,
+                    code: ErrorCode::NotFound,
+                    item: None,
+                };
+                self.send(to, reply);
+            }
+            AfterRead::Op(op) => {
+                let own = self.config.own_id;
+                self.holder_answered(now, op, own, ErrorCode::NotFound, None);
+            }
+        }
     }
 
     fn request_number(&mut self, waiter: Waiter) -> u64 {
@@ -297,9 +362,15 @@ impl<K: Kem> Replica<K> {
                 self.pending_writes
                     .push((op, AfterWrite::Answer { to: from, request }));
             }
-            StorageMessage::Read { request, box_id } => {
+            StorageMessage::Read {
+                request,
+                box_id,
+                wait_ms,
+            } => {
                 self.count("holder_reads");
-                self.read(BoxId(box_id), AfterRead::Answer { to: from, request });
+                let wait_until = self.wait_until(now, wait_ms);
+                let after = AfterRead::Answer { to: from, request };
+                self.read(BoxId(box_id), after, wait_until);
             }
             StorageMessage::WriteReply { request, code } => match self.waiting.remove(&request) {
                 Some(Waiter::Op { op, holder }) if holder == from => {
@@ -352,8 +423,11 @@ impl<K: Kem> Replica<K> {
                 let outcomes = outcomes.unwrap_or_else(|_| {
                     vec![Written::Refused(ErrorCode::StorageFailure); afters.len()]
                 });
-                for (after, written) in afters.into_iter().zip(outcomes) {
+                for ((after, box_id), written) in afters.into_iter().zip(outcomes) {
                     self.may_owe |= written == Written::Stored;
+                    if matches!(written, Written::Stored | Written::Unchanged) {
+                        self.wake_waiting(box_id);
+                    }
                     self.count(match written {
                         Written::Stored => "writes_stored",
                         Written::Unchanged => "writes_unchanged",
@@ -373,9 +447,22 @@ impl<K: Kem> Replica<K> {
                 }
             }
             StorageAnswer::Read { token, result } => {
-                let Some(after) = self.reads_in_flight.remove(&token) else {
+                let Some((after, read_box_id, wait_until)) = self.reads_in_flight.remove(&token)
+                else {
                     return;
                 };
+                if matches!(result, Ok(None))
+                    && wait_until > now
+                    && self.waiting_count < self.config.max_waiting_reads
+                {
+                    self.count("reads_parked");
+                    self.waiting_count += 1;
+                    self.waiting_reads
+                        .entry(read_box_id)
+                        .or_default()
+                        .push((after, wait_until));
+                    return;
+                }
                 let (code, item) = match result {
                     Ok(Some(item)) => (ErrorCode::Ok, Some(item)),
                     Ok(None) => (ErrorCode::NotFound, None),
@@ -455,10 +542,14 @@ impl<K: Kem> Replica<K> {
                 return;
             }
         };
-        let (box_id, write) = match request {
-            Request::Read(id) => (id, None),
-            Request::Write(item) => (item.id, Some(item)),
+        let (box_id, write, wait_ms) = match request {
+            Request::Read(id) => (id, None, 0),
+            Request::Await { id, wait_ms } => (id, None, wait_ms),
+            Request::Write(item) => (item.id, Some(item), 0),
         };
+        // A waiting read's holders may answer as late as the wait.
+        let wait_until = self.wait_until(now, wait_ms);
+        let waited = wait_until.saturating_sub(now);
         let holders = shard::holders(&box_id, &self.replicas, self.config.holders_per_box);
         self.next_op += 1;
         let op_id = self.next_op;
@@ -476,8 +567,8 @@ impl<K: Kem> Replica<K> {
             stored: Vec::new(),
             failures: Vec::new(),
             replied: false,
-            deadline: now + self.config.holder_timeout_us,
-            keep_until: now + self.config.repair_window_us,
+            deadline: now + self.config.holder_timeout_us + waited,
+            keep_until: now + self.config.repair_window_us + waited,
         };
         if let Some(item) = &write {
             // Refuse a forged box here: no holder ever sees it.
@@ -505,7 +596,7 @@ impl<K: Kem> Replica<K> {
                         };
                         self.pending_writes.push((op, AfterWrite::Op(op_id)));
                     }
-                    None => self.read(box_id, AfterRead::Op(op_id)),
+                    None => self.read(box_id, AfterRead::Op(op_id), wait_until),
                 }
                 continue;
             }
@@ -519,6 +610,7 @@ impl<K: Kem> Replica<K> {
                 None => StorageMessage::Read {
                     request,
                     box_id: box_id.0,
+                    wait_ms,
                 },
             };
             self.send(holder, message);
@@ -677,6 +769,28 @@ impl<K: Kem> Replica<K> {
     /// Timeouts, the replication queue, the expiry sweep. Call it every few
     /// tens of milliseconds.
     pub fn tick(&mut self, now: Micros) {
+        if self.waiting_count > 0 {
+            let mut over = Vec::new();
+            self.waiting_reads.retain(|box_id, parked| {
+                let mut position = 0;
+                parked.retain(|&(after, until)| {
+                    position += 1;
+                    let keep = until > now;
+                    if !keep {
+                        over.push((until, box_id.0, position, after));
+                    }
+                    keep
+                });
+                !parked.is_empty()
+            });
+            // In the order they gave up, not the map's.
+            over.sort_by_key(|&(until, box_id, position, _)| (until, box_id, position));
+            self.waiting_count -= over.len();
+            for (_, _, _, after) in over {
+                self.count("waits_over");
+                self.answer_missing(now, after);
+            }
+        }
         let expired: Vec<u64> = self
             .ops
             .iter()
