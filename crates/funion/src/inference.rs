@@ -334,14 +334,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "   models measured here: {MINILM} {:.3} s, {llama_name} {:.3} s; bucket j = {} (t_j = {:.2} s: fetch ≤ {:.2} s, batch wait ≤ {:.2} s, compute {:.2} s with a {COMPUTE_MARGIN}× margin)",
+        "   models measured here: {MINILM} {:.3} s, {llama_name} {:.3} s; bucket j = {} from the input in hand for the fast and store paths (batch wait ≤ {:.2} s, compute {:.2} s with a {COMPUTE_MARGIN}× margin), j = {} for the serial path (t_j = {:.2} s: also the fetch, ≤ {:.2} s)",
         embed_s,
         ask_s,
+        plan.from_input,
+        plan.batch_s,
+        plan.compute_s,
         plan.bucket,
         plan.edge_s,
         plan.fetch_s,
-        plan.batch_s,
-        plan.compute_s,
     );
     let options = DevnetOptions {
         metrics: false,
@@ -385,7 +386,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let bucket = plan.bucket;
-    let spacing = parameters.bucket_spacing_us as f64 / 1e6;
     let embed = JobSpec {
         model: MINILM.into(),
         task: Task::Embed,
@@ -397,10 +397,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         courier: None,
         path: JobPath::Fast,
     };
-    println!(
-        "1. embedding {prompt:?} with {MINILM} (bucket j = {bucket}, t_j = {:.2} s)",
-        f64::from(bucket) * spacing
-    );
+    println!("1. embedding {prompt:?} with {MINILM}");
     let describe_embedding = |o: &Outcome| match o {
         Outcome::Embedding(v) => format!(
             "{} dimensions, L2 norm {:.4}, first values {:.4?} …",
@@ -443,7 +440,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         courier: None,
         path: JobPath::Fast,
     };
-    println!("\n2. asking {llama_name} {prompt:?} (bucket j = {bucket})");
+    println!("\n2. asking {llama_name} {prompt:?}");
     let describe_tokens = |o: &Outcome| match o {
         Outcome::Tokens(ids) => format!(
             "{:?} (token IDs {:?})",
@@ -535,7 +532,16 @@ async fn demo_job(
         let mut specs = vec![spec.clone()];
         crate::credits::pay_all(credits, wallet, &mut specs)?;
         println!("   paid with {} tickets", specs[0].tickets.len());
-        println!("   {} path", spec.path.name());
+        println!(
+            "   {} path, bucket j = {} (t_j = {:.2} s{})",
+            spec.path.name(),
+            spec.bucket,
+            f64::from(spec.bucket) * parameters.bucket_spacing_us as f64 / 1e6,
+            match spec.path {
+                JobPath::Serial => " from the compute courier taking the job",
+                JobPath::Fast | JobPath::Store => " from the input in hand",
+            }
+        );
         let report = run_jobs(&net.client, specs).await?;
         let courier_echoes = compute_echoes(net) - echoes_before;
         show(&report, courier_echoes, parameters, &answer)?;
