@@ -36,7 +36,7 @@ type Shared = Arc<Mutex<Inner>>;
 /// Serves the authority on an already bound listener until the task is
 /// dropped.
 pub async fn serve(config: AuthorityFile, listener: TcpListener) -> anyhow::Result<()> {
-    let key = SigningKey::from_bytes(&hex32(&config.secret_seed)?);
+    let key = SigningKey::from_bytes(&config.secret_seed.bytes()?);
     let state: Shared = Arc::new(Mutex::new(Inner {
         parameters: config.parameters,
         key,

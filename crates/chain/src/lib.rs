@@ -21,6 +21,7 @@ pub use registry::{Registry, RegistryEvent, RegistryParams, StakeOnChain};
 /// Where the registry lives: what `chain.json` in a devnet folder holds, so
 /// any Ethereum tool can look.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainFile {
     /// The node's JSON-RPC URL (`http://host:port`).
     pub rpc_url: String,

@@ -52,7 +52,7 @@ pub struct Network {
 impl Network {
     /// Fetches the parameters and the current document.
     pub async fn fetch(config: &ClientFile) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
+        let http = funion_net::http_client()?;
         let parameters = fetch_parameters(&http, &config.authority_url).await?;
         let key = hex32(&config.authority_key)?;
         let epoch = epoch_at(unix_ms(), parameters.epoch_ms);

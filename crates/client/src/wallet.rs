@@ -57,6 +57,14 @@ impl Wallet {
         }
         let db = Database::create(path)
             .map_err(|e| anyhow::anyhow!("wallet {}: {e}", path.display()))?;
+        // Only the owner may read the wallet's secrets, set before any is
+        // written.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| anyhow::anyhow!("wallet {}: {e}", path.display()))?;
+        }
         let txn = db.begin_write()?;
         {
             let mut keys = txn.open_table(KEYS)?;

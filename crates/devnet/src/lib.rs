@@ -93,7 +93,7 @@ impl NodeSpec<'_> {
             layer: self.layer,
             listen: self.listen.clone(),
             metrics_listen: self.metrics_listen.clone(),
-            secret_seed: random_seed(),
+            secret_seed: random_seed().into(),
             data_dir: self.data_dir.clone(),
             authority_url: self.authority_url.to_string(),
             authority_key: self.authority_key.to_string(),
@@ -226,7 +226,7 @@ async fn wait_for_all(
     parameters: &Parameters,
     nodes: &mut [DevnetNode],
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = funion_net::http_client()?;
     let key = config::hex32(&client.authority_key)?;
     let mut listed = 0;
     for _ in 0..600 {
@@ -334,7 +334,7 @@ pub async fn start_with(
     let authority_key = funion_authority::public_key_hex(&authority_seed)?;
     let authority_config = AuthorityFile {
         listen: authority_listener.local_addr()?.to_string(),
-        secret_seed: authority_seed,
+        secret_seed: authority_seed.into(),
         parameters: parameters.clone(),
     };
     config::write(&dir.join("authority.toml"), &authority_config)?;
@@ -551,17 +551,18 @@ pub fn genconfig(
             unbacked_deposits: false,
         },
     )?;
-    std::fs::write(dir.join("policy.seed"), &policy_seed)?;
+    config::write_owner_only(&dir.join("policy.seed"), policy_seed.as_bytes())?;
     let mut written = vec![
         dir.join("authority.toml"),
         dir.join("ledger.toml"),
         slasher_path,
+        dir.join("policy.seed"),
     ];
     config::write(
         &written[0],
         &AuthorityFile {
             listen: authority_address.clone(),
-            secret_seed: authority_seed,
+            secret_seed: authority_seed.into(),
             parameters: parameters.clone(),
         },
     )?;

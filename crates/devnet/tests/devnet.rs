@@ -134,7 +134,7 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
     )
     .unwrap();
     let gateway = net.node("gateway").unwrap().config.clone();
-    let gateway_keys = NodeKeys::from_seed(hex32(&gateway.secret_seed).unwrap());
+    let gateway_keys = NodeKeys::from_config(&gateway.secret_seed).unwrap();
     let gateway_sphinx = SphinxNode::<XWing>::new(
         geometry,
         XWing::secret_from_seed(&gateway_keys.sphinx_seed(epoch)),
@@ -260,4 +260,85 @@ async fn echoes_keep_flowing_across_an_epoch_boundary() {
     assert_eq!(refused, 0, "packets refused across the rotation");
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file `genconfig` writes is its owner's only (they hold seeds and
+/// keys), no seed shows in `Debug`, and every config refuses a key it does
+/// not know, naming it.
+#[test]
+fn generated_configs_are_owner_only_and_refuse_unknown_fields() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("funion-genconfig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let plan = devnet::ChainPlan {
+        rpc_url: "http://127.0.0.1:8545".into(),
+        registry: funion_chain::Address::ZERO,
+        confirmations: 1,
+        from_block: 0,
+    };
+    let generated = devnet::genconfig(
+        &dir,
+        &["127.0.0.1".to_string()],
+        41_000,
+        Parameters::paper(),
+        &plan,
+    )
+    .unwrap();
+    assert!(generated.files.len() > 10, "{:?}", generated.files);
+    for path in &generated.files {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{} has mode {mode:o}", path.display());
+    }
+    let tomls: Vec<_> = generated
+        .files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    let check = |path: &std::path::Path, parse: &dyn Fn(&std::path::Path) -> anyhow::Result<()>| {
+        parse(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).unwrap();
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, format!("listen_adress = \"127.0.0.1:1\"\n{text}")).unwrap();
+        let error = parse(&typo).expect_err("an unknown field must be refused");
+        assert!(
+            format!("{error:#}").contains("unknown field `listen_adress`"),
+            "{}: {error:#}",
+            path.display()
+        );
+    };
+    use funion_net::config::{read, AuthorityFile, ClientFile, NodeFile};
+    for path in tomls {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        match name.as_str() {
+            "authority.toml" => check(path, &|p| read::<AuthorityFile>(p).map(drop)),
+            "ledger.toml" => check(path, &|p| read::<funion_ledger::LedgerFile>(p).map(drop)),
+            "client.toml" => check(path, &|p| read::<ClientFile>(p).map(drop)),
+            _ => check(path, &|p| read::<NodeFile>(p).map(drop)),
+        }
+    }
+    // No secret shows in a config's Debug output.
+    let authority: AuthorityFile = read(&dir.join("authority.toml")).unwrap();
+    let node: NodeFile = read(&dir.join("gateway.toml")).unwrap();
+    for (shown, seed) in [
+        (
+            format!("{authority:?}"),
+            authority.secret_seed.expose().to_string(),
+        ),
+        (format!("{node:?}"), node.secret_seed.expose().to_string()),
+    ] {
+        assert_eq!(seed.len(), 64);
+        assert!(!shown.contains(&seed), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+    // A nested table refuses its unknown keys too.
+    let authority = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    let nested = authority.replacen("[parameters]\n", "[parameters]\nmean_dealy_us = 1\n", 1);
+    assert_ne!(
+        nested, authority,
+        "the authority config has a [parameters] table"
+    );
+    std::fs::write(dir.join("typo.toml"), nested).unwrap();
+    let error = read::<AuthorityFile>(&dir.join("typo.toml")).unwrap_err();
+    assert!(format!("{error:#}").contains("mean_dealy_us"), "{error:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

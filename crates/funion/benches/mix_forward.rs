@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use funion_authority as authority;
-use funion_net::config::{self, hex32, AuthorityFile, NodeFile, NodeKeys};
+use funion_net::config::{self, AuthorityFile, NodeFile, NodeKeys};
 use funion_net::link::{self, Frame, FrameReceiver, FrameSender};
 use funion_net::unix_ms;
 use funion_pki::{epoch_at, EpochKey, NodeDescriptor, NodeEntry, Parameters, Role};
@@ -116,7 +116,7 @@ async fn main() {
     tokio::spawn(authority::serve(
         AuthorityFile {
             listen: String::new(),
-            secret_seed: authority_seed,
+            secret_seed: authority_seed.into(),
             parameters: parameters.clone(),
         },
         authority_listener,
@@ -132,7 +132,7 @@ async fn main() {
         &mut rng,
     );
     let sender = fake_node("sender", 3, "127.0.0.1:1".into(), epoch, &mut rng);
-    let http = reqwest::Client::new();
+    let http = funion_net::http_client().unwrap();
     for node in [&sink, &sender] {
         for e in [epoch, epoch + 1] {
             let body = NodeDescriptor {
@@ -164,7 +164,7 @@ async fn main() {
         layer: 1,
         listen: mix_listen.clone(),
         metrics_listen: None,
-        secret_seed: hex::encode(seed),
+        secret_seed: hex::encode(seed).into(),
         data_dir: dir.join("mix"),
         authority_url: authority_url.clone(),
         authority_key: authority_key.clone(),
@@ -182,7 +182,7 @@ async fn main() {
             .spawn()
             .unwrap(),
     );
-    let mix_keys = NodeKeys::from_seed(hex32(&mix_config.secret_seed).unwrap());
+    let mix_keys = NodeKeys::from_config(&mix_config.secret_seed).unwrap();
     let mix_public = XWing::public_key(&XWing::secret_from_seed(&mix_keys.sphinx_seed(epoch)));
     let mix_id = NodeId(mix_keys.identity.verifying_key().to_bytes());
     let _ = SigningKey::from_bytes(&[0; 32]);

@@ -423,8 +423,7 @@ async fn get(
         storage_line(&report.stats)
     );
     match out {
-        Some(path) => std::fs::write(path, &data)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        Some(path) => config::write_owner_only(path, &data)?,
         None => std::io::Write::write_all(&mut std::io::stdout(), &data)?,
     }
     Ok(())

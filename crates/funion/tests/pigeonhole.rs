@@ -205,7 +205,8 @@ async fn bad_writes_get_their_error_and_change_nothing(net: &Devnet) {
 fn external_id(net: &Devnet) -> NodeId {
     let external: NodeFile = config::read(&net.dir.join(format!("{EXTERNAL}.toml"))).unwrap();
     NodeId(
-        config::NodeKeys::from_seed(hex32(&external.secret_seed).unwrap())
+        config::NodeKeys::from_config(&external.secret_seed)
+            .unwrap()
             .identity
             .verifying_key()
             .to_bytes(),

@@ -68,6 +68,7 @@ pub(crate) const CHAIN_CURSOR: &str = "chain_cursor";
 
 /// The ledger's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LedgerFile {
     /// Address to serve HTTP on.
     pub listen: String,
@@ -103,6 +104,7 @@ pub struct LedgerFile {
 
 /// Where the registry is and how this ledger reads it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainSettings {
     /// The chain node's JSON-RPC URL.
     pub rpc_url: String,

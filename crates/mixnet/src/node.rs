@@ -104,6 +104,9 @@ pub enum DropReason {
     /// open it: the node is behind, and shedding the oldest work, cheaply,
     /// before any cryptography, is how it catches up.
     Overloaded,
+    /// A reply waited in a client's queue longer than
+    /// [`NodeConfig::reply_ttl_us`]: nobody came for it.
+    ReplyExpired,
 }
 
 impl DropReason {
@@ -124,6 +127,7 @@ impl DropReason {
             DropReason::WrongRole => "wrong_role",
             DropReason::ReplyQueueFull => "reply_queue_full",
             DropReason::Overloaded => "overloaded",
+            DropReason::ReplyExpired => "reply_expired",
         }
     }
 
@@ -169,6 +173,9 @@ pub struct NodeConfig {
     pub max_replies_per_client: usize,
     /// Most replies kept for all clients together.
     pub max_replies: usize,
+    /// How long a reply waits in a client's queue for the client to come
+    /// back before it is dropped ([`DropReason::ReplyExpired`]).
+    pub reply_ttl_us: Micros,
     /// A packet that waited longer than this between arriving and being
     /// handed to the node is dropped unopened ([`DropReason::Overloaded`]).
     pub max_wait_us: Micros,
@@ -190,6 +197,7 @@ impl NodeConfig {
             max_queue_bytes: 256 << 20,
             max_replies_per_client: 1_024,
             max_replies: 8_192,
+            reply_ttl_us: 600_000_000,
             max_wait_us: Micros::MAX,
             client_rate: send_rate * 2.0,
             client_burst: (send_rate * 2.0).max(20.0),
@@ -265,8 +273,11 @@ pub struct Node<K: Kem> {
     keys: BTreeMap<u64, EpochKeys<K>>,
     current_epoch: u64,
     queue: TimerQueue<Due>,
-    replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<Reply>>,
+    /// Replies waiting for their clients, each with when it was queued.
+    replies: HashMap<[u8; RECIPIENT_LEN], VecDeque<(Micros, Reply)>>,
     replies_held: usize,
+    /// When the reply queues are next swept for expired replies.
+    next_reply_sweep: Micros,
     queue_limit: usize,
     buckets: HashMap<u64, Bucket>,
     counters: Counters,
@@ -287,6 +298,7 @@ impl<K: Kem> Node<K> {
             queue: TimerQueue::default(),
             replies: HashMap::new(),
             replies_held: 0,
+            next_reply_sweep: 0,
             queue_limit,
             buckets: HashMap::new(),
             counters: Counters::default(),
@@ -364,10 +376,35 @@ impl<K: Kem> Node<K> {
         let taken: Vec<Reply> = self
             .replies
             .remove(recipient)
-            .map(Vec::from)
+            .map(|queue| queue.into_iter().map(|(_, reply)| reply).collect())
             .unwrap_or_default();
         self.replies_held -= taken.len();
         taken
+    }
+
+    /// Drops the replies older than [`NodeConfig::reply_ttl_us`]; runs
+    /// from [`Node::poll`] at most once a second.
+    fn expire_replies(&mut self, now: Micros) {
+        self.next_reply_sweep = now.saturating_add(1_000_000);
+        let Some(cutoff) = now.checked_sub(self.config.reply_ttl_us) else {
+            return;
+        };
+        let mut expired = 0u64;
+        self.replies.retain(|_, queue| {
+            while queue.front().is_some_and(|(queued, _)| *queued <= cutoff) {
+                queue.pop_front();
+                expired += 1;
+            }
+            !queue.is_empty()
+        });
+        if expired > 0 {
+            self.replies_held -= expired as usize;
+            *self
+                .counters
+                .dropped
+                .entry(DropReason::ReplyExpired)
+                .or_default() += expired;
+        }
     }
 
     /// Drops the replies waiting for a queue nobody is subscribed to (its
@@ -526,6 +563,9 @@ impl<K: Kem> Node<K> {
     /// Carries out everything due by `now`.
     pub fn poll(&mut self, now: Micros) -> Vec<Output> {
         let mut outputs = Vec::new();
+        if now >= self.next_reply_sweep {
+            self.expire_replies(now);
+        }
         while let Some((_, what)) = self.queue.pop_due(now) {
             match what {
                 Due::Send { to, packet } => {
@@ -545,7 +585,7 @@ impl<K: Kem> Node<K> {
                         self.drop_packet(DropReason::ReplyQueueFull);
                         continue;
                     }
-                    queue.push_back(reply);
+                    queue.push_back((now, reply));
                     self.replies_held += 1;
                     self.counters.replies_queued += 1;
                     outputs.push(Output::ReplyQueued { recipient });

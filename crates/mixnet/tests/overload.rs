@@ -1,7 +1,7 @@
 //! How the client core and the node behave when they fall behind: missed
 //! send slots shed their loops (requests still go), retransmission backs
 //! off and a late reply still answers, a node sheds packets that waited too
-//! long before it opened them, and reply queues stay bounded.
+//! long before it opened them, and reply queues stay bounded and expire.
 
 use funion_mixnet::{
     Client, ClientConfig, ClientEvent, DropReason, Hop, Node, NodeConfig, Output, Source, Topology,
@@ -290,4 +290,34 @@ fn reply_queues_are_bounded_and_dropped_when_nobody_reads_them() {
         gateway.counters().dropped.get(&DropReason::ReplyQueueFull),
         Some(&5)
     );
+}
+
+#[test]
+fn replies_nobody_comes_for_expire_from_the_gateway() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let mut net = net_with(&mut rng, |config| config.reply_ttl_us = 5_000_000);
+    let mut client = client(&net, &mut rng);
+    client.poll(0, &mut rng);
+    let mut now = 0;
+    let mut loops = Vec::new();
+    while loops.len() < 2 {
+        now += 1_000;
+        loops.extend(client.poll(now, &mut rng).0);
+    }
+    for packet in loops {
+        carry(&mut net, now, packet, false);
+    }
+    // `carry` hands them over a long wait later: queued then.
+    let queued = now + 1_000_000_000;
+    let gateway = &mut net.nodes[0].1;
+    assert_eq!(gateway.replies_held(), 2);
+    gateway.poll(queued + 4_900_000);
+    assert_eq!(gateway.replies_held(), 2, "kept within the TTL");
+    gateway.poll(queued + 6_000_000);
+    assert_eq!(gateway.replies_held(), 0);
+    assert_eq!(
+        gateway.counters().dropped.get(&DropReason::ReplyExpired),
+        Some(&2)
+    );
+    assert!(gateway.take_replies(&RECIPIENT).is_empty());
 }

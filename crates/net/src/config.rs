@@ -9,6 +9,7 @@ use sha2::Sha256;
 
 /// One node's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeFile {
     /// Name in the network document.
     pub name: String,
@@ -22,7 +23,7 @@ pub struct NodeFile {
     pub metrics_listen: Option<String>,
     /// The node's secret seed (hex, 32 bytes): identity, link and Sphinx keys
     /// all derive from it.
-    pub secret_seed: String,
+    pub secret_seed: SecretSeed,
     /// Where durable state (replay tags) lives.
     pub data_dir: PathBuf,
     /// The authority's base URL (`http://host:port`).
@@ -44,6 +45,7 @@ pub struct NodeFile {
 
 /// A compute courier's part of a service node's config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ComputeFile {
     /// The models served.
     pub models: Vec<ModelFile>,
@@ -62,6 +64,7 @@ pub struct ComputeFile {
 /// One courier of a provider keeps the set (no `url`; `listen` to serve
 /// it), the provider's others name it by `url`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NullifierFile {
     /// Serve this courier's set to the provider's others, `host:port`. The
     /// keeper trusts whoever reaches it: bind it to an address only the
@@ -75,6 +78,7 @@ pub struct NullifierFile {
 
 /// One served model: a local folder, or an OpenAI-compatible upstream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelFile {
     /// The name clients ask for.
     pub name: String,
@@ -140,17 +144,19 @@ fn default_courier_hold_ms() -> u64 {
 
 /// The authority's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthorityFile {
     /// Address to serve HTTP on.
     pub listen: String,
     /// Secret seed of the signing key (hex, 32 bytes).
-    pub secret_seed: String,
+    pub secret_seed: SecretSeed,
     /// The network's parameters.
     pub parameters: Parameters,
 }
 
 /// A client's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// The authority's base URL.
     pub authority_url: String,
@@ -166,6 +172,7 @@ pub struct ClientFile {
 
 /// One model's tokenizer on the client's machine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocalModelFile {
     /// The model's name in the network document.
     pub name: String,
@@ -180,10 +187,66 @@ pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("bad config {}: {e}", path.display()))
 }
 
-/// Writes a TOML config.
+/// Writes a TOML config, readable by its owner only: configs hold seeds.
 pub fn write<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    std::fs::write(path, toml::to_string_pretty(value)?)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    write_owner_only(path, toml::to_string_pretty(value)?.as_bytes())
+}
+
+/// Writes `bytes` to `path` (replacing what was there), synced, with mode
+/// 0600 whether the file is new or not.
+pub fn write_owner_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(fail)?;
+    // The mode above applies to a new file only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// A secret seed as a config holds it (hex): never shown by `Debug`, wiped
+/// from memory when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretSeed(String);
+
+impl SecretSeed {
+    /// The seed's 32 bytes.
+    pub fn bytes(&self) -> anyhow::Result<[u8; 32]> {
+        hex32(&self.0).map_err(|_| anyhow::anyhow!("a secret seed must be 64 hex digits"))
+    }
+
+    /// The hex text, for writing it into a config.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretSeed {
+    fn from(hex: String) -> Self {
+        SecretSeed(hex)
+    }
+}
+
+impl std::fmt::Debug for SecretSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSeed(<redacted>)")
+    }
+}
+
+impl Drop for SecretSeed {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 /// Parses 32 bytes of hex.
@@ -203,7 +266,8 @@ pub fn derive(seed: &[u8; 32], label: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A node's keys.
+/// A node's keys; the seed and link secret are wiped when dropped (the
+/// identity key wipes itself).
 pub struct NodeKeys {
     seed: [u8; 32],
     /// Ed25519 identity (signs descriptors; its public key is the node ID).
@@ -222,11 +286,23 @@ impl NodeKeys {
         }
     }
 
+    /// The keys a config's seed derives.
+    pub fn from_config(seed: &SecretSeed) -> anyhow::Result<Self> {
+        Ok(NodeKeys::from_seed(seed.bytes()?))
+    }
+
     /// The seed of the Sphinx key for `epoch`: derived, so a restarted node
     /// has the same keys and old epochs' keys can be forgotten.
     pub fn sphinx_seed(&self, epoch: u64) -> [u8; 32] {
         let mut label = b"sphinx".to_vec();
         label.extend_from_slice(&epoch.to_le_bytes());
         derive(&self.seed, &label)
+    }
+}
+
+impl Drop for NodeKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+        zeroize::Zeroize::zeroize(&mut self.link_secret);
     }
 }

@@ -27,6 +27,10 @@ const INBOUND_QUEUE: usize = 1024;
 /// How often a node fetches the current document again (nodes that join
 /// after it started appear in it).
 const DOCUMENT_REFRESH: Duration = Duration::from_secs(1);
+/// The first wait after a failed accept; it doubles up to the most.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// The longest wait after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What a node's loop receives from its links and tasks.
 pub enum Inbound {
@@ -242,9 +246,21 @@ async fn accept_loop(listener: TcpListener, context: Arc<AcceptContext>) {
     let mut next_conn: u64 = 0;
     // Connection tasks live in this set: they end when the loop is aborted.
     let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
+                stream
+            }
+            // Out of file descriptors, say: wait instead of spinning, and
+            // longer each time it fails again.
+            Err(error) => {
+                tracing::warn!(%error, retry_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
         };
         while connections.try_join_next().is_some() {}
         next_conn += 1;

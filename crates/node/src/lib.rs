@@ -25,9 +25,7 @@ use funion_net::config::{hex32, NodeFile, NodeKeys};
 use funion_net::directory::{publish, publish_at_start};
 use funion_net::link::Frame;
 use funion_net::metrics::Metrics;
-use funion_net::peers::{
-    link_keys, sleep_until, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers,
-};
+use funion_net::peers::{sleep_until, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
 use funion_net::{fetch_document, fetch_parameters, unix_ms};
 
 /// Most packets held for the replay log's sync at once; past it, new
@@ -45,7 +43,7 @@ pub async fn run(
     metrics_listener: Option<TcpListener>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = funion_net::http_client()?;
     let parameters = fetch_parameters(&http, &config.authority_url).await?;
     let context = Running {
         config,
@@ -174,15 +172,20 @@ impl ReplayLog {
         self.dir.join(format!("replay-{epoch}.tags"))
     }
 
-    fn load(&self, epoch: u64) -> Vec<ReplayTag> {
-        let mut bytes = Vec::new();
-        if let Ok(mut file) = File::open(self.path(epoch)) {
-            let _ = file.read_to_end(&mut bytes);
+    /// The tags seen in `epoch`, the log repaired first if a crash tore
+    /// its last record.
+    fn load(&self, epoch: u64) -> std::io::Result<Vec<ReplayTag>> {
+        let path = self.path(epoch);
+        let (tags, torn) = read_tags(&path)?;
+        if torn > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                torn_bytes = torn,
+                kept = tags.len(),
+                "the replay log's last record was torn (a crash mid-write); cut it off"
+            );
         }
-        bytes
-            .chunks_exact(32)
-            .map(|c| ReplayTag(c.try_into().expect("32 bytes")))
-            .collect()
+        Ok(tags)
     }
 
     /// Writes a tag; returns the count it must be durable up to.
@@ -232,6 +235,32 @@ impl ReplayLog {
     }
 }
 
+/// Reads a replay log of 32-byte tags. A file whose length is not a whole
+/// number of tags was torn by a crash in the middle of a write: it is cut
+/// back to its last whole tag (and synced) before anything is appended,
+/// so later tags stay aligned. Returns the tags and how many bytes were
+/// cut; a missing file is an empty log.
+fn read_tags(path: &std::path::Path) -> std::io::Result<(Vec<ReplayTag>, u64)> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(error) => return Err(error),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let whole = bytes.len() - bytes.len() % 32;
+    let torn = (bytes.len() - whole) as u64;
+    if torn > 0 {
+        file.set_len(whole as u64)?;
+        file.sync_all()?;
+    }
+    let tags = bytes[..whole]
+        .chunks_exact(32)
+        .filter_map(|c| c.try_into().ok().map(ReplayTag))
+        .collect();
+    Ok((tags, torn))
+}
+
 async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let Running {
         config,
@@ -252,7 +281,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         )
         .await;
     }
-    let keys = NodeKeys::from_seed(hex32(&config.secret_seed)?);
+    let keys = Arc::new(NodeKeys::from_config(&config.secret_seed)?);
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -321,7 +350,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let mut courier_counters = None;
     for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
         let secret = K::secret_from_seed(&keys.sphinx_seed(e));
-        node.add_epoch_key(e, secret, log.load(e))?;
+        node.add_epoch_key(e, secret, log.load(e)?)?;
     }
     node.set_current_epoch(epoch);
     // The previous epoch's key stays accepted for the grace period only.
@@ -336,7 +365,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     ));
 
     let mut tasks = AbortOnDrop(vec![syncer]);
-    let (mut inbound, peers_by_link_key) = start_tasks(
+    let (mut inbound, _) = start_tasks(
         NodeTasks {
             config: &config,
             keys: &keys,
@@ -509,26 +538,32 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             Step::NewEpoch => {
                 epoch += 1;
                 let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1));
-                node.add_epoch_key(epoch + 1, secret, log.load(epoch + 1))?;
+                // The next epoch's log is new unless the node ran in it
+                // before a restart; one that cannot be read is reported.
+                let seen = log.load(epoch + 1).unwrap_or_else(|error| {
+                    tracing::error!(%error, epoch = epoch + 1, "cannot read the replay log");
+                    Vec::new()
+                });
+                node.add_epoch_key(epoch + 1, secret, seen)?;
                 node.retire_epoch(epoch.saturating_sub(2));
                 node.set_current_epoch(epoch);
                 retire_previous =
                     Some((epoch - 1, tokio::time::Instant::now() + grace_left(epoch)));
-                if let Err(error) =
-                    publish::<K>(&http, &config, &keys, epoch + 1, &model_entries).await
-                {
-                    tracing::warn!(%error, "could not publish the next epoch's descriptor");
-                }
-                match fetch_document(&http, &config.authority_url, &authority_key, epoch, false)
-                    .await
-                {
-                    Ok(new) => {
-                        *peers_by_link_key.write().expect("peer map") = link_keys(&new);
-                        document = new;
-                        metrics.set_document_nodes(document.nodes.len());
+                // Off the loop: packets keep going out while the authority
+                // answers (or does not). The new epoch's document comes
+                // from the refresher within a second.
+                let (http, config, keys, models) = (
+                    http.clone(),
+                    config.clone(),
+                    keys.clone(),
+                    model_entries.clone(),
+                );
+                let next = epoch + 1;
+                tokio::spawn(async move {
+                    if let Err(error) = publish::<K>(&http, &config, &keys, next, &models).await {
+                        tracing::warn!(%error, "could not publish the next epoch's descriptor");
                     }
-                    Err(error) => tracing::warn!(%error, "no document for the new epoch yet"),
-                }
+                });
                 next_epoch = tokio::time::Instant::now() + epoch_start(epoch + 1);
             }
         }
@@ -678,4 +713,39 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
 /// that is longer. Past it the node is behind and drops it unopened.
 pub(crate) fn max_wait_us(parameters: &Parameters) -> u64 {
     (parameters.mean_delay_us * 5).max(100_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_replay_log_is_cut_back_to_whole_tags_and_stays_aligned() {
+        let dir = std::env::temp_dir().join(format!("funion-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("replay-7.tags");
+        let tags: Vec<[u8; 32]> = (1..=3u8).map(|i| [i; 32]).collect();
+        let mut bytes: Vec<u8> = tags.concat();
+        // A crash wrote 5 bytes of a fourth tag.
+        bytes.extend_from_slice(&[9; 5]);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (read, torn) = read_tags(&path).unwrap();
+        assert_eq!(torn, 5);
+        assert_eq!(read.iter().map(|t| t.0).collect::<Vec<_>>(), tags);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 96);
+
+        // A tag appended after the repair reads back whole, in its place.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[4; 32]).unwrap();
+        let (read, torn) = read_tags(&path).unwrap();
+        assert_eq!(torn, 0);
+        assert_eq!(read.len(), 4);
+        assert_eq!(read[3].0, [4; 32]);
+
+        // No file is an empty log, not an error.
+        let (read, torn) = read_tags(&dir.join("replay-8.tags")).unwrap();
+        assert!(read.is_empty() && torn == 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -834,3 +834,68 @@ fn the_waiting_service_holds_the_surb_for_the_longer_time() {
         CourierAnswer::Pending
     );
 }
+
+#[test]
+fn a_peer_cannot_cancel_or_answer_another_peers_operation() {
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let sizes = Sizes::fit(32, 3_000).unwrap();
+    let mut cluster = Cluster::new(&mut rng, sizes);
+    let (_, item) = a_box(&mut rng, b"mine");
+    let keys = cluster.send(&mut rng, &sizes, &Request::Write(item.clone()), &item.id);
+    // The intermediate now waits on the two holders. Every other peer,
+    // replica or not, answers every request number it could guess with a
+    // failure.
+    let holders = shard::holders(&item.id, &cluster.ids, 2);
+    // `Cluster::send` hands the envelope to the first replica that is not
+    // a holder.
+    let intermediate = (0..4)
+        .find(|i| !holders.contains(&cluster.ids[*i]))
+        .unwrap();
+    let stranger = NodeId([0xEE; 32]);
+    let others: Vec<NodeId> = cluster
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| !holders.contains(id) && *id != cluster.ids[intermediate])
+        .chain([stranger, COURIER])
+        .collect();
+    for from in &others {
+        for request in 0..64 {
+            let forged = StorageMessage::WriteReply {
+                request,
+                code: ErrorCode::StorageFailure,
+            };
+            cluster.machines[intermediate].handle(0, *from, &forged.encode());
+        }
+    }
+    // The holders' own answers still count: the write is acknowledged.
+    let replies = cluster.pump(0);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(answer_code(&sizes, &keys, &replies[0]), ErrorCode::Ok);
+    assert_eq!(cluster.holding(&item.id), 2);
+    let counters = cluster.machines[intermediate].counters();
+    assert!(
+        counters.get("stray_replies").copied().unwrap_or(0) >= 64,
+        "{counters:?}"
+    );
+    assert!(
+        counters.get("not_from_a_replica").copied().unwrap_or(0) >= 128,
+        "{counters:?}"
+    );
+
+    // A peer that is not a replica cannot write to a holder directly.
+    let (_, other) = a_box(&mut rng, b"forged");
+    let target = cluster
+        .ids
+        .iter()
+        .position(|id| shard::holders(&other.id, &cluster.ids, 2).contains(id))
+        .unwrap();
+    let write = StorageMessage::Write {
+        request: 1,
+        item: funion_pigeonhole::wire::WireBox::from(&other),
+        replicate: true,
+    };
+    cluster.machines[target].handle(0, stranger, &write.encode());
+    cluster.pump(0);
+    assert_eq!(cluster.holding(&other.id), 0);
+}

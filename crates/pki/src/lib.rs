@@ -63,6 +63,7 @@ impl KemKind {
 
 /// The parameters every participant must share.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Parameters {
     /// Epoch length, milliseconds.
     pub epoch_ms: u64,
@@ -94,6 +95,7 @@ pub const MAX_PRICE: u32 = 64;
 
 /// What jobs cost and where credits are kept (DESIGN "Credits").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Credits {
     /// The ledger's base URL (`http://host:port`).
     pub ledger_url: String,
@@ -118,6 +120,7 @@ pub struct Credits {
 
 /// One cell of the price table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PriceCell {
     /// Input class, tokens.
     pub input_class: u32,

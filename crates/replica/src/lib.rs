@@ -42,7 +42,7 @@ pub async fn run<K: Kem>(
     metrics: Arc<Metrics>,
     http: reqwest::Client,
 ) -> anyhow::Result<()> {
-    let keys = NodeKeys::from_seed(hex32(&config.secret_seed)?);
+    let keys = NodeKeys::from_config(&config.secret_seed)?;
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;

@@ -340,8 +340,13 @@ impl<K: Kem> Replica<K> {
     }
 
     fn handle_message(&mut self, now: Micros, from: NodeId, message: StorageMessage) {
+        let from_replica = self.replicas.contains(&from);
         match message {
             StorageMessage::Envelope(envelope) => self.envelope(now, from, envelope),
+            StorageMessage::EnvelopeReply { .. } => self.count("unexpected_message"),
+            // Holder traffic comes from replicas only: a courier or any
+            // other peer with a link cannot write, read or confirm here.
+            _ if !from_replica => self.count("not_from_a_replica"),
             StorageMessage::Write {
                 request,
                 item,
@@ -372,7 +377,7 @@ impl<K: Kem> Replica<K> {
                 let after = AfterRead::Answer { to: from, request };
                 self.read(BoxId(box_id), after, wait_until);
             }
-            StorageMessage::WriteReply { request, code } => match self.waiting.remove(&request) {
+            StorageMessage::WriteReply { request, code } => match self.take_waiter(request, from) {
                 Some(Waiter::Op { op, holder }) if holder == from => {
                     self.holder_answered(now, op, from, code, None)
                 }
@@ -392,7 +397,7 @@ impl<K: Kem> Replica<K> {
                 request,
                 code,
                 item,
-            } => match self.waiting.remove(&request) {
+            } => match self.take_waiter(request, from) {
                 Some(Waiter::Op { op, holder }) if holder == from => {
                     let item = item.and_then(|i| i.to_sealed().ok());
                     self.holder_answered(now, op, from, code, item)
@@ -400,14 +405,36 @@ impl<K: Kem> Replica<K> {
                 _ => self.count("stray_replies"),
             },
             StorageMessage::Stored { box_id, holders } => {
-                let done = holders
+                // Only about this box's holders, and only to one of them.
+                let box_id = BoxId(box_id);
+                let real = shard::holders(&box_id, &self.replicas, self.config.holders_per_box);
+                if !real.contains(&self.config.own_id) {
+                    self.count("stored_not_a_holder");
+                    return;
+                }
+                let done: Vec<(BoxId, NodeId)> = holders
                     .into_iter()
-                    .map(|h| (BoxId(box_id), NodeId(h)))
+                    .map(NodeId)
+                    .filter(|h| real.contains(h))
+                    .map(|h| (box_id, h))
                     .collect();
-                self.storage(StorageEffect::Replicated(done));
+                if !done.is_empty() {
+                    self.storage(StorageEffect::Replicated(done));
+                }
             }
-            StorageMessage::EnvelopeReply { .. } => self.count("unexpected_message"),
         }
+    }
+
+    /// The waiter for `request` if `from` is the peer it waits on; a reply
+    /// from anyone else leaves it waiting (and is counted as stray).
+    fn take_waiter(&mut self, request: u64, from: NodeId) -> Option<Waiter> {
+        let holder = match self.waiting.get(&request)? {
+            Waiter::Op { holder, .. } | Waiter::Copy { holder, .. } => *holder,
+        };
+        if holder != from {
+            return None;
+        }
+        self.waiting.remove(&request)
     }
 
     /// The store's answer to one of this replica's storage effects.
