@@ -1,15 +1,24 @@
 //! The directory authority: collects signed node descriptors and serves one
 //! signed network document per epoch over HTTP.
 //!
+//! Only nodes on the operator's allowlist (`allowed_nodes`) are admitted.
+//! The document of an epoch is frozen once every admitted node has sent a
+//! descriptor for it, or at its cutoff ([`funion_pki::document_cutoff_ms`],
+//! or a short grace after the authority starts, whichever is later);
+//! from then on it never changes, and every node and client that fetches
+//! it gets the same bytes.
+//!
 //! - `POST /descriptor`: a signed descriptor (postcard bytes); 200, or 400
-//!   with the reason.
-//! - `GET /document/{epoch}`: the signed document; 503 while it is not
-//!   complete (a layer still empty), with the reason.
+//!   (does not verify, wrong epoch), 403 (not on the allowlist) or 409
+//!   (its epoch's document is frozen and lists it otherwise), each with
+//!   the reason.
+//! - `GET /document/{epoch}`: the signed document; 503 with the reason
+//!   while it is not complete (a layer still empty) or not frozen yet.
 //! - `GET /parameters`: the network's parameters as TOML.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -18,7 +27,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use ed25519_dalek::SigningKey;
-use funion_pki::{epoch_at, NetworkDocument, NodeDescriptor, NodeEntry, Parameters};
+use funion_pki::{
+    document_cutoff_ms, epoch_at, NetworkDocument, NodeDescriptor, NodeEntry, Parameters,
+};
 use tokio::net::TcpListener;
 
 use funion_net::config::{hex32, AuthorityFile};
@@ -27,8 +38,63 @@ use funion_net::unix_ms;
 struct Inner {
     parameters: Parameters,
     key: SigningKey,
+    /// The identity keys the operator admits.
+    allowed: BTreeSet<[u8; 32]>,
+    /// When this authority started (Unix ms): it takes descriptors for a
+    /// while after that even past an epoch's cutoff, so a network can boot.
+    started_ms: u64,
     descriptors: BTreeMap<u64, BTreeMap<[u8; 32], NodeEntry>>,
-    signed: HashMap<u64, Vec<u8>>,
+    /// Frozen documents, signed, by epoch: never changed once here.
+    frozen: HashMap<u64, Frozen>,
+}
+
+struct Frozen {
+    nodes: BTreeMap<[u8; 32], NodeEntry>,
+    signed: Vec<u8>,
+}
+
+/// The longest a starting authority waits for the nodes it admits before
+/// it freezes a document whose cutoff is already past.
+const BOOT_GRACE_MS: u64 = 10_000;
+
+impl Inner {
+    /// When the document of `epoch` freezes whether or not every admitted
+    /// node has sent its descriptor.
+    fn freeze_at(&self, epoch: u64) -> u64 {
+        let grace = BOOT_GRACE_MS.min(self.parameters.epoch_ms / 4);
+        document_cutoff_ms(epoch, self.parameters.epoch_ms).max(self.started_ms + grace)
+    }
+
+    /// The frozen document of `epoch`, freezing it now if it may be:
+    /// complete, and either every admitted node is in or the time is up.
+    /// Otherwise why it is not ready.
+    fn frozen(&mut self, epoch: u64, now_ms: u64) -> Result<&Frozen, String> {
+        if !self.frozen.contains_key(&epoch) {
+            let nodes = self.descriptors.get(&epoch).cloned().unwrap_or_default();
+            let missing = self
+                .allowed
+                .iter()
+                .filter(|k| !nodes.contains_key(*k))
+                .count();
+            let freeze_at = self.freeze_at(epoch);
+            if missing > 0 && now_ms < freeze_at {
+                return Err(format!(
+                    "not ready: waiting for {missing} of {} admitted nodes until {freeze_at} (Unix ms)",
+                    self.allowed.len()
+                ));
+            }
+            let document = NetworkDocument::new(
+                epoch,
+                self.parameters.clone(),
+                nodes.values().cloned().collect(),
+            )
+            .map_err(|e| format!("not ready: {e}"))?;
+            let signed = document.sign(&self.key).map_err(|e| e.to_string())?;
+            tracing::info!(epoch, nodes = nodes.len(), missing, "document frozen");
+            self.frozen.insert(epoch, Frozen { nodes, signed });
+        }
+        Ok(&self.frozen[&epoch])
+    }
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -37,11 +103,23 @@ type Shared = Arc<Mutex<Inner>>;
 /// dropped.
 pub async fn serve(config: AuthorityFile, listener: TcpListener) -> anyhow::Result<()> {
     let key = SigningKey::from_bytes(&config.secret_seed.bytes()?);
+    let mut allowed = BTreeSet::new();
+    for (i, text) in config.allowed_nodes.iter().enumerate() {
+        let key = hex32(text)
+            .map_err(|e| anyhow::anyhow!("allowed_nodes[{i}] is not an identity key: {e}"))?;
+        allowed.insert(key);
+    }
+    anyhow::ensure!(
+        !allowed.is_empty(),
+        "allowed_nodes is empty: no node could join"
+    );
     let state: Shared = Arc::new(Mutex::new(Inner {
         parameters: config.parameters,
         key,
+        allowed,
+        started_ms: unix_ms(),
         descriptors: BTreeMap::new(),
-        signed: HashMap::new(),
+        frozen: HashMap::new(),
     }));
     let app = Router::new()
         .route("/descriptor", post(post_descriptor))
@@ -67,7 +145,18 @@ async fn post_descriptor(State(state): State<Shared>, body: Bytes) -> (StatusCod
         Err(e) => return (StatusCode::BAD_REQUEST, format!("descriptor refused: {e}")),
     };
     let mut inner = state.lock().expect("authority state");
-    let current = epoch_at(unix_ms(), inner.parameters.epoch_ms);
+    let identity = descriptor.node.identity_key;
+    if !inner.allowed.contains(&identity) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "descriptor refused: node {} is not on the operator's allowlist",
+                hex::encode(identity)
+            ),
+        );
+    }
+    let now = unix_ms();
+    let current = epoch_at(now, inner.parameters.epoch_ms);
     if descriptor.epoch < current || descriptor.epoch > current + 1 {
         return (
             StatusCode::BAD_REQUEST,
@@ -84,14 +173,33 @@ async fn post_descriptor(State(state): State<Shared>, body: Bytes) -> (StatusCod
         );
     }
     let epoch = descriptor.epoch;
+    // Past its time the document freezes (if it can) before this one
+    // would change it.
+    if now >= inner.freeze_at(epoch) {
+        let _ = inner.frozen(epoch, now);
+    }
+    if let Some(frozen) = inner.frozen.get(&epoch) {
+        return match frozen.nodes.get(&identity) {
+            Some(listed) if *listed == descriptor.node => {
+                (StatusCode::OK, "already in the frozen document".into())
+            }
+            _ => (
+                StatusCode::CONFLICT,
+                format!(
+                    "descriptor refused: the document of epoch {epoch} is frozen; publish for epoch {}",
+                    epoch + 1
+                ),
+            ),
+        };
+    }
     inner
         .descriptors
         .entry(epoch)
         .or_default()
-        .insert(descriptor.node.identity_key, descriptor.node);
-    inner.signed.remove(&epoch);
+        .insert(identity, descriptor.node);
     // Forget epochs long past.
     inner.descriptors.retain(|&e, _| e + 2 >= current);
+    inner.frozen.retain(|&e, _| e + 2 >= current);
     (StatusCode::OK, "accepted".into())
 }
 
@@ -100,32 +208,9 @@ async fn get_document(
     Path(epoch): Path<u64>,
 ) -> (StatusCode, Vec<u8>) {
     let mut inner = state.lock().expect("authority state");
-    if let Some(bytes) = inner.signed.get(&epoch) {
-        return (StatusCode::OK, bytes.clone());
-    }
-    let nodes: Vec<NodeEntry> = inner
-        .descriptors
-        .get(&epoch)
-        .map(|d| d.values().cloned().collect())
-        .unwrap_or_default();
-    let document = match NetworkDocument::new(epoch, inner.parameters.clone(), nodes) {
-        Ok(d) => d,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {e}").into_bytes(),
-            )
-        }
-    };
-    match document.sign(&inner.key) {
-        Ok(bytes) => {
-            inner.signed.insert(epoch, bytes.clone());
-            (StatusCode::OK, bytes)
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            e.to_string().into_bytes(),
-        ),
+    match inner.frozen(epoch, unix_ms()) {
+        Ok(frozen) => (StatusCode::OK, frozen.signed.clone()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.into_bytes()),
     }
 }
 

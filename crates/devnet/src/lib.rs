@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use funion_ledger::LedgerFile;
-use funion_net::config::{self, AuthorityFile, ClientFile, NodeFile};
+use funion_net::config::{self, AuthorityFile, ClientFile, NodeFile, NodeKeys, SecretSeed};
 use funion_net::metrics::Metrics;
 
 /// Replicas in a standard network: four, so intermediates can always be
@@ -83,6 +83,7 @@ struct NodeSpec<'a> {
     data_dir: PathBuf,
     authority_url: &'a str,
     authority_key: &'a str,
+    seed: SecretSeed,
 }
 
 impl NodeSpec<'_> {
@@ -93,7 +94,7 @@ impl NodeSpec<'_> {
             layer: self.layer,
             listen: self.listen.clone(),
             metrics_listen: self.metrics_listen.clone(),
-            secret_seed: random_seed().into(),
+            secret_seed: self.seed.clone(),
             data_dir: self.data_dir.clone(),
             authority_url: self.authority_url.to_string(),
             authority_key: self.authority_key.to_string(),
@@ -105,6 +106,17 @@ impl NodeSpec<'_> {
                 .filter(|_| self.role == Role::Service),
         }
     }
+}
+
+/// Fresh seeds for the nodes of `layout`, and the allowlist of their
+/// identity keys for the authority.
+fn node_seeds(count: usize) -> anyhow::Result<(Vec<SecretSeed>, Vec<String>)> {
+    let seeds: Vec<SecretSeed> = (0..count).map(|_| random_seed().into()).collect();
+    let allowed = seeds
+        .iter()
+        .map(|seed| Ok(NodeKeys::from_config(seed)?.identity_hex()))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((seeds, allowed))
 }
 
 fn random_seed() -> String {
@@ -332,9 +344,12 @@ pub async fn start_with(
     let authority_url = format!("http://{}", authority_listener.local_addr()?);
     let authority_seed = random_seed();
     let authority_key = funion_authority::public_key_hex(&authority_seed)?;
+    let node_layout = layout(parameters.layers, 2, 2, REPLICAS);
+    let (seeds, allowed_nodes) = node_seeds(node_layout.len())?;
     let authority_config = AuthorityFile {
         listen: authority_listener.local_addr()?.to_string(),
         secret_seed: authority_seed.into(),
+        allowed_nodes,
         parameters: parameters.clone(),
     };
     config::write(&dir.join("authority.toml"), &authority_config)?;
@@ -344,7 +359,7 @@ pub async fn start_with(
     ));
 
     let mut nodes = Vec::new();
-    for (name, role, layer) in layout(parameters.layers, 2, 2, REPLICAS) {
+    for ((name, role, layer), seed) in node_layout.into_iter().zip(seeds) {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let metrics_listener = if metrics {
             Some(TcpListener::bind("127.0.0.1:0").await?)
@@ -363,6 +378,7 @@ pub async fn start_with(
             data_dir: dir.join("data").join(&name),
             authority_url: &authority_url,
             authority_key: &authority_key,
+            seed,
         }
         .file(options);
         let mut config = config;
@@ -520,6 +536,7 @@ pub fn genconfig(
     let authority_key = funion_authority::public_key_hex(&authority_seed)?;
     let authority_address = format!("{}:{base_port}", hosts[0]);
     let layout = layout(parameters.layers, 2, 2, REPLICAS);
+    let (seeds, allowed_nodes) = node_seeds(layout.len())?;
     // The ledger on the first host, on the port after the nodes'.
     let ledger_address = format!("{}:{}", hosts[0], base_port + 1 + 2 * layout.len() as u16);
     let mut parameters = parameters;
@@ -563,11 +580,12 @@ pub fn genconfig(
         &AuthorityFile {
             listen: authority_address.clone(),
             secret_seed: authority_seed.into(),
+            allowed_nodes,
             parameters: parameters.clone(),
         },
     )?;
     let authority_url = format!("http://{authority_address}");
-    for (i, (name, role, layer)) in layout.into_iter().enumerate() {
+    for (i, ((name, role, layer), seed)) in layout.into_iter().zip(seeds).enumerate() {
         let host = &hosts[(i + 1) % hosts.len()];
         let port = base_port + 1 + 2 * i as u16;
         let path = dir.join(format!("{name}.toml"));
@@ -580,6 +598,7 @@ pub fn genconfig(
             data_dir: PathBuf::from("data").join(&name),
             authority_url: &authority_url,
             authority_key: &authority_key,
+            seed,
         };
         config::write(&path, &spec.file(&DevnetOptions::default()))?;
         written.push(path);

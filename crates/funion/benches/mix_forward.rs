@@ -113,15 +113,6 @@ async fn main() {
     let authority_url = format!("http://{}", authority_listener.local_addr().unwrap());
     let authority_seed = hex::encode([5u8; 32]);
     let authority_key = authority::public_key_hex(&authority_seed).unwrap();
-    tokio::spawn(authority::serve(
-        AuthorityFile {
-            listen: String::new(),
-            secret_seed: authority_seed.into(),
-            parameters: parameters.clone(),
-        },
-        authority_listener,
-    ));
-
     // The sink (layer 2) and the sender's identity (layer 3), published.
     let sink_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink = fake_node(
@@ -132,6 +123,23 @@ async fn main() {
         &mut rng,
     );
     let sender = fake_node("sender", 3, "127.0.0.1:1".into(), epoch, &mut rng);
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let mix_seed: config::SecretSeed = hex::encode(seed).into();
+    let mix_identity = NodeKeys::from_config(&mix_seed).unwrap().identity_hex();
+    tokio::spawn(authority::serve(
+        AuthorityFile {
+            listen: String::new(),
+            secret_seed: authority_seed.into(),
+            allowed_nodes: vec![
+                hex::encode(sink.entry.identity_key),
+                hex::encode(sender.entry.identity_key),
+                mix_identity,
+            ],
+            parameters: parameters.clone(),
+        },
+        authority_listener,
+    ));
     let http = funion_net::http_client().unwrap();
     for node in [&sink, &sender] {
         for e in [epoch, epoch + 1] {
@@ -156,15 +164,13 @@ async fn main() {
         let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
     let mix_config = NodeFile {
         name: "mix".into(),
         role: Role::Mix,
         layer: 1,
         listen: mix_listen.clone(),
         metrics_listen: None,
-        secret_seed: hex::encode(seed).into(),
+        secret_seed: mix_seed,
         data_dir: dir.join("mix"),
         authority_url: authority_url.clone(),
         authority_key: authority_key.clone(),

@@ -70,7 +70,7 @@ fn storage_counter(net: &Devnet, counter: &str) -> u64 {
 
 /// Waits (bounded) until the document lists `count` nodes.
 async fn wait_for_nodes(net: &Devnet, count: usize) {
-    let http = reqwest::Client::new();
+    let http = funion_net::http_client().unwrap();
     let key = hex32(&net.client.authority_key).unwrap();
     for _ in 0..600 {
         let epoch = epoch_at(unix_ms(), Parameters::fast().epoch_ms);
@@ -96,11 +96,24 @@ async fn pigeonhole_on_a_devnet() {
         metrics: true,
         ..DevnetOptions::default()
     };
-    let net = devnet::start_with(&dir, Parameters::fast(), &options)
-        .await
-        .unwrap();
+    // The external replica starts beside the others, as its config
+    // appears: the epoch's document freezes once every admitted node is in,
+    // and a node that comes later waits for the next epoch.
     let replica_config = dir.join(format!("{EXTERNAL}.toml"));
-    let mut replica = ReplicaProcess::start(&replica_config, &dir.join("replica1.log"));
+    let external = async {
+        for _ in 0..6_000 {
+            if replica_config.exists() {
+                return ReplicaProcess::start(&replica_config, &dir.join("replica1.log"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the devnet never wrote {}", replica_config.display());
+    };
+    let (net, mut replica) = tokio::join!(
+        devnet::start_with(&dir, Parameters::fast(), &options),
+        external
+    );
+    let net = net.unwrap();
     wait_for_nodes(&net, net.nodes.len() + 1).await;
     net.wait_until_known(net.nodes.len() + 1).await.unwrap();
 

@@ -150,6 +150,9 @@ pub struct AuthorityFile {
     pub listen: String,
     /// Secret seed of the signing key (hex, 32 bytes).
     pub secret_seed: SecretSeed,
+    /// The identity keys (hex) of the nodes the operator admits; a
+    /// descriptor from any other is refused.
+    pub allowed_nodes: Vec<String>,
     /// The network's parameters.
     pub parameters: Parameters,
 }
@@ -192,16 +195,20 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     write_owner_only(path, toml::to_string_pretty(value)?.as_bytes())
 }
 
-/// Writes `bytes` to `path` (replacing what was there), synced, with mode
-/// 0600 whether the file is new or not.
+/// Writes `bytes` to `path` (replacing what was there) with mode 0600:
+/// into a new file beside it, synced, then renamed over it, so a reader
+/// sees the old file or the whole new one, never a part.
 pub fn write_owner_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let fail = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(fail)?;
+    let mut file = options.open(&temporary).map_err(fail)?;
     // The mode above applies to a new file only.
     #[cfg(unix)]
     {
@@ -210,7 +217,8 @@ pub fn write_owner_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .map_err(fail)?;
     }
     file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&temporary, path).map_err(fail)
 }
 
 /// A secret seed as a config holds it (hex): never shown by `Debug`, wiped
@@ -284,6 +292,11 @@ impl NodeKeys {
             link_secret: derive(&seed, b"link"),
             seed,
         }
+    }
+
+    /// The identity (public) key, which names the node, as hex.
+    pub fn identity_hex(&self) -> String {
+        hex::encode(self.identity.verifying_key().to_bytes())
     }
 
     /// The keys a config's seed derives.

@@ -57,13 +57,53 @@ pub async fn publish<K: Kem>(
         .body(body)
         .send()
         .await?;
-    if !response.status().is_success() {
-        anyhow::bail!(
-            "authority refused descriptor: {}",
-            response.text().await.unwrap_or_default()
-        );
+    let status = response.status();
+    if !status.is_success() {
+        let said = crate::read_body(response, 4_096).await.unwrap_or_default();
+        let reason = String::from_utf8_lossy(&said).to_string();
+        if status == reqwest::StatusCode::CONFLICT {
+            return Err(Frozen { epoch, reason }.into());
+        }
+        anyhow::bail!("authority refused descriptor: {reason}");
     }
     Ok(())
+}
+
+/// The authority already froze the epoch's document, listing this node
+/// otherwise or not at all: the node serves as that document says until
+/// the next epoch's.
+#[derive(Debug)]
+pub struct Frozen {
+    /// The epoch.
+    pub epoch: u64,
+    /// What the authority said.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {} already frozen: {}", self.epoch, self.reason)
+    }
+}
+
+impl std::error::Error for Frozen {}
+
+/// [`publish`], where a frozen document is no failure: it is logged, and
+/// the node waits for an epoch it is in.
+async fn publish_or_frozen<K: Kem>(
+    http: &reqwest::Client,
+    config: &NodeFile,
+    keys: &NodeKeys,
+    epoch: u64,
+    models: &[ModelEntry],
+) -> anyhow::Result<()> {
+    match publish::<K>(http, config, keys, epoch, models).await {
+        Err(error) if error.is::<Frozen>() => {
+            tracing::warn!(%error, "descriptor not taken");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Publishes this node's descriptors for the current epoch and the next,
@@ -80,8 +120,8 @@ pub async fn publish_at_start<K: Kem>(
     let mut tries = 0;
     loop {
         let epoch = epoch_at(unix_ms(), epoch_ms);
-        let published = match publish::<K>(http, config, keys, epoch, models).await {
-            Ok(()) => publish::<K>(http, config, keys, epoch + 1, models).await,
+        let published = match publish_or_frozen::<K>(http, config, keys, epoch, models).await {
+            Ok(()) => publish_or_frozen::<K>(http, config, keys, epoch + 1, models).await,
             Err(error) => Err(error),
         };
         match published {

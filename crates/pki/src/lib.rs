@@ -601,6 +601,14 @@ pub fn epoch_at(unix_ms: u64, epoch_ms: u64) -> u64 {
     unix_ms / epoch_ms.max(1)
 }
 
+/// When the document of `epoch` is frozen at the latest (Unix ms): half an
+/// epoch before it starts. An authority takes descriptors for an epoch
+/// until then (or until every node it admits has sent one, if sooner), and
+/// the document it signs then is the epoch's for good.
+pub fn document_cutoff_ms(epoch: u64, epoch_ms: u64) -> u64 {
+    epoch.saturating_mul(epoch_ms).saturating_sub(epoch_ms / 2)
+}
+
 /// Until when a SURB that reached a service at `now` still works: its hops'
 /// keys are those of the epoch it was made in, kept until the grace period
 /// after that epoch ends. In the first `grace` of an epoch the SURB may have

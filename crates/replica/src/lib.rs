@@ -42,7 +42,7 @@ pub async fn run<K: Kem>(
     metrics: Arc<Metrics>,
     http: reqwest::Client,
 ) -> anyhow::Result<()> {
-    let keys = NodeKeys::from_config(&config.secret_seed)?;
+    let keys = Arc::new(NodeKeys::from_config(&config.secret_seed)?);
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -130,12 +130,14 @@ pub async fn run<K: Kem>(
                 epoch += 1;
                 shell.replica.add_epoch_key(epoch + 1, K::secret_from_seed(&keys.sphinx_seed(epoch + 1)));
                 shell.replica.set_epoch(epoch);
-                if let Err(error) = publish::<K>(&http, &config, &keys, epoch + 1, &[]).await {
-                    tracing::warn!(%error, "could not publish the next epoch's descriptor");
-                }
-                if let Ok(new) = fetch_document(&http, &config.authority_url, &authority_key, epoch, false).await {
-                    shell.set_document(Some(new));
-                }
+                // Off the loop, as the document's refresh is: writes keep
+                // being answered while the authority answers (or not).
+                let (http, config, keys, next) = (http.clone(), config.clone(), keys.clone(), epoch + 1);
+                tokio::spawn(async move {
+                    if let Err(error) = publish::<K>(&http, &config, &keys, next, &[]).await {
+                        tracing::warn!(%error, "could not publish the next epoch's descriptor");
+                    }
+                });
                 next_epoch = Instant::now() + epoch_start(epoch + 1);
             }
         }
