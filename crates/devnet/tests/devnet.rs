@@ -135,11 +135,13 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
     .unwrap();
     let gateway = net.node("gateway").unwrap().config.clone();
     let gateway_keys = NodeKeys::from_config(&gateway.secret_seed).unwrap();
-    let gateway_sphinx = SphinxNode::<XWing>::new(
-        geometry,
-        XWing::secret_from_seed(&gateway_keys.sphinx_seed(epoch)),
-    )
-    .unwrap();
+    // The gateway's Sphinx key is random for the epoch, on its disk.
+    let gateway_seed = funion_net::config::EpochKeyStore::new(&gateway.data_dir)
+        .existing(epoch)
+        .unwrap()
+        .expect("the gateway's key for this epoch is on its disk");
+    let gateway_sphinx =
+        SphinxNode::<XWing>::new(geometry, XWing::secret_from_seed(&gateway_seed)).unwrap();
     let action = gateway_sphinx
         .unwrap(&mut packet, |_| false)
         .unwrap()
@@ -241,8 +243,22 @@ async fn echoes_keep_flowing_across_an_epoch_boundary() {
         kem: funion_pki::KemKind::X25519,
         ..Parameters::fast()
     };
-    let net = devnet::start(&dir, parameters, false).await.unwrap();
+    let net = devnet::start(&dir, parameters.clone(), false)
+        .await
+        .unwrap();
     let started = unix_ms();
+    let first_epoch = epoch_at(started, parameters.epoch_ms);
+    for node in &net.nodes {
+        let key = node
+            .config
+            .data_dir
+            .join(format!("sphinx-{first_epoch}.seed"));
+        assert!(
+            key.exists(),
+            "{}: no key for epoch {first_epoch}",
+            node.config.name
+        );
+    }
     // 250 echoes at 40 slots a second: over six seconds, two boundaries.
     let report = client::ping(&net.client, 250, Duration::from_secs(60), |_, _| {})
         .await
@@ -258,6 +274,38 @@ async fn echoes_keep_flowing_across_an_epoch_boundary() {
         .map(|n| n.metrics.counters().dropped.values().sum::<u64>())
         .sum();
     assert_eq!(refused, 0, "packets refused across the rotation");
+    // Every node drew its Sphinx keys at random and keeps them on disk,
+    // owner-only; the first epoch's are erased once it and its grace are
+    // over (two epochs on at most).
+    use std::os::unix::fs::PermissionsExt;
+    let seed_file = |node: &devnet::DevnetNode, epoch: u64| {
+        node.config.data_dir.join(format!("sphinx-{epoch}.seed"))
+    };
+    for node in &net.nodes {
+        let now = epoch_at(unix_ms(), 3_000);
+        let current = std::fs::metadata(seed_file(node, now))
+            .unwrap_or_else(|e| panic!("{}: no key for epoch {now}: {e}", node.config.name));
+        assert_eq!(current.permissions().mode() & 0o777, 0o600);
+        assert_eq!(current.len(), 32);
+    }
+    let mut left = Vec::new();
+    for _ in 0..200 {
+        left = net
+            .nodes
+            .iter()
+            .filter(|n| seed_file(n, first_epoch).exists())
+            .map(|n| n.config.name.clone())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        left.is_empty(),
+        "epoch {first_epoch}'s key still on {left:?}"
+    );
+    assert!(epoch_at(unix_ms(), 3_000) >= first_epoch + 2);
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,7 +77,7 @@ fn fake_node(
         .map(|e| EpochKey {
             epoch: e,
             public_key: XWing::public_key_bytes(&XWing::public_key(&XWing::secret_from_seed(
-                &keys.sphinx_seed(e),
+                &keys.sphinx_seed(e).unwrap(),
             ))),
         })
         .collect();
@@ -189,13 +189,27 @@ async fn main() {
             .unwrap(),
     );
     let mix_keys = NodeKeys::from_config(&mix_config.secret_seed).unwrap();
-    let mix_public = XWing::public_key(&XWing::secret_from_seed(&mix_keys.sphinx_seed(epoch)));
+    // The mix draws its Sphinx key when it publishes; read it from its
+    // data directory once it is there.
+    let store = funion_net::config::EpochKeyStore::new(&mix_config.data_dir);
+    let mut mix_seed = None;
+    for _ in 0..1_500 {
+        mix_seed = store.existing(epoch).unwrap();
+        if mix_seed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mix_seed = mix_seed.expect("the mix never drew its Sphinx key");
+    let mix_public = XWing::public_key(&XWing::secret_from_seed(&mix_seed));
     let mix_id = NodeId(mix_keys.identity.verifying_key().to_bytes());
     let _ = SigningKey::from_bytes(&[0; 32]);
 
     // N packets: mix (no delay) then the sink.
     eprintln!("building {count} packets ...");
-    let sink_public = XWing::public_key(&XWing::secret_from_seed(&sink.keys.sphinx_seed(epoch)));
+    let sink_public = XWing::public_key(&XWing::secret_from_seed(
+        &sink.keys.sphinx_seed(epoch).unwrap(),
+    ));
     let path = [
         PathHop::<XWing> {
             node: mix_id,
@@ -227,11 +241,7 @@ async fn main() {
 
     // The bound, in the same run: one Sphinx unwrap per packet, one core.
     // Measured before and after forwarding; the faster (stricter) is used.
-    let node = SphinxNode::<XWing>::new(
-        geometry,
-        XWing::secret_from_seed(&mix_keys.sphinx_seed(epoch)),
-    )
-    .unwrap();
+    let node = SphinxNode::<XWing>::new(geometry, XWing::secret_from_seed(&mix_seed)).unwrap();
     let sample: Vec<Vec<u8>> = packets[..1_000.min(count)].to_vec();
     let measure_unwrap = || {
         let mut copies = sample.clone();

@@ -275,9 +275,13 @@ pub fn derive(seed: &[u8; 32], label: &[u8]) -> [u8; 32] {
 }
 
 /// A node's keys; the seed and link secret are wiped when dropped (the
-/// identity key wipes itself).
+/// identity key wipes itself). The identity and link keys derive from the
+/// config's seed; the Sphinx keys are random per epoch, kept in an
+/// [`EpochKeyStore`] (see [`NodeKeys::with_epoch_store`]) and erased after
+/// their epoch, so a node seized later cannot unwrap what it mixed before.
 pub struct NodeKeys {
     seed: [u8; 32],
+    epochs: Option<EpochKeyStore>,
     /// Ed25519 identity (signs descriptors; its public key is the node ID).
     pub identity: SigningKey,
     /// Noise static secret.
@@ -291,7 +295,20 @@ impl NodeKeys {
             identity: SigningKey::from_bytes(&derive(&seed, b"identity")),
             link_secret: derive(&seed, b"link"),
             seed,
+            epochs: None,
         }
+    }
+
+    /// These keys with their Sphinx keys drawn at random per epoch and
+    /// kept in `dir` (a node's data directory), instead of derived.
+    pub fn with_epoch_store(mut self, dir: &Path) -> Self {
+        self.epochs = Some(EpochKeyStore::new(dir));
+        self
+    }
+
+    /// The epoch key store, if the Sphinx keys are random.
+    pub fn epoch_store(&self) -> Option<&EpochKeyStore> {
+        self.epochs.as_ref()
     }
 
     /// The identity (public) key, which names the node, as hex.
@@ -304,12 +321,16 @@ impl NodeKeys {
         Ok(NodeKeys::from_seed(seed.bytes()?))
     }
 
-    /// The seed of the Sphinx key for `epoch`: derived, so a restarted node
-    /// has the same keys and old epochs' keys can be forgotten.
-    pub fn sphinx_seed(&self, epoch: u64) -> [u8; 32] {
+    /// The seed of the Sphinx key for `epoch`: from the epoch key store
+    /// (drawn the first time, the same after a restart), or derived from
+    /// the config's seed where there is none (tools and tests).
+    pub fn sphinx_seed(&self, epoch: u64) -> anyhow::Result<[u8; 32]> {
+        if let Some(store) = &self.epochs {
+            return store.seed(epoch);
+        }
         let mut label = b"sphinx".to_vec();
         label.extend_from_slice(&epoch.to_le_bytes());
-        derive(&self.seed, &label)
+        Ok(derive(&self.seed, &label))
     }
 }
 
@@ -317,5 +338,120 @@ impl Drop for NodeKeys {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.seed);
         zeroize::Zeroize::zeroize(&mut self.link_secret);
+    }
+}
+
+/// Random Sphinx key seeds, one file per epoch (`sphinx-{epoch}.seed`, 32
+/// bytes, 0600) in a node's data directory: a restarted node keeps the keys
+/// the frozen document lists, and [`EpochKeyStore::erase_before`] removes
+/// those whose epoch and grace period are over.
+#[derive(Clone, Debug)]
+pub struct EpochKeyStore {
+    dir: PathBuf,
+}
+
+impl EpochKeyStore {
+    /// The store in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        EpochKeyStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, epoch: u64) -> PathBuf {
+        self.dir.join(format!("sphinx-{epoch}.seed"))
+    }
+
+    /// The seed for `epoch` if it was drawn already.
+    pub fn existing(&self, epoch: u64) -> anyhow::Result<Option<[u8; 32]>> {
+        let path = self.path(epoch);
+        match std::fs::read(&path) {
+            Ok(mut bytes) => {
+                let seed = <[u8; 32]>::try_from(bytes.as_slice()).ok();
+                zeroize::Zeroize::zeroize(&mut bytes);
+                match seed {
+                    Some(seed) => Ok(Some(seed)),
+                    // Torn by a crash before it was ever used (a seed is
+                    // used only once its file is synced): draw again.
+                    None => {
+                        std::fs::remove_file(&path)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        Ok(None)
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The seed for `epoch`, drawn from the OS and written (synced, 0600)
+    /// the first time.
+    pub fn seed(&self, epoch: u64) -> anyhow::Result<[u8; 32]> {
+        if let Some(seed) = self.existing(epoch)? {
+            return Ok(seed);
+        }
+        use rand_core::RngCore;
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.dir.display()))?;
+        let mut seed = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut seed);
+        let path = self.path(epoch);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut file) => {
+                file.write_all(&seed)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Ok(seed)
+            }
+            // Drawn by another task in the meantime: that one counts.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                zeroize::Zeroize::zeroize(&mut seed);
+                self.existing(epoch)?
+                    .ok_or_else(|| anyhow::anyhow!("{}: vanished", path.display()))
+            }
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Erases the seeds of every epoch before `epoch`: overwritten with
+    /// zeros, synced and removed. Returns the epochs erased.
+    pub fn erase_before(&self, epoch: u64) -> anyhow::Result<Vec<u64>> {
+        let mut erased = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(erased),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", self.dir.display())),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(old) = name
+                .strip_prefix("sphinx-")
+                .and_then(|n| n.strip_suffix(".seed"))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|e| *e < epoch)
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let wipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut file| {
+                    use std::io::Write;
+                    file.write_all(&[0; 32])?;
+                    file.sync_all()
+                });
+            wipe.and_then(|()| std::fs::remove_file(&path))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            erased.push(old);
+        }
+        erased.sort_unstable();
+        Ok(erased)
     }
 }

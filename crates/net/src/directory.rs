@@ -14,17 +14,19 @@ fn entry<K: Kem>(
     keys: &NodeKeys,
     epoch: u64,
     models: &[ModelEntry],
-) -> NodeEntry {
+) -> anyhow::Result<NodeEntry> {
     let sphinx_keys = [epoch, epoch + 1]
         .into_iter()
-        .map(|e| EpochKey {
-            epoch: e,
-            public_key: K::public_key_bytes(&K::public_key(&K::secret_from_seed(
-                &keys.sphinx_seed(e),
-            ))),
+        .map(|e| {
+            Ok(EpochKey {
+                epoch: e,
+                public_key: K::public_key_bytes(&K::public_key(&K::secret_from_seed(
+                    &keys.sphinx_seed(e)?,
+                ))),
+            })
         })
-        .collect();
-    NodeEntry {
+        .collect::<anyhow::Result<_>>()?;
+    Ok(NodeEntry {
         name: config.name.clone(),
         role: config.role,
         layer: config.layer,
@@ -35,7 +37,7 @@ fn entry<K: Kem>(
         models: models.to_vec(),
         // Every compute courier serves the fast path's service too.
         fast_path: !models.is_empty(),
-    }
+    })
 }
 
 /// Publishes this node's descriptor for `epoch` (its keys for `epoch` and
@@ -49,7 +51,7 @@ pub async fn publish<K: Kem>(
 ) -> anyhow::Result<()> {
     let descriptor = NodeDescriptor {
         epoch,
-        node: entry::<K>(config, keys, epoch, models),
+        node: entry::<K>(config, keys, epoch, models)?,
     };
     let body = descriptor.sign(&keys.identity)?;
     let response = http

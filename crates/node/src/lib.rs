@@ -281,7 +281,8 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
         )
         .await;
     }
-    let keys = Arc::new(NodeKeys::from_config(&config.secret_seed)?);
+    let keys =
+        Arc::new(NodeKeys::from_config(&config.secret_seed)?.with_epoch_store(&config.data_dir));
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -348,8 +349,14 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     let mut node = Node::<K>::new(node_config, geometry);
     // The courier's counters as last exported.
     let mut courier_counters = None;
-    for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
-        let secret = K::secret_from_seed(&keys.sphinx_seed(e));
+    // The previous epoch's key only if this node had one (a restart
+    // within the grace period); the current and next are drawn if new.
+    let previous = match keys.epoch_store() {
+        Some(store) if epoch > 0 => store.existing(epoch - 1)?.map(|_| epoch - 1),
+        _ => None,
+    };
+    for e in previous.into_iter().chain([epoch, epoch + 1]) {
+        let secret = K::secret_from_seed(&keys.sphinx_seed(e)?);
         node.add_epoch_key(e, secret, log.load(e)?)?;
     }
     node.set_current_epoch(epoch);
@@ -532,12 +539,18 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
                 if let Some((old, _)) = retire_previous.take() {
                     node.retire_epoch(old);
                     log.forget_before(old + 1);
+                    if let Some(store) = keys.epoch_store() {
+                        match store.erase_before(old + 1) {
+                            Ok(erased) => tracing::info!(?erased, "old epochs' Sphinx keys erased"),
+                            Err(error) => tracing::error!(%error, "cannot erase an old Sphinx key"),
+                        }
+                    }
                     tracing::info!(epoch = old, "grace period over; key retired");
                 }
             }
             Step::NewEpoch => {
                 epoch += 1;
-                let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1));
+                let secret = K::secret_from_seed(&keys.sphinx_seed(epoch + 1)?);
                 // The next epoch's log is new unless the node ran in it
                 // before a restart; one that cannot be read is reported.
                 let seen = log.load(epoch + 1).unwrap_or_else(|error| {

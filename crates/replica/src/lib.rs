@@ -42,7 +42,8 @@ pub async fn run<K: Kem>(
     metrics: Arc<Metrics>,
     http: reqwest::Client,
 ) -> anyhow::Result<()> {
-    let keys = Arc::new(NodeKeys::from_config(&config.secret_seed)?);
+    let keys =
+        Arc::new(NodeKeys::from_config(&config.secret_seed)?.with_epoch_store(&config.data_dir));
     let authority_key = hex32(&config.authority_key)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
@@ -90,10 +91,14 @@ pub async fn run<K: Kem>(
         clock: Instant::now(),
         unexpected_frames: 0,
     };
-    for e in [epoch.saturating_sub(1), epoch, epoch + 1] {
+    let previous = match keys.epoch_store() {
+        Some(store) if epoch > 0 => store.existing(epoch - 1)?.map(|_| epoch - 1),
+        _ => None,
+    };
+    for e in previous.into_iter().chain([epoch, epoch + 1]) {
         shell
             .replica
-            .add_epoch_key(e, K::secret_from_seed(&keys.sphinx_seed(e)));
+            .add_epoch_key(e, K::secret_from_seed(&keys.sphinx_seed(e)?));
     }
     shell.replica.set_epoch(epoch);
     shell.set_document(None);
@@ -128,7 +133,13 @@ pub async fn run<K: Kem>(
             }
             _ = tokio::time::sleep_until(next_epoch) => {
                 epoch += 1;
-                shell.replica.add_epoch_key(epoch + 1, K::secret_from_seed(&keys.sphinx_seed(epoch + 1)));
+                shell.replica.add_epoch_key(epoch + 1, K::secret_from_seed(&keys.sphinx_seed(epoch + 1)?));
+                // The epoch before the previous one is over, grace and all.
+                if let Some(store) = keys.epoch_store() {
+                    if let Err(error) = store.erase_before(epoch.saturating_sub(1)) {
+                        tracing::error!(%error, "cannot erase an old Sphinx key");
+                    }
+                }
                 shell.replica.set_epoch(epoch);
                 // Off the loop, as the document's refresh is: writes keep
                 // being answered while the authority answers (or not).
