@@ -3,6 +3,11 @@
 //! its ticket is proved, and a ticket leaves the book (committed) before
 //! it is sent, so no crash can make the client prove or spend one message
 //! id twice, which would reveal its secret.
+//!
+//! With a passphrase ([`Wallet::open_with`]; the command line reads
+//! `FUNION_WALLET_PASSPHRASE`) the identity and the owner key are sealed
+//! at rest: AES-256-GCM-SIV under a key Argon2id derives from the
+//! passphrase and a random salt, so the file alone gives neither away.
 
 use std::ops::Range;
 use std::path::Path;
@@ -42,6 +47,55 @@ pub struct DepositInfo {
 /// The client's credits file.
 pub struct Wallet {
     db: Database,
+    /// The key that seals the secrets, for a wallet with a passphrase.
+    seal: Option<zeroize::Zeroizing<[u8; 32]>>,
+}
+
+/// The environment variable the command line takes the passphrase from.
+pub const PASSPHRASE_ENV: &str = "FUNION_WALLET_PASSPHRASE";
+
+/// The secrets a sealed wallet keeps only sealed.
+const SECRETS: [&str; 2] = ["identity", "owner"];
+
+/// The key for `passphrase` and `salt` (Argon2id, its default cost).
+fn sealing_key(passphrase: &str, salt: &[u8]) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    argon2::Argon2::default()
+        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
+        .map_err(|e| anyhow::anyhow!("cannot derive the wallet's key: {e}"))?;
+    Ok(key)
+}
+
+fn seal(key: &[u8; 32], name: &str, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+    let cipher = aes_gcm_siv::Aes256GcmSiv::new(key.into());
+    let mut nonce = [0u8; 12];
+    OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: plain,
+                aad: name.as_bytes(),
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("cannot seal the wallet's {name}"))?;
+    Ok([nonce.as_slice(), &sealed].concat())
+}
+
+fn unseal(key: &[u8; 32], name: &str, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+    anyhow::ensure!(sealed.len() > 12, "the wallet's {name} is damaged");
+    let (nonce, body) = sealed.split_at(12);
+    aes_gcm_siv::Aes256GcmSiv::new(key.into())
+        .decrypt(
+            nonce.into(),
+            Payload {
+                msg: body,
+                aad: name.as_bytes(),
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("wrong passphrase for the wallet (or its {name} is damaged)"))
 }
 
 fn next_id_key(provider: &str, period: u64) -> String {
@@ -50,8 +104,25 @@ fn next_id_key(provider: &str, period: u64) -> String {
 
 impl Wallet {
     /// Opens (or creates) the wallet at `path`, with a fresh identity and
-    /// owner key the first time.
+    /// owner key the first time; a wallet sealed with a passphrase is
+    /// refused (use [`Wallet::open_with`]).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Wallet::open_with(path, None)
+    }
+
+    /// [`Wallet::open_with`], the passphrase from `FUNION_WALLET_PASSPHRASE`
+    /// if that is set.
+    pub fn open_from_env(path: &Path) -> anyhow::Result<Self> {
+        let passphrase = std::env::var(PASSPHRASE_ENV).ok().filter(|p| !p.is_empty());
+        Wallet::open_with(path, passphrase.as_deref())
+    }
+
+    /// Opens (or creates) the wallet at `path`. With a passphrase its
+    /// secrets are sealed at rest; a sealed wallet opens only with its
+    /// passphrase. An unsealed wallet given a passphrase is sealed now,
+    /// but pages of the file redb has freed may still hold its old clear
+    /// secrets: for a wallet never in the clear, create it with one.
+    pub fn open_with(path: &Path, passphrase: Option<&str>) -> anyhow::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -70,16 +141,85 @@ impl Wallet {
             let mut keys = txn.open_table(KEYS)?;
             if keys.get("identity")?.is_none() {
                 let identity = Identity::generate(&mut OsRng);
-                keys.insert("identity", identity.to_bytes().as_slice())?;
-                let mut seed = [0u8; 32];
-                OsRng.fill_bytes(&mut seed);
-                keys.insert("owner", seed.as_slice())?;
+                let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(seed.as_mut());
+                let plain = [
+                    (
+                        "identity",
+                        zeroize::Zeroizing::new(identity.to_bytes().to_vec()),
+                    ),
+                    ("owner", zeroize::Zeroizing::new(seed.to_vec())),
+                ];
+                // A new wallet with a passphrase never has its secrets on
+                // disk in the clear, not even in a page freed later.
+                match passphrase {
+                    Some(passphrase) => {
+                        let mut salt = [0u8; 16];
+                        OsRng.fill_bytes(&mut salt);
+                        let key = sealing_key(passphrase, &salt)?;
+                        for (name, value) in &plain {
+                            keys.insert(*name, seal(&key, name, value)?.as_slice())?;
+                        }
+                        keys.insert("salt", salt.as_slice())?;
+                    }
+                    None => {
+                        for (name, value) in &plain {
+                            keys.insert(*name, value.as_slice())?;
+                        }
+                    }
+                }
             }
             txn.open_table(NUMBERS)?;
             txn.open_table(BOOK)?;
         }
         txn.commit()?;
-        Ok(Wallet { db })
+        let mut wallet = Wallet { db, seal: None };
+        wallet.unlock(passphrase)?;
+        Ok(wallet)
+    }
+
+    /// Derives the sealing key and checks it (sealing an unsealed wallet
+    /// first when a passphrase is given).
+    fn unlock(&mut self, passphrase: Option<&str>) -> anyhow::Result<()> {
+        let salt = {
+            let read = self.db.begin_read()?;
+            let table = read.open_table(KEYS)?;
+            let salt = table.get("salt")?.map(|v| v.value().to_vec());
+            salt
+        };
+        match (salt, passphrase) {
+            (None, None) => Ok(()),
+            (Some(_), None) => {
+                anyhow::bail!("the wallet is sealed with a passphrase: set {PASSPHRASE_ENV}")
+            }
+            (Some(salt), Some(passphrase)) => {
+                let key = sealing_key(passphrase, &salt)?;
+                self.seal = Some(key);
+                // Wrong passphrases fail here, not at the first payment.
+                self.key("identity").map(drop)
+            }
+            (None, Some(passphrase)) => {
+                let mut salt = [0u8; 16];
+                OsRng.fill_bytes(&mut salt);
+                let key = sealing_key(passphrase, &salt)?;
+                let txn = self.db.begin_write()?;
+                {
+                    let mut keys = txn.open_table(KEYS)?;
+                    for name in SECRETS {
+                        let plain = keys
+                            .get(name)?
+                            .map(|v| zeroize::Zeroizing::new(v.value().to_vec()))
+                            .ok_or_else(|| anyhow::anyhow!("the wallet has no {name}"))?;
+                        let sealed = seal(&key, name, &plain)?;
+                        keys.insert(name, sealed.as_slice())?;
+                    }
+                    keys.insert("salt", salt.as_slice())?;
+                }
+                txn.commit()?;
+                self.seal = Some(key);
+                Ok(())
+            }
+        }
     }
 
     fn key(&self, name: &str) -> anyhow::Result<Vec<u8>> {
@@ -88,7 +228,10 @@ impl Wallet {
         let value = table
             .get(name)?
             .ok_or_else(|| anyhow::anyhow!("the wallet has no {name}"))?;
-        Ok(value.value().to_vec())
+        match &self.seal {
+            Some(key) if SECRETS.contains(&name) => unseal(key, name, value.value()),
+            _ => Ok(value.value().to_vec()),
+        }
     }
 
     fn number(&self, name: &str) -> anyhow::Result<Option<u64>> {
@@ -469,4 +612,68 @@ pub async fn top_up(
     })
     .await??;
     Ok(tickets.len())
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("funion-wallet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("wallet.redb")
+    }
+
+    fn holds(path: &Path, secret: &[u8]) -> bool {
+        let bytes = std::fs::read(path).unwrap();
+        bytes.windows(secret.len()).any(|w| w == secret)
+    }
+
+    #[test]
+    fn a_wallet_with_a_passphrase_keeps_its_secrets_sealed_on_disk() {
+        // The control: a wallet without one holds its identity in the clear.
+        let clear = scratch("clear");
+        let clear_identity = Wallet::open(&clear).unwrap().identity().unwrap().to_bytes();
+        assert!(
+            holds(&clear, &clear_identity),
+            "the control must find the secret"
+        );
+
+        let path = scratch("sealed");
+        let wallet = Wallet::open_with(&path, Some("correct horse")).unwrap();
+        let identity = wallet.identity().unwrap().to_bytes();
+        let owner = wallet.owner_key().unwrap().to_bytes();
+        drop(wallet);
+        assert!(
+            !holds(&path, &identity),
+            "the identity is on disk in the clear"
+        );
+        assert!(
+            !holds(&path, &owner),
+            "the owner key is on disk in the clear"
+        );
+
+        // Its passphrase opens it to the same secrets; another, or none,
+        // is refused with the reason.
+        let again = Wallet::open_with(&path, Some("correct horse")).unwrap();
+        assert_eq!(again.identity().unwrap().to_bytes(), identity);
+        assert_eq!(again.owner_key().unwrap().to_bytes(), owner);
+        drop(again);
+        let wrong = Wallet::open_with(&path, Some("battery staple"))
+            .err()
+            .unwrap();
+        assert!(wrong.to_string().contains("wrong passphrase"), "{wrong:#}");
+        let none = Wallet::open(&path).err().unwrap();
+        assert!(none.to_string().contains(PASSPHRASE_ENV), "{none:#}");
+
+        // A clear wallet given a passphrase is sealed and keeps its keys.
+        drop(Wallet::open_with(&clear, Some("later")).unwrap());
+        assert!(Wallet::open(&clear).is_err(), "sealed now");
+        let sealed_later = Wallet::open_with(&clear, Some("later")).unwrap();
+        assert_eq!(sealed_later.identity().unwrap().to_bytes(), clear_identity);
+        for path in [&clear, &path] {
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
 }

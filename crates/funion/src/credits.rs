@@ -134,7 +134,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
             policy_stake,
         } => {
             let credits = credits_of(&wallet.config).await?;
-            let w = Wallet::open(&wallet.path())?;
+            let w = Wallet::open_from_env(&wallet.path())?;
             let registry = registry_of(&credits, &wallet.key_path())?;
             let (per_ticket, min_policy) = registry.stakes().await?;
             let policy_stake = policy_stake
@@ -164,7 +164,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         }
         CreditsCommand::Status { wallet } => {
             let credits = credits_of(&wallet.config).await?;
-            let w = Wallet::open(&wallet.path())?;
+            let w = Wallet::open_from_env(&wallet.path())?;
             let ledger = LedgerClient::new(&credits.ledger_url)?;
             let id = w.identity()?.commitment();
             if !credits.registry.is_empty() {
@@ -197,7 +197,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
         }
         CreditsCommand::Withdraw { wallet, claim } => {
             let credits = credits_of(&wallet.config).await?;
-            let w = Wallet::open(&wallet.path())?;
+            let w = Wallet::open_from_env(&wallet.path())?;
             let registry = registry_of(&credits, &wallet.key_path())?;
             let id = w.identity()?.commitment();
             let receipt = if claim {
@@ -222,7 +222,7 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
             threads,
         } => {
             let credits = credits_of(&wallet.config).await?;
-            let w = Arc::new(Wallet::open(&wallet.path())?);
+            let w = Arc::new(Wallet::open_from_env(&wallet.path())?);
             drop_stale(&w, &credits).await?;
             let started = std::time::Instant::now();
             prove_with_bar(w, &credits, count, threads).await?;
@@ -285,7 +285,7 @@ pub async fn pay_from_file(
     specs: &mut [JobSpec],
 ) -> anyhow::Result<()> {
     let credits = credits_of(config).await?;
-    let w = Wallet::open(&default_wallet(config, wallet))?;
+    let w = Wallet::open_from_env(&default_wallet(config, wallet))?;
     // The book is not checked against the ledger's roots here: asking the
     // ledger just before each job would tell it when this client sends
     // one. `credits status` and `credits tickets` drop stale tickets.

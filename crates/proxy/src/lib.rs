@@ -79,7 +79,7 @@ impl Proxy {
     /// Connects to the network, opens the wallet (which must hold a
     /// deposit), reads the local tokenizers and starts the ticket top-up.
     pub async fn start(options: ProxyOptions) -> anyhow::Result<Arc<Self>> {
-        let wallet = Arc::new(Wallet::open(&options.wallet)?);
+        let wallet = Arc::new(Wallet::open_from_env(&options.wallet)?);
         anyhow::ensure!(
             wallet.deposit_info()?.is_some(),
             "the wallet {} holds no deposit: run `funion credits deposit` first",
