@@ -133,9 +133,12 @@ impl ReplayLog {
                     .iter()
                     .map(|(e, f)| (*e, f.clone()))
                     .collect();
-                let result = tokio::task::spawn_blocking(move || sync_all(&open))
-                    .await
-                    .unwrap_or_else(|error| Err(std::io::Error::other(error.to_string())));
+                let result = match tokio::task::spawn_blocking(move || sync_all(&open)).await {
+                    Ok(result) => result,
+                    // The runtime is shutting down: nothing is left to send.
+                    Err(error) if error.is_cancelled() => return,
+                    Err(error) => Err(std::io::Error::other(error.to_string())),
+                };
                 match result {
                     Ok(()) => {
                         if let Some(since) = failing_since.take() {
