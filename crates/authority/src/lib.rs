@@ -43,6 +43,8 @@ struct Inner {
     /// When this authority started (Unix ms): it takes descriptors for a
     /// while after that even past an epoch's cutoff, so a network can boot.
     started_ms: u64,
+    /// How long that while is (ms), before the cap of a quarter epoch.
+    boot_grace_ms: u64,
     descriptors: BTreeMap<u64, BTreeMap<[u8; 32], NodeEntry>>,
     /// Frozen documents, signed, by epoch: never changed once here.
     frozen: HashMap<u64, Frozen>,
@@ -53,15 +55,11 @@ struct Frozen {
     signed: Vec<u8>,
 }
 
-/// The longest a starting authority waits for the nodes it admits before
-/// it freezes a document whose cutoff is already past.
-const BOOT_GRACE_MS: u64 = 10_000;
-
 impl Inner {
     /// When the document of `epoch` freezes whether or not every admitted
     /// node has sent its descriptor.
     fn freeze_at(&self, epoch: u64) -> u64 {
-        let grace = BOOT_GRACE_MS.min(self.parameters.epoch_ms / 4);
+        let grace = self.boot_grace_ms.min(self.parameters.epoch_ms / 4);
         document_cutoff_ms(epoch, self.parameters.epoch_ms).max(self.started_ms + grace)
     }
 
@@ -118,6 +116,7 @@ pub async fn serve(config: AuthorityFile, listener: TcpListener) -> anyhow::Resu
         key,
         allowed,
         started_ms: unix_ms(),
+        boot_grace_ms: config.boot_grace_ms,
         descriptors: BTreeMap::new(),
         frozen: HashMap::new(),
     }));
@@ -179,18 +178,20 @@ async fn post_descriptor(State(state): State<Shared>, body: Bytes) -> (StatusCod
         let _ = inner.frozen(epoch, now);
     }
     if let Some(frozen) = inner.frozen.get(&epoch) {
-        return match frozen.nodes.get(&identity) {
-            Some(listed) if *listed == descriptor.node => {
-                (StatusCode::OK, "already in the frozen document".into())
-            }
-            _ => (
-                StatusCode::CONFLICT,
-                format!(
-                    "descriptor refused: the document of epoch {epoch} is frozen; publish for epoch {}",
-                    epoch + 1
-                ),
+        if matches!(frozen.nodes.get(&identity), Some(listed) if *listed == descriptor.node) {
+            return (StatusCode::OK, "already in the frozen document".into());
+        }
+        // The first epoch whose document may still take it.
+        let mut open = epoch + 1;
+        while inner.frozen.contains_key(&open) || now >= inner.freeze_at(open) {
+            open += 1;
+        }
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "descriptor refused: the document of epoch {epoch} is frozen; the first still open is epoch {open}"
             ),
-        };
+        );
     }
     inner
         .descriptors

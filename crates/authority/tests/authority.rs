@@ -30,9 +30,11 @@ fn keys(config: &NodeFile) -> NodeKeys {
     NodeKeys::from_config(&config.secret_seed).unwrap()
 }
 
-#[tokio::test]
-async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
-    // Day-long epochs: the test does not cross a boundary.
+/// A network of one node per role (and one per mix layer) and a running
+/// authority that admits them all, with day-long epochs (no test crosses
+/// a boundary) and the given boot grace: the nodes, the authority's URL
+/// and key, and the parameters.
+async fn network(boot_grace_ms: u64) -> (Vec<NodeFile>, String, [u8; 32], Parameters) {
     let parameters = Parameters {
         epoch_ms: 24 * 3_600_000,
         grace_ms: 60_000,
@@ -58,14 +60,23 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
     }
     nodes.push(node("service", Role::Service, 0, 10, &url));
     nodes.push(node("replica", Role::Replica, 0, 11, &url));
-    let stranger = node("stranger", Role::Mix, 1, 99, &url);
     let config = AuthorityFile {
         listen: String::new(),
         secret_seed: seed.into(),
         allowed_nodes: nodes.iter().map(|n| keys(n).identity_hex()).collect(),
+        boot_grace_ms,
         parameters: parameters.clone(),
     };
     tokio::spawn(funion_authority::serve(config, listener));
+    (nodes, url, authority_key, parameters)
+}
+
+#[tokio::test]
+async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
+    // A grace far longer than the test: the document freezes only because
+    // every admitted node is in.
+    let (nodes, url, authority_key, parameters) = network(3_600_000).await;
+    let stranger = node("stranger", Role::Mix, 1, 99, &url);
     let http = http_client().unwrap();
     let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
 
@@ -126,4 +137,58 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
     publish::<X25519>(&http, &moved, &keys(&moved), epoch + 1, &[])
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn past_the_boot_grace_a_late_node_is_told_the_first_open_epoch() {
+    // A short grace, and the cutoff of the day's document long past: the
+    // document freezes without the last node once the grace is over.
+    let (nodes, url, authority_key, parameters) = network(300).await;
+    let http = http_client().unwrap();
+    let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
+    for n in &nodes[..nodes.len() - 1] {
+        publish::<X25519>(&http, n, &keys(n), epoch, &[])
+            .await
+            .unwrap();
+    }
+    let mut document = None;
+    for _ in 0..500 {
+        match fetch_document(&http, &url, &authority_key, epoch, false).await {
+            Ok(d) => {
+                document = Some(d);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+    let document = document.expect("the document froze once the grace was over");
+    assert_eq!(document.nodes.len(), nodes.len() - 1);
+
+    // The late node is refused for this epoch, and told which epoch's
+    // document is the first it can still join: the next one, unless that
+    // one's cutoff (half an epoch before it) has passed too.
+    let late = nodes.last().unwrap();
+    let before = unix_ms();
+    let error = publish::<X25519>(&http, late, &keys(late), epoch, &[])
+        .await
+        .unwrap_err();
+    let after = unix_ms();
+    assert!(error.is::<Frozen>(), "{error:#}");
+    let said = error.to_string();
+    let open: u64 = said
+        .rsplit("first still open is epoch ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no open epoch named: {said}"));
+    let cutoff = funion_pki::document_cutoff_ms(epoch + 1, parameters.epoch_ms);
+    let expected: Vec<u64> = [before, after]
+        .iter()
+        .map(|&t| if t < cutoff { epoch + 1 } else { epoch + 2 })
+        .collect();
+    assert!(expected.contains(&open), "{said}");
+    if open == epoch + 1 {
+        publish::<X25519>(&http, late, &keys(late), epoch + 1, &[])
+            .await
+            .unwrap();
+    }
 }

@@ -231,8 +231,15 @@ impl Devnet {
     }
 }
 
+/// How long a devnet's authority waits for all its nodes before it
+/// freezes a document without the late ones (ms): every node of a devnet
+/// starts at once, but on a busy machine the last may take tens of seconds
+/// (a compute courier loads its models first). Documents freeze as soon as
+/// all are in, so the grace costs nothing when none is late.
+const BOOT_GRACE_MS: u64 = 90_000;
+
 /// Waits until the authority's document lists every node, or says which
-/// node stopped and why.
+/// node stopped and why, or which are missing once the boot grace is over.
 async fn wait_for_all(
     client: &ClientFile,
     parameters: &Parameters,
@@ -240,8 +247,10 @@ async fn wait_for_all(
 ) -> anyhow::Result<()> {
     let http = funion_net::http_client()?;
     let key = config::hex32(&client.authority_key)?;
-    let mut listed = 0;
-    for _ in 0..600 {
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(BOOT_GRACE_MS.min(parameters.epoch_ms / 4) + 5_000);
+    let mut missing: Option<Vec<String>> = None;
+    while tokio::time::Instant::now() < deadline {
         for node in nodes.iter_mut() {
             if node.task.is_finished() {
                 let why = match (&mut node.task).await {
@@ -259,17 +268,33 @@ async fn wait_for_all(
         if let Ok(document) =
             funion_net::fetch_document(&http, &client.authority_url, &key, epoch, false).await
         {
-            listed = document.nodes.len();
-            if listed >= nodes.len() {
+            let listed: std::collections::BTreeSet<[u8; 32]> =
+                document.nodes.iter().map(|n| n.identity_key).collect();
+            let missing = missing.insert(Vec::new());
+            for node in nodes.iter() {
+                let identity = NodeKeys::from_config(&node.config.secret_seed)?
+                    .identity
+                    .verifying_key()
+                    .to_bytes();
+                if !listed.contains(&identity) {
+                    missing.push(node.config.name.clone());
+                }
+            }
+            if missing.is_empty() {
                 return Ok(());
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    anyhow::bail!(
-        "the network did not come up within 30 s: {listed} of {} nodes in the document",
-        nodes.len()
-    )
+    match missing {
+        Some(missing) => anyhow::bail!(
+            "the network did not come up: {} of {} nodes not in the document ({})",
+            missing.len(),
+            nodes.len(),
+            missing.join(", ")
+        ),
+        None => anyhow::bail!("the network did not come up: the authority served no document"),
+    }
 }
 
 async fn bind_retrying(address: &str) -> anyhow::Result<TcpListener> {
@@ -350,6 +375,7 @@ pub async fn start_with(
         listen: authority_listener.local_addr()?.to_string(),
         secret_seed: authority_seed.into(),
         allowed_nodes,
+        boot_grace_ms: BOOT_GRACE_MS,
         parameters: parameters.clone(),
     };
     config::write(&dir.join("authority.toml"), &authority_config)?;
@@ -581,6 +607,7 @@ pub fn genconfig(
             listen: authority_address.clone(),
             secret_seed: authority_seed.into(),
             allowed_nodes,
+            boot_grace_ms: BOOT_GRACE_MS,
             parameters: parameters.clone(),
         },
     )?;

@@ -136,6 +136,7 @@ async fn main() {
                 hex::encode(sender.entry.identity_key),
                 mix_identity,
             ],
+            boot_grace_ms: config::DEFAULT_BOOT_GRACE_MS,
             parameters: parameters.clone(),
         },
         authority_listener,

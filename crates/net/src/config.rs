@@ -153,8 +153,22 @@ pub struct AuthorityFile {
     /// The identity keys (hex) of the nodes the operator admits; a
     /// descriptor from any other is refused.
     pub allowed_nodes: Vec<String>,
+    /// How long after it starts (ms) the authority waits for every admitted
+    /// node before it freezes a document whose cutoff is already past, at
+    /// most a quarter of an epoch. A network that boots on a busy machine
+    /// needs longer than the default; a document freezes as soon as every
+    /// admitted node is in, so a long grace costs nothing then.
+    #[serde(default = "default_boot_grace_ms")]
+    pub boot_grace_ms: u64,
     /// The network's parameters.
     pub parameters: Parameters,
+}
+
+/// The authority's boot grace when its config names none (ms).
+pub const DEFAULT_BOOT_GRACE_MS: u64 = 10_000;
+
+fn default_boot_grace_ms() -> u64 {
+    DEFAULT_BOOT_GRACE_MS
 }
 
 /// A client's config file.
