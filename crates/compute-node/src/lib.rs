@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod gate;
+pub mod jobs;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use funion_bacap::{BoxId, ReadCap, WriteCap, Writer};
 use funion_compute::courier::JobTimes;
 use funion_compute::{
-    Action, ComputeCourier, CourierConfig, DispatchReply, HeldSurb, Input, JobId,
+    AcceptedJob, Action, ComputeCourier, CourierConfig, DispatchReply, HeldSurb, Input, JobId,
 };
 use funion_inference::Models;
 use funion_pigeonhole::envelope::Request;
@@ -28,6 +29,8 @@ use funion_client::storage::{BatchId, StorageClient};
 use funion_net::config::{ClientFile, ComputeFile};
 use funion_net::metrics::Metrics;
 use funion_pigeonhole::client::{open_stream, read_requests, write_requests};
+
+use crate::jobs::{Change, StoredJob};
 
 pub use funion_compute::client::{boxes_for, COMPUTE_FAST_SERVICE, COMPUTE_SERVICE};
 
@@ -56,6 +59,8 @@ pub struct ComputeOptions {
     pub max_batch: usize,
     /// The ticket check every job passes before it is taken.
     pub gate: Arc<crate::gate::TicketGate>,
+    /// Where accepted jobs are kept until their output is out.
+    pub jobs: Arc<crate::jobs::JobStore>,
 }
 
 /// One job as the compute courier saw it, wall-clock times in
@@ -180,8 +185,8 @@ pub async fn run(
         };
         match outcome {
             Ok(()) => return Ok(()),
-            // Its session failed (the gateway went away): jobs in flight are
-            // lost with it (they are not durable yet); start again.
+            // Its session failed (the gateway went away): start again; the
+            // jobs it held are on disk and are taken again.
             Err(error) => {
                 tracing::warn!(%error, "compute courier lost its session; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -262,6 +267,32 @@ async fn drive<K: Kem>(
     // Fast-path dispatches' second SURBs, held for their outputs.
     let mut held: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut next_token = 0u64;
+    // The jobs a run before this one accepted and did not finish.
+    for (key, stored) in options.jobs.load()? {
+        let reply = stored.reply.map(|(surb, until_unix)| {
+            next_token += 1;
+            held.insert(next_token, surb);
+            HeldSurb {
+                surb: next_token,
+                usable_until: until_unix.saturating_sub(start_unix),
+            }
+        });
+        let record = AcceptedJob {
+            key: key.clone(),
+            dispatch: stored.dispatch,
+            taken: stored.taken_unix_us.saturating_sub(start_unix),
+            edge: stored.edge_unix_us.saturating_sub(start_unix),
+            edge_fixed: stored.edge_fixed,
+            reply,
+        };
+        match courier.restore(now(), record) {
+            Ok(job) => tracing::info!(job, "compute courier: an accepted job taken again"),
+            Err(error) => {
+                tracing::error!(%error, "compute courier: a kept job cannot be taken again");
+                options.jobs.commit_now(&[Change::Remove(key)])?;
+            }
+        }
+    }
     // Payment checks run as tasks of their own; their verdicts come back
     // here, so a slow ledger or keeper never holds up a bucket edge.
     let (verdict_tx, mut verdicts) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
@@ -302,8 +333,27 @@ async fn drive<K: Kem>(
         while let Ok((batch, outcomes)) = done_rx.try_recv() {
             courier.finished(now(), batch, outcomes);
         }
+        // Records to keep or drop, and the answers that must wait for them.
+        let (mut changes, mut after_commit) = (Vec::new(), Vec::new());
         for action in courier.poll(now()) {
             match action {
+                Action::Persist(record) => {
+                    let reply = record.reply.and_then(|r| {
+                        let surb = held.get(&r.surb)?.clone();
+                        Some((surb, unix(r.usable_until)))
+                    });
+                    changes.push(Change::Put(
+                        record.key,
+                        StoredJob {
+                            dispatch: record.dispatch,
+                            taken_unix_us: unix(record.taken),
+                            edge_unix_us: unix(record.edge),
+                            edge_fixed: record.edge_fixed,
+                            reply,
+                        },
+                    ));
+                }
+                Action::Forget { key } => changes.push(Change::Remove(key)),
                 Action::Admit {
                     admission,
                     dispatch,
@@ -319,7 +369,12 @@ async fn drive<K: Kem>(
                 }
                 Action::Reply { token, reply } => {
                     if let Some(surb) = surbs.remove(&token) {
-                        let _ = replies.try_send((surb, reply.encode()));
+                        if !changes.iter().any(|c| matches!(c, Change::Put(..))) {
+                            let _ = replies.try_send((surb, reply.encode()));
+                        } else {
+                            // Only once the job is on disk.
+                            after_commit.push((surb, reply.encode()));
+                        }
                     }
                     if matches!(reply, DispatchReply::Refused { .. }) {
                         held.remove(&token);
@@ -419,6 +474,11 @@ async fn drive<K: Kem>(
                     }
                 }
             }
+        }
+        if !(changes.is_empty() && after_commit.is_empty()) {
+            options
+                .jobs
+                .commit_then_send(changes, after_commit, &replies);
         }
         export(&metrics, &courier, &storage.stats(), &options.gate);
         let until = courier
@@ -522,6 +582,7 @@ fn export(
         ("overflows", c.overflows),
         ("failures", c.failures),
         ("stored", c.stored),
+        ("jobs_restored", c.restored),
         ("store_failures", c.store_failures),
         ("jobs_held", courier.jobs() as u64),
         ("echoes", storage.echoes),

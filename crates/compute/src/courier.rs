@@ -10,6 +10,14 @@
 //! [`ComputeCourier::admitted`], and the client's answer leaves as
 //! [`Action::Reply`]. No check ever holds up a bucket edge.
 //!
+//! Durable jobs: before a new job's "accepted" leaves, the courier asks
+//! the driver to keep it ([`Action::Persist`], an [`AcceptedJob`]), and
+//! once its output is out it says the record may go ([`Action::Forget`]).
+//! A courier that restarts gives each kept record to
+//! [`ComputeCourier::restore`]: the job runs again (its input read again
+//! if it came by boxes) and leaves at its old edge, or as OVERFLOW at once
+//! if that edge has passed. A job paid for is never silently dropped.
+//!
 //! Sans-I/O: the driver calls [`ComputeCourier::receive`], reports fetches,
 //! finished batches and stores, and carries out what [`ComputeCourier::poll`]
 //! returns at the times [`ComputeCourier::next_deadline`] names.
@@ -107,9 +115,41 @@ pub struct JobTimes {
     pub batch_size: usize,
 }
 
+/// What a driver keeps on disk about a job it took, so that a restart can
+/// finish it ([`ComputeCourier::restore`]). Times are on the driver's clock
+/// of the run that wrote it; a driver that restarts moves them to its new
+/// clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedJob {
+    /// Names the job among those kept: its output write cap (secret: the
+    /// record must be kept where only the courier can read it).
+    pub key: Vec<u8>,
+    /// The dispatch, encoded as it came.
+    pub dispatch: Vec<u8>,
+    /// When it was taken.
+    pub taken: Micros,
+    /// Its bucket edge, or, while its edge waits for the input in hand
+    /// (`edge_fixed` false), the deadline by which the input must come.
+    pub edge: Micros,
+    /// Whether `edge` is the edge itself.
+    pub edge_fixed: bool,
+    /// The reply SURB the dispatch carried, held for the output.
+    pub reply: Option<HeldSurb>,
+}
+
 /// What the driver must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Keep this record of a job durably, and only then carry out the
+    /// actions after it (the client's "accepted" among them). A record
+    /// with a key already kept replaces it.
+    Persist(Box<AcceptedJob>),
+    /// The job kept under `key` is over (its output is out, or the storage
+    /// network gave up on it): its record may go.
+    Forget {
+        /// The record's key ([`AcceptedJob::key`]).
+        key: Vec<u8>,
+    },
     /// Check that `dispatch` is paid for (its tickets), then call
     /// [`ComputeCourier::admitted`] with `admission` and the verdict.
     Admit {
@@ -201,6 +241,44 @@ pub struct Counters {
     pub refetches: u64,
     /// Outputs the storage network did not take.
     pub store_failures: u64,
+    /// Jobs taken again from their records after a restart.
+    pub restored: u64,
+}
+
+/// A job whose input came inside its dispatch, at `now`: ready, or failed
+/// if the input does not decode.
+fn inline_input(inline: &[u8], class: u32, now: Micros) -> State {
+    match Input::decode(inline, class) {
+        Ok(input) => State::Ready {
+            tokens: input.tokens,
+            since: now,
+        },
+        Err(e) => State::Done(Outcome::Failed(format!("input: {e}"))),
+    }
+}
+
+/// The read of `job`'s input stream.
+fn fetch(job: JobId, dispatch: &Dispatch) -> Action {
+    Action::Fetch {
+        job,
+        read_cap: dispatch.read_cap_in.clone(),
+        ctx: dispatch.ctx_in.clone(),
+        input_class: dispatch.input_class,
+    }
+}
+
+impl Job {
+    /// What a driver keeps of this job.
+    fn record(&self) -> AcceptedJob {
+        AcceptedJob {
+            key: self.dispatch.write_cap_out.clone(),
+            dispatch: self.bytes.clone(),
+            taken: self.times.taken,
+            edge: self.times.edge,
+            edge_fixed: self.edge_fixed,
+            reply: self.reply,
+        }
+    }
 }
 
 enum State {
@@ -223,8 +301,13 @@ pub struct HeldSurb {
 
 struct Job {
     dispatch: Dispatch,
+    /// The dispatch's encoding, for its record.
+    bytes: Vec<u8>,
     state: State,
     times: JobTimes,
+    /// Whether `times.edge` is the edge (not the fetch deadline of a job
+    /// whose bucket counts from its input).
+    edge_fixed: bool,
     reply: Option<HeldSurb>,
     /// The output, kept while its delivery through the SURB is under way,
     /// so a failed delivery can still be stored.
@@ -322,20 +405,16 @@ impl ComputeCourier {
                     edge: now + edge_after_us,
                     ..JobTimes::default()
                 };
+                let edge_fixed = dispatch.input.is_some() || !dispatch.bucket_from_input;
                 let state = match &dispatch.input {
                     // The fast path: the input came with the dispatch.
                     Some(inline) => {
                         times.fetched = Some(now);
-                        match Input::decode(inline, dispatch.input_class) {
-                            Ok(input) => State::Ready {
-                                tokens: input.tokens,
-                                since: now,
-                            },
-                            Err(e) => {
-                                self.counters.failures += 1;
-                                State::Done(Outcome::Failed(format!("input: {e}")))
-                            }
+                        let state = inline_input(inline, dispatch.input_class, now);
+                        if matches!(state, State::Done(_)) {
+                            self.counters.failures += 1;
                         }
+                        state
                     }
                     None => {
                         if dispatch.bucket_from_input {
@@ -343,26 +422,24 @@ impl ComputeCourier {
                             // set when the input comes.
                             times.edge += self.config.max_fetch_us;
                         }
-                        self.pending.push_back(Action::Fetch {
-                            job: id,
-                            read_cap: dispatch.read_cap_in.clone(),
-                            ctx: dispatch.ctx_in.clone(),
-                            input_class: dispatch.input_class,
-                        });
+                        self.pending.push_back(fetch(id, &dispatch));
                         State::Fetching
                     }
                 };
                 self.by_write_cap.insert(dispatch.write_cap_out.clone(), id);
-                self.jobs.insert(
-                    id,
-                    Job {
-                        dispatch,
-                        state,
-                        times,
-                        reply,
-                        released: None,
-                    },
-                );
+                let job = Job {
+                    dispatch,
+                    bytes: bytes.to_vec(),
+                    state,
+                    times,
+                    edge_fixed,
+                    reply,
+                    released: None,
+                };
+                // Kept before the client hears "accepted" (pushed after this).
+                self.pending
+                    .push_back(Action::Persist(Box::new(job.record())));
+                self.jobs.insert(id, job);
                 self.counters.taken += 1;
                 (Some(id), DispatchReply::Accepted { edge_after_us })
             }
@@ -529,8 +606,12 @@ impl ComputeCourier {
             return;
         }
         entry.times.fetched = Some(now);
-        if entry.dispatch.bucket_from_input {
+        if !entry.edge_fixed {
             entry.times.edge = now + u64::from(entry.dispatch.bucket) * self.config.delta_us;
+            entry.edge_fixed = true;
+            // The edge is known now: a restart keeps it.
+            self.pending
+                .push_back(Action::Persist(Box::new(entry.record())));
         }
         let parsed = input.and_then(|bytes| {
             Input::decode(&bytes, entry.dispatch.input_class).map_err(|e| format!("input: {e}"))
@@ -573,8 +654,7 @@ impl ComputeCourier {
     /// could not carry it, in which case the output is stored instead.
     pub fn delivered(&mut self, job: JobId, ok: bool) {
         if ok {
-            if let Some(removed) = self.jobs.remove(&job) {
-                self.by_write_cap.remove(&removed.dispatch.write_cap_out);
+            if self.remove(job) {
                 self.counters.delivered += 1;
             }
             return;
@@ -630,14 +710,77 @@ impl ComputeCourier {
 
     /// The output of `job` was stored (or the storage network gave up).
     pub fn stored(&mut self, job: JobId, ok: bool) {
-        if let Some(removed) = self.jobs.remove(&job) {
-            self.by_write_cap.remove(&removed.dispatch.write_cap_out);
+        if self.remove(job) {
             if ok {
                 self.counters.stored += 1;
             } else {
                 self.counters.store_failures += 1;
             }
         }
+    }
+
+    /// Removes a job that is over, and lets its record go. Whether it was
+    /// held.
+    fn remove(&mut self, job: JobId) -> bool {
+        let Some(removed) = self.jobs.remove(&job) else {
+            return false;
+        };
+        self.by_write_cap.remove(&removed.dispatch.write_cap_out);
+        self.pending.push_back(Action::Forget {
+            key: removed.dispatch.write_cap_out,
+        });
+        true
+    }
+
+    /// Takes again, at `now`, a job a driver kept before it restarted
+    /// (times already moved to this run's clock): it keeps its edge, its
+    /// input is read again if it came by boxes, and a job whose edge has
+    /// passed leaves as OVERFLOW at the next [`ComputeCourier::poll`]. No
+    /// payment check: it was paid for when first taken. Refused (with the
+    /// reason) if the record does not decode or names a job held already.
+    pub fn restore(&mut self, now: Micros, record: AcceptedJob) -> Result<JobId, String> {
+        let dispatch = Dispatch::decode(&record.dispatch).map_err(|e| e.to_string())?;
+        if dispatch.write_cap_out != record.key {
+            return Err("the record's key is not its dispatch's output write cap".into());
+        }
+        if self.by_write_cap.contains_key(&dispatch.write_cap_out) {
+            return Err("a job with this output write cap is held already".into());
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let mut times = JobTimes {
+            taken: record.taken,
+            edge: record.edge,
+            ..JobTimes::default()
+        };
+        let past = record.edge <= now;
+        let state = match &dispatch.input {
+            Some(inline) => {
+                times.fetched = Some(now);
+                inline_input(inline, dispatch.input_class, now)
+            }
+            None => {
+                if !past {
+                    self.pending.push_back(fetch(id, &dispatch));
+                }
+                State::Fetching
+            }
+        };
+        self.by_write_cap.insert(dispatch.write_cap_out.clone(), id);
+        self.jobs.insert(
+            id,
+            Job {
+                dispatch,
+                bytes: record.dispatch,
+                state,
+                times,
+                edge_fixed: record.edge_fixed,
+                reply: record.reply,
+                released: None,
+            },
+        );
+        self.counters.restored += 1;
+        Ok(id)
     }
 
     /// When `poll` next has something to do, if ever.
@@ -676,12 +819,7 @@ impl ComputeCourier {
                 .filter(|j| matches!(j.state, State::Fetching))
             {
                 self.counters.refetches += 1;
-                actions.push(Action::Fetch {
-                    job: id,
-                    read_cap: job.dispatch.read_cap_in.clone(),
-                    ctx: job.dispatch.ctx_in.clone(),
-                    input_class: job.dispatch.input_class,
-                });
+                actions.push(fetch(id, &job.dispatch));
             }
         }
         // Edges first: a job released now must not be run afterwards.

@@ -25,7 +25,9 @@ pub use client::{
     JobClient, JobFailure, JobPath, JobResult, JobSpec, ReadPlan, Timeline, COMPUTE_FAST_SERVICE,
     COMPUTE_SERVICE,
 };
-pub use courier::{Action, ComputeCourier, Counters, CourierConfig, HeldSurb, JobId, WorkItem};
+pub use courier::{
+    AcceptedJob, Action, ComputeCourier, Counters, CourierConfig, HeldSurb, JobId, WorkItem,
+};
 pub use job::{Dispatch, DispatchReply, Sampling, Task, SAMPLING_PRESETS};
 pub use payload::{Input, Outcome};
 pub use timing::MixTiming;

@@ -499,7 +499,11 @@ fn the_wire_carries_a_public_preset_and_a_power_of_two_for_max_tokens() {
 /// and needs no fetch.
 fn admit_fast(c: &mut ComputeCourier, now: u64, token: u64, d: &Dispatch, surb: HeldSurb) {
     c.receive_fast(now, token, surb, &d.encode());
-    let Some(Action::Admit { admission, .. }) = c.poll(now).first().cloned() else {
+    let Some(Action::Admit { admission, .. }) = c
+        .poll(now)
+        .into_iter()
+        .find(|a| matches!(a, Action::Admit { .. }))
+    else {
         panic!("a new job is checked first");
     };
     c.admitted(now, admission, Ok(()));
@@ -577,7 +581,11 @@ fn a_fast_job_needs_no_fetch_and_leaves_through_its_held_surb_at_the_edge() {
     c.delivered(job, true);
     assert_eq!(c.jobs(), 0);
     assert_eq!(c.counters().delivered, 1);
-    assert!(c.poll(6 * DELTA).is_empty(), "released once");
+    let later = c.poll(6 * DELTA);
+    assert!(
+        deliveries(&later).is_empty() && stores(&later).is_empty(),
+        "released once"
+    );
 
     // An overrun leaves as OVERFLOW through the SURB, the same size.
     admit_fast(&mut c, 0, 2, &fast_dispatch(2, 1, &[3]), surb);
@@ -641,4 +649,126 @@ fn a_store_job_whose_input_has_not_landed_reads_again_and_its_edge_counts_from_t
         "the edge counts from the input"
     );
     assert_eq!(stores(&c.poll(edge)).len(), 1);
+}
+
+fn persisted(actions: &[Action]) -> Vec<funion_compute::AcceptedJob> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(record) => Some((**record).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn forgotten(actions: &[Action]) -> Vec<Vec<u8>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Forget { key } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_accepted_job_is_kept_before_its_answer_and_a_restarted_courier_finishes_it() {
+    let mut c = courier();
+    let d = Dispatch {
+        bucket_from_input: true,
+        ..dispatch(1, 5, Task::Generate)
+    };
+    c.receive(0, 1, &d.encode());
+    let Some(Action::Admit { admission, .. }) = c.poll(0).first().cloned() else {
+        panic!("checked first");
+    };
+    c.admitted(0, admission, Ok(()));
+    let actions = c.poll(0);
+    // The record comes before the answer, so a driver that carries the
+    // actions out in order never says "accepted" of a job it could lose.
+    let persist_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Persist(_)))
+        .expect("kept");
+    let reply_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Reply { .. }))
+        .expect("answered");
+    assert!(persist_at < reply_at, "{actions:?}");
+    let first = persisted(&actions).remove(0);
+    assert_eq!(first.key, d.write_cap_out);
+    assert!(!first.edge_fixed, "its edge waits for the input");
+    let job = fetches(&actions)[0];
+    // Once the input is in hand the edge is known, and kept.
+    c.fetched(100_000, job, Ok(input(&[1, 2])));
+    let kept = persisted(&c.poll(100_000)).remove(0);
+    let edge = 100_000 + 5 * DELTA;
+    assert_eq!((kept.edge, kept.edge_fixed), (edge, true));
+
+    // A fast job with its held SURB, kept too.
+    let surb = HeldSurb {
+        surb: 9,
+        usable_until: 20 * DELTA,
+    };
+    let fast = fast_dispatch(2, 4, &[3]);
+    c.receive_fast(0, 2, surb, &fast.encode());
+    let Some(Action::Admit { admission, .. }) = c.poll(0).first().cloned() else {
+        panic!("checked first");
+    };
+    c.admitted(0, admission, Ok(()));
+    let fast_kept = persisted(&c.poll(0)).remove(0);
+    assert_eq!(fast_kept.reply, Some(surb));
+
+    // The courier crashes; a new one takes both records at t = 300 ms.
+    let mut c = courier();
+    let store_job = c.restore(300_000, kept.clone()).unwrap();
+    let fast_job = c.restore(300_000, fast_kept.clone()).unwrap();
+    assert!(c.restore(300_000, kept.clone()).is_err(), "held already");
+    let mut wrong_key = fast_kept.clone();
+    wrong_key.key = vec![0; 168];
+    assert!(c.restore(300_000, wrong_key).is_err());
+    assert_eq!(c.counters().restored, 2);
+    // The store job's input is read again; its edge does not move.
+    let actions = c.poll(300_000);
+    assert_eq!(fetches(&actions), vec![store_job]);
+    c.fetched(350_000, store_job, Ok(input(&[1, 2])));
+    let actions = c.poll(350_000);
+    assert!(persisted(&actions).is_empty(), "the edge was known");
+    let mut ran = Vec::new();
+    let mut batches = runs(&actions);
+    for t in [450_000, 470_000] {
+        for (batch, jobs) in batches {
+            let outcomes = jobs.iter().map(|&j| (j, Ok(Outcome::Tokens(vec![5]))));
+            c.finished(t - 10_000, batch, outcomes.collect());
+            ran.extend(jobs);
+        }
+        batches = runs(&c.poll(t));
+    }
+    ran.sort();
+    assert_eq!(ran, vec![store_job, fast_job]);
+    // The fast job leaves through its old SURB at its old edge (4·Δ).
+    let out = deliveries(&c.poll(4 * DELTA));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, out[0].1, out[0].3), (fast_job, 9, false));
+    c.delivered(fast_job, true);
+    assert_eq!(forgotten(&c.poll(4 * DELTA)), vec![fast.write_cap_out]);
+    assert!(stores(&c.poll(edge - 1)).is_empty(), "not before its edge");
+    let stored = stores(&c.poll(edge));
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        Outcome::decode(&stored[0].1, 512).unwrap(),
+        Outcome::Tokens(vec![5])
+    );
+    c.stored(store_job, true);
+    assert_eq!(forgotten(&c.poll(edge)), vec![d.write_cap_out.clone()]);
+    assert_eq!(c.jobs(), 0);
+
+    // A record whose edge passed while the courier was down leaves as
+    // OVERFLOW at once, without reading its input.
+    let mut c = courier();
+    let late = c.restore(edge + 1, kept).unwrap();
+    let actions = c.poll(edge + 1);
+    assert!(fetches(&actions).is_empty());
+    assert_eq!(stores(&actions).len(), 1);
+    assert_eq!((stores(&actions)[0].0, stores(&actions)[0].2), (late, true));
 }

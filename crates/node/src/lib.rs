@@ -403,6 +403,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             batch_window: Duration::from_millis(compute.batch_window_ms),
             max_batch: compute.max_batch.max(1),
             gate: Arc::new(gate),
+            jobs: Arc::new(funion_compute_node::jobs::JobStore::open(&config.data_dir).await?),
         };
         let client = funion_net::config::ClientFile {
             authority_url: config.authority_url.clone(),

@@ -1153,6 +1153,8 @@ impl<K: Kem> World<K> {
     fn compute_action(&mut self, now: Micros, a: usize, action: Action) {
         let e = self.actors[a].endpoint;
         match action {
+            // The simulated couriers never crash: nothing to keep.
+            Action::Persist(_) | Action::Forget { .. } => {}
             Action::Admit {
                 admission,
                 dispatch,
