@@ -1,11 +1,12 @@
-//! What the authority, nodes and clients take from each other: any bytes
-//! offered as a signed descriptor or a signed network document are parsed
-//! and checked, or refused, and never panic; a forged one never verifies.
+//! What the authorities, nodes and clients take from each other: any bytes
+//! offered as a signed descriptor, an authority's vote or endorsement, or
+//! an endorsed network document are parsed and checked, or refused, and
+//! never panic; a forged one never verifies.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use funion_pki::{NetworkDocument, NodeDescriptor};
+use funion_pki::{Endorsement, NetworkDocument, NodeDescriptor, Trust, Vote};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,18 +16,25 @@ fuzz_target!(|data: &[u8]| {
         // beyond not panicking while looking at it.
         let _ = descriptor.node.sphinx_key(descriptor.epoch);
     }
-    // A document must carry the signature of this key (seed 7…7),
-    // which no input can forge.
-    static AUTHORITY: OnceLock<[u8; 32]> = OnceLock::new();
-    let authority = AUTHORITY.get_or_init(|| {
-        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
-            .verifying_key()
-            .to_bytes()
+    // A document and a vote must carry the signatures of these keys
+    // (seeds 7…7, 8…8, 9…9), which no input can forge.
+    static AUTHORITIES: OnceLock<Trust> = OnceLock::new();
+    let trust = AUTHORITIES.get_or_init(|| {
+        let keys = (7..10u8)
+            .map(|seed| {
+                ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                    .verifying_key()
+                    .to_bytes()
+            })
+            .collect();
+        Trust::new(keys, None).expect("three distinct keys")
     });
     for epoch in [0, 1, u64::MAX] {
         assert!(
-            NetworkDocument::verify(data, authority, epoch).is_err(),
+            NetworkDocument::verify(data, trust, epoch).is_err(),
             "an unsigned document verified"
         );
     }
+    assert!(Vote::verify(data, trust).is_err(), "an unsigned vote verified");
+    let _ = Endorsement::from_bytes(data);
 });

@@ -2,14 +2,14 @@
 //! freezes an epoch's document once every admitted node is in, and never
 //! changes it after that.
 
-use funion_net::config::{AuthorityFile, NodeFile, NodeKeys, SecretSeed};
+use funion_net::config::{AuthorityFile, AuthorityRef, NodeFile, NodeKeys, SecretSeed};
 use funion_net::directory::{publish, Frozen};
-use funion_net::{fetch_document, http_client, unix_ms};
-use funion_pki::{epoch_at, KemKind, Parameters, Role};
+use funion_net::{fetch_document, http_client, unix_ms, Authorities};
+use funion_pki::{epoch_at, KemKind, NetworkDocument, Parameters, Role};
 use funion_sphinx::kem::X25519;
 use tokio::net::TcpListener;
 
-fn node(name: &str, role: Role, layer: u8, seed: u8, authority_url: &str) -> NodeFile {
+fn node(name: &str, role: Role, layer: u8, seed: u8, authorities: &[AuthorityRef]) -> NodeFile {
     NodeFile {
         name: name.into(),
         role,
@@ -18,8 +18,8 @@ fn node(name: &str, role: Role, layer: u8, seed: u8, authority_url: &str) -> Nod
         metrics_listen: None,
         secret_seed: SecretSeed::from(hex::encode([seed; 32])),
         data_dir: std::env::temp_dir(),
-        authority_url: authority_url.into(),
-        authority_key: String::new(),
+        authorities: authorities.to_vec(),
+        authority_threshold: None,
         box_lifetime_s: 3_600,
         courier_hold_ms: 1_000,
         compute: None,
@@ -30,53 +30,87 @@ fn keys(config: &NodeFile) -> NodeKeys {
     NodeKeys::from_config(&config.secret_seed).unwrap()
 }
 
-/// A network of one node per role (and one per mix layer) and a running
-/// authority that admits them all, with day-long epochs (no test crosses
-/// a boundary) and the given boot grace: the nodes, the authority's URL
-/// and key, and the parameters.
-async fn network(boot_grace_ms: u64) -> (Vec<NodeFile>, String, [u8; 32], Parameters) {
+/// A network of one node per role (and one per mix layer) and `count`
+/// directory authorities that admit them all, of which the first
+/// `running` are started, with day-long epochs (no test crosses a
+/// boundary), the given boot grace and a 300 ms vote window: the nodes,
+/// the authorities as the nodes know them, and the parameters.
+async fn network(
+    boot_grace_ms: u64,
+    count: usize,
+    running: usize,
+) -> (Vec<NodeFile>, Authorities, Parameters) {
     let parameters = Parameters {
         epoch_ms: 24 * 3_600_000,
         grace_ms: 60_000,
         kem: KemKind::X25519,
         ..Parameters::fast()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seed = hex::encode([200u8; 32]);
-    let authority_key: [u8; 32] = hex::decode(funion_authority::public_key_hex(&seed).unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut nodes = vec![node("gateway", Role::Gateway, 0, 1, &url)];
+    let mut listeners = Vec::new();
+    let mut refs = Vec::new();
+    let mut seeds = Vec::new();
+    for k in 0..count {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let seed = hex::encode([200 + k as u8; 32]);
+        refs.push(AuthorityRef {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            key: funion_authority::public_key_hex(&seed).unwrap(),
+        });
+        listeners.push(listener);
+        seeds.push(seed);
+    }
+    let mut nodes = vec![node("gateway", Role::Gateway, 0, 1, &refs)];
     for layer in 1..=parameters.layers {
         nodes.push(node(
             &format!("mix{layer}"),
             Role::Mix,
             layer,
             1 + layer,
-            &url,
+            &refs,
         ));
     }
-    nodes.push(node("service", Role::Service, 0, 10, &url));
-    nodes.push(node("replica", Role::Replica, 0, 11, &url));
-    let config = AuthorityFile {
-        listen: String::new(),
-        secret_seed: seed.into(),
-        allowed_nodes: nodes.iter().map(|n| keys(n).identity_hex()).collect(),
-        boot_grace_ms,
-        parameters: parameters.clone(),
-    };
-    tokio::spawn(funion_authority::serve(config, listener));
-    (nodes, url, authority_key, parameters)
+    nodes.push(node("service", Role::Service, 0, 10, &refs));
+    nodes.push(node("replica", Role::Replica, 0, 11, &refs));
+    for (listener, seed) in listeners.into_iter().zip(seeds).take(running) {
+        let config = AuthorityFile {
+            listen: String::new(),
+            secret_seed: seed.into(),
+            allowed_nodes: nodes.iter().map(|n| keys(n).identity_hex()).collect(),
+            boot_grace_ms,
+            authorities: refs.clone(),
+            authority_threshold: None,
+            vote_window_ms: 300,
+            parameters: parameters.clone(),
+        };
+        tokio::spawn(funion_authority::serve(config, listener));
+    }
+    let authorities = Authorities::new(&refs, None).unwrap();
+    (nodes, authorities, parameters)
+}
+
+/// Fetches the document of `epoch` until one is served (up to 10 s).
+async fn document_when_served(
+    http: &reqwest::Client,
+    authorities: &Authorities,
+    epoch: u64,
+) -> anyhow::Result<NetworkDocument> {
+    let mut last = None;
+    for _ in 0..1_000 {
+        match fetch_document(http, authorities, epoch, false).await {
+            Ok(document) => return Ok(document),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err(last.unwrap())
 }
 
 #[tokio::test]
 async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
     // A grace far longer than the test: the document freezes only because
     // every admitted node is in.
-    let (nodes, url, authority_key, parameters) = network(3_600_000).await;
-    let stranger = node("stranger", Role::Mix, 1, 99, &url);
+    let (nodes, authorities, parameters) = network(3_600_000, 3, 3).await;
+    let stranger = node("stranger", Role::Mix, 1, 99, &nodes[0].authorities);
     let http = http_client().unwrap();
     let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
 
@@ -98,7 +132,7 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
             .await
             .unwrap();
     }
-    let waiting = fetch_document(&http, &url, &authority_key, epoch, false)
+    let waiting = fetch_document(&http, &authorities, epoch, false)
         .await
         .unwrap_err();
     assert!(
@@ -111,7 +145,7 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
     publish::<X25519>(&http, last, &keys(last), epoch, &[])
         .await
         .unwrap();
-    let first = fetch_document(&http, &url, &authority_key, epoch, false)
+    let first = document_when_served(&http, &authorities, epoch)
         .await
         .unwrap();
     assert_eq!(first.nodes.len(), nodes.len());
@@ -129,7 +163,7 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
     publish::<X25519>(&http, &nodes[1], &keys(&nodes[1]), epoch, &[])
         .await
         .unwrap();
-    let again = fetch_document(&http, &url, &authority_key, epoch, false)
+    let again = fetch_document(&http, &authorities, epoch, false)
         .await
         .unwrap();
     assert_eq!(again, first);
@@ -143,7 +177,7 @@ async fn only_listed_nodes_join_and_a_frozen_document_never_changes() {
 async fn past_the_boot_grace_a_late_node_is_told_the_first_open_epoch() {
     // A short grace, and the cutoff of the day's document long past: the
     // document freezes without the last node once the grace is over.
-    let (nodes, url, authority_key, parameters) = network(300).await;
+    let (nodes, authorities, parameters) = network(300, 1, 1).await;
     let http = http_client().unwrap();
     let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
     for n in &nodes[..nodes.len() - 1] {
@@ -151,16 +185,7 @@ async fn past_the_boot_grace_a_late_node_is_told_the_first_open_epoch() {
             .await
             .unwrap();
     }
-    let mut document = None;
-    for _ in 0..500 {
-        match fetch_document(&http, &url, &authority_key, epoch, false).await {
-            Ok(d) => {
-                document = Some(d);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    }
+    let document = document_when_served(&http, &authorities, epoch).await;
     let document = document.expect("the document froze once the grace was over");
     assert_eq!(document.nodes.len(), nodes.len() - 1);
 
@@ -191,4 +216,54 @@ async fn past_the_boot_grace_a_late_node_is_told_the_first_open_epoch() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn three_authorities_serve_one_document_and_two_of_them_suffice() {
+    // Three authorities in the configs, the third never up: a descriptor
+    // reaches two (a threshold), the two wait out the vote window for the
+    // third, then each serves the document both endorsed.
+    let (nodes, authorities, parameters) = network(3_600_000, 3, 2).await;
+    let http = http_client().unwrap();
+    let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
+    for n in &nodes {
+        publish::<X25519>(&http, n, &keys(n), epoch, &[])
+            .await
+            .unwrap();
+    }
+    let document = document_when_served(&http, &authorities, epoch)
+        .await
+        .unwrap();
+    assert_eq!(document.nodes.len(), nodes.len());
+    // Each of the two serves it, the same document.
+    let refs = &nodes[0].authorities;
+    for alone in &refs[..2] {
+        let one = Authorities::new(std::slice::from_ref(alone), None).unwrap();
+        let bytes = http
+            .get(format!("{}/document/{epoch}", alone.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            NetworkDocument::verify(&bytes, authorities.trust(), epoch).unwrap(),
+            document
+        );
+        // Trusting that authority alone, its own endorsement suffices.
+        assert!(NetworkDocument::verify(&bytes, one.trust(), epoch).is_ok());
+    }
+    // A client that wants all three endorsements refuses it, with the
+    // reason: two are valid, three needed.
+    let strict = Authorities::new(refs, Some(3)).unwrap();
+    let error = fetch_document(&http, &strict, epoch, false)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("2 valid endorsements from trusted authorities; 3 are needed"),
+        "{error:#}"
+    );
 }

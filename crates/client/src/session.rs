@@ -14,7 +14,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use funion_net::config::{hex32, ClientFile};
+use funion_net::config::ClientFile;
 use funion_net::link::{self, Frame, FrameReceiver, FrameSender, NoiseSender};
 use funion_net::{fetch_document, fetch_parameters, unix_ms};
 
@@ -41,8 +41,7 @@ pub struct PingReport {
 /// document, verified against the authority's key.
 pub struct Network {
     pub(crate) http: reqwest::Client,
-    pub(crate) url: String,
-    pub(crate) key: [u8; 32],
+    pub(crate) authorities: funion_net::Authorities,
     /// The shared parameters.
     pub parameters: Parameters,
     /// The current epoch's document.
@@ -53,14 +52,14 @@ impl Network {
     /// Fetches the parameters and the current document.
     pub async fn fetch(config: &ClientFile) -> anyhow::Result<Self> {
         let http = funion_net::http_client()?;
-        let parameters = fetch_parameters(&http, &config.authority_url).await?;
-        let key = hex32(&config.authority_key)?;
+        let authorities =
+            funion_net::Authorities::new(&config.authorities, config.authority_threshold)?;
+        let parameters = fetch_parameters(&http, &authorities).await?;
         let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
-        let document = fetch_document(&http, &config.authority_url, &key, epoch, true).await?;
+        let document = fetch_document(&http, &authorities, epoch, true).await?;
         Ok(Network {
             http,
-            url: config.authority_url.clone(),
-            key,
+            authorities,
             parameters,
             document,
         })
@@ -70,7 +69,7 @@ impl Network {
 impl Network {
     /// The document for `epoch`, verified.
     pub async fn fetch_epoch(&self, epoch: u64) -> anyhow::Result<NetworkDocument> {
-        fetch_document(&self.http, &self.url, &self.key, epoch, false).await
+        fetch_document(&self.http, &self.authorities, epoch, false).await
     }
 }
 
@@ -168,8 +167,7 @@ impl<K: Kem> Session<K> {
     ) -> anyhow::Result<Vec<ClientEvent>> {
         if epoch_at(unix_ms(), network.parameters.epoch_ms) > self.epoch {
             let next = self.epoch + 1;
-            if let Ok(new) =
-                fetch_document(&network.http, &network.url, &network.key, next, false).await
+            if let Ok(new) = fetch_document(&network.http, &network.authorities, next, false).await
             {
                 if let Ok(topology) = Topology::<K>::from_document(&new, next) {
                     self.client.set_topology(topology);

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use funion_ledger::LedgerFile;
-use funion_net::config::{self, AuthorityFile, ClientFile, NodeFile, NodeKeys, SecretSeed};
+use funion_net::config::{
+    self, AuthorityFile, AuthorityRef, ClientFile, NodeFile, NodeKeys, SecretSeed,
+};
 use funion_net::metrics::Metrics;
 
 /// Replicas in a standard network: four, so intermediates can always be
@@ -81,8 +83,7 @@ struct NodeSpec<'a> {
     listen: String,
     metrics_listen: Option<String>,
     data_dir: PathBuf,
-    authority_url: &'a str,
-    authority_key: &'a str,
+    authorities: &'a [AuthorityRef],
     seed: SecretSeed,
 }
 
@@ -96,8 +97,8 @@ impl NodeSpec<'_> {
             metrics_listen: self.metrics_listen.clone(),
             secret_seed: self.seed.clone(),
             data_dir: self.data_dir.clone(),
-            authority_url: self.authority_url.to_string(),
-            authority_key: self.authority_key.to_string(),
+            authorities: self.authorities.to_vec(),
+            authority_threshold: None,
             box_lifetime_s: options.box_lifetime_s,
             courier_hold_ms: options.courier_hold_ms,
             compute: options
@@ -141,8 +142,8 @@ pub struct Devnet {
     pub dir: PathBuf,
     /// The client's config.
     pub client: ClientFile,
-    /// The authority's task.
-    pub authority: JoinHandle<anyhow::Result<()>>,
+    /// The directory authorities' tasks.
+    pub authorities: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The ledger's task.
     pub ledger: JoinHandle<anyhow::Result<()>>,
     /// The ledger's base URL.
@@ -169,6 +170,11 @@ impl Devnet {
     /// reveals are paid there).
     pub fn slasher_address(&self) -> anyhow::Result<funion_chain::Address> {
         Ok(funion_chain::keys::load(&self.dir.join("keys").join("slasher.key"))?.address())
+    }
+
+    /// The directory authorities, as the client's config names them.
+    pub fn trusted_authorities(&self) -> anyhow::Result<funion_net::Authorities> {
+        funion_net::Authorities::new(&self.client.authorities, self.client.authority_threshold)
     }
 
     /// The node called `name`.
@@ -223,7 +229,9 @@ impl Devnet {
 
     /// Stops everything.
     pub fn stop(&self) {
-        self.authority.abort();
+        for authority in &self.authorities {
+            authority.abort();
+        }
         self.ledger.abort();
         for node in &self.nodes {
             node.task.abort();
@@ -246,7 +254,8 @@ async fn wait_for_all(
     nodes: &mut [DevnetNode],
 ) -> anyhow::Result<()> {
     let http = funion_net::http_client()?;
-    let key = config::hex32(&client.authority_key)?;
+    let authorities =
+        funion_net::Authorities::new(&client.authorities, client.authority_threshold)?;
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(BOOT_GRACE_MS.min(parameters.epoch_ms / 4) + 5_000);
     let mut missing: Option<Vec<String>> = None;
@@ -265,9 +274,7 @@ async fn wait_for_all(
             }
         }
         let epoch = funion_pki::epoch_at(funion_net::unix_ms(), parameters.epoch_ms);
-        if let Ok(document) =
-            funion_net::fetch_document(&http, &client.authority_url, &key, epoch, false).await
-        {
+        if let Ok(document) = funion_net::fetch_document(&http, &authorities, epoch, false).await {
             let listed: std::collections::BTreeSet<[u8; 32]> =
                 document.nodes.iter().map(|n| n.identity_key).collect();
             let missing = missing.insert(Vec::new());
@@ -294,6 +301,45 @@ async fn wait_for_all(
             missing.join(", ")
         ),
         None => anyhow::bail!("the network did not come up: the authority served no document"),
+    }
+}
+
+/// How many directory authorities a devnet runs; a document needs the
+/// endorsements of a majority of them (two).
+pub const AUTHORITIES: usize = 3;
+
+/// The authorities at `addresses`, with the keys of `seeds`, as configs
+/// name them.
+fn authority_refs(addresses: Vec<String>, seeds: &[String]) -> anyhow::Result<Vec<AuthorityRef>> {
+    addresses
+        .into_iter()
+        .zip(seeds)
+        .map(|(address, seed)| {
+            Ok(AuthorityRef {
+                url: format!("http://{address}"),
+                key: funion_authority::public_key_hex(seed)?,
+            })
+        })
+        .collect()
+}
+
+/// One authority's config in a network of `authorities`.
+fn authority_file(
+    listen: String,
+    seed: String,
+    allowed_nodes: &[String],
+    authorities: &[AuthorityRef],
+    parameters: &Parameters,
+) -> AuthorityFile {
+    AuthorityFile {
+        listen,
+        secret_seed: seed.into(),
+        allowed_nodes: allowed_nodes.to_vec(),
+        boot_grace_ms: BOOT_GRACE_MS,
+        authorities: authorities.to_vec(),
+        authority_threshold: None,
+        vote_window_ms: config::DEFAULT_VOTE_WINDOW_MS,
+        parameters: parameters.clone(),
     }
 }
 
@@ -365,24 +411,42 @@ pub async fn start_with(
     parameters.credits.chain_rpc_url = chain.rpc_url.clone();
     parameters.credits.registry = format!("{:#x}", chain.registry);
     let mut keeper: Option<String> = None;
-    let authority_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let authority_url = format!("http://{}", authority_listener.local_addr()?);
-    let authority_seed = random_seed();
-    let authority_key = funion_authority::public_key_hex(&authority_seed)?;
+    let mut authority_listeners = Vec::new();
+    for _ in 0..AUTHORITIES {
+        authority_listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let authority_seeds: Vec<String> = (0..AUTHORITIES).map(|_| random_seed()).collect();
+    let authority_refs = authority_refs(
+        authority_listeners
+            .iter()
+            .map(|l| Ok(l.local_addr()?.to_string()))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        &authority_seeds,
+    )?;
     let node_layout = layout(parameters.layers, 2, 2, REPLICAS);
     let (seeds, allowed_nodes) = node_seeds(node_layout.len())?;
-    let authority_config = AuthorityFile {
-        listen: authority_listener.local_addr()?.to_string(),
-        secret_seed: authority_seed.into(),
-        allowed_nodes,
-        boot_grace_ms: BOOT_GRACE_MS,
-        parameters: parameters.clone(),
-    };
-    config::write(&dir.join("authority.toml"), &authority_config)?;
-    let authority = tokio::spawn(funion_authority::serve(
-        authority_config,
-        authority_listener,
-    ));
+    let mut authorities = Vec::new();
+    for (i, (listener, seed)) in authority_listeners
+        .into_iter()
+        .zip(authority_seeds)
+        .enumerate()
+    {
+        let authority_config = authority_file(
+            listener.local_addr()?.to_string(),
+            seed,
+            &allowed_nodes,
+            &authority_refs,
+            &parameters,
+        );
+        config::write(
+            &dir.join(format!("authority{}.toml", i + 1)),
+            &authority_config,
+        )?;
+        authorities.push(tokio::spawn(funion_authority::serve(
+            authority_config,
+            listener,
+        )));
+    }
 
     let mut nodes = Vec::new();
     for ((name, role, layer), seed) in node_layout.into_iter().zip(seeds) {
@@ -402,8 +466,7 @@ pub async fn start_with(
                 None => None,
             },
             data_dir: dir.join("data").join(&name),
-            authority_url: &authority_url,
-            authority_key: &authority_key,
+            authorities: &authority_refs,
             seed,
         }
         .file(options);
@@ -454,8 +517,8 @@ pub async fn start_with(
         })
         .collect();
     let client = ClientFile {
-        authority_url,
-        authority_key,
+        authorities: authority_refs,
+        authority_threshold: None,
         models,
     };
     config::write(&dir.join("client.toml"), &client)?;
@@ -464,7 +527,7 @@ pub async fn start_with(
     let net = Devnet {
         dir: dir.to_path_buf(),
         client,
-        authority,
+        authorities,
         ledger,
         ledger_url,
         policy_seed,
@@ -558,10 +621,20 @@ pub fn genconfig(
 ) -> anyhow::Result<Generated> {
     anyhow::ensure!(!hosts.is_empty(), "give at least one host");
     std::fs::create_dir_all(dir)?;
-    let authority_seed = random_seed();
-    let authority_key = funion_authority::public_key_hex(&authority_seed)?;
-    let authority_address = format!("{}:{base_port}", hosts[0]);
     let layout = layout(parameters.layers, 2, 2, REPLICAS);
+    // The first authority on the first host at the base port, the others
+    // on the next hosts, on the ports after the ledger's.
+    let authority_addresses: Vec<String> = (0..AUTHORITIES)
+        .map(|k| {
+            let port = match k {
+                0 => base_port,
+                k => base_port + 1 + 2 * layout.len() as u16 + k as u16,
+            };
+            format!("{}:{port}", hosts[k % hosts.len()])
+        })
+        .collect();
+    let authority_seeds: Vec<String> = (0..AUTHORITIES).map(|_| random_seed()).collect();
+    let authority_refs = authority_refs(authority_addresses.clone(), &authority_seeds)?;
     let (seeds, allowed_nodes) = node_seeds(layout.len())?;
     // The ledger on the first host, on the port after the nodes'.
     let ledger_address = format!("{}:{}", hosts[0], base_port + 1 + 2 * layout.len() as u16);
@@ -596,22 +669,22 @@ pub fn genconfig(
     )?;
     config::write_owner_only(&dir.join("policy.seed"), policy_seed.as_bytes())?;
     let mut written = vec![
-        dir.join("authority.toml"),
         dir.join("ledger.toml"),
         slasher_path,
         dir.join("policy.seed"),
     ];
-    config::write(
-        &written[0],
-        &AuthorityFile {
-            listen: authority_address.clone(),
-            secret_seed: authority_seed.into(),
-            allowed_nodes,
-            boot_grace_ms: BOOT_GRACE_MS,
-            parameters: parameters.clone(),
-        },
-    )?;
-    let authority_url = format!("http://{authority_address}");
+    for (k, (address, seed)) in authority_addresses
+        .into_iter()
+        .zip(authority_seeds)
+        .enumerate()
+    {
+        let path = dir.join(format!("authority{}.toml", k + 1));
+        config::write(
+            &path,
+            &authority_file(address, seed, &allowed_nodes, &authority_refs, &parameters),
+        )?;
+        written.push(path);
+    }
     for (i, ((name, role, layer), seed)) in layout.into_iter().zip(seeds).enumerate() {
         let host = &hosts[(i + 1) % hosts.len()];
         let port = base_port + 1 + 2 * i as u16;
@@ -623,8 +696,7 @@ pub fn genconfig(
             listen: format!("{host}:{port}"),
             metrics_listen: Some(format!("{host}:{}", port + 1)),
             data_dir: PathBuf::from("data").join(&name),
-            authority_url: &authority_url,
-            authority_key: &authority_key,
+            authorities: &authority_refs,
             seed,
         };
         config::write(&path, &spec.file(&DevnetOptions::default()))?;
@@ -634,8 +706,8 @@ pub fn genconfig(
     config::write(
         &client,
         &ClientFile {
-            authority_url,
-            authority_key,
+            authorities: authority_refs,
+            authority_threshold: None,
             models: Vec::new(),
         },
     )?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use funion_client::session as client;
 use funion_devnet as devnet;
 use funion_mixnet::{service_recipient, Topology};
-use funion_net::config::{hex32, NodeKeys};
+use funion_net::config::NodeKeys;
 use funion_net::link::{self, Frame, FrameSender};
 use funion_net::{fetch_document, unix_ms};
 use funion_pki::{epoch_at, Parameters};
@@ -98,9 +98,9 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
     // A packet for mix layer 1, as the gateway would forward it: built to a
     // real path, its gateway layer taken off with the gateway's own key.
     let http = reqwest::Client::new();
-    let key = hex32(&net.client.authority_key).unwrap();
+    let authorities = net.trusted_authorities().unwrap();
     let epoch = epoch_at(unix_ms(), parameters.epoch_ms);
-    let document = fetch_document(&http, &net.client.authority_url, &key, epoch, false)
+    let document = fetch_document(&http, &authorities, epoch, false)
         .await
         .unwrap();
     let topology = Topology::<XWing>::from_document(&document, epoch).unwrap();
@@ -358,14 +358,14 @@ fn generated_configs_are_owner_only_and_refuse_unknown_fields() {
     for path in tomls {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         match name.as_str() {
-            "authority.toml" => check(path, &|p| read::<AuthorityFile>(p).map(drop)),
+            n if n.starts_with("authority") => check(path, &|p| read::<AuthorityFile>(p).map(drop)),
             "ledger.toml" => check(path, &|p| read::<funion_ledger::LedgerFile>(p).map(drop)),
             "client.toml" => check(path, &|p| read::<ClientFile>(p).map(drop)),
             _ => check(path, &|p| read::<NodeFile>(p).map(drop)),
         }
     }
     // No secret shows in a config's Debug output.
-    let authority: AuthorityFile = read(&dir.join("authority.toml")).unwrap();
+    let authority: AuthorityFile = read(&dir.join("authority1.toml")).unwrap();
     let node: NodeFile = read(&dir.join("gateway.toml")).unwrap();
     for (shown, seed) in [
         (
@@ -379,7 +379,7 @@ fn generated_configs_are_owner_only_and_refuse_unknown_fields() {
         assert!(shown.contains("<redacted>"), "{shown}");
     }
     // A nested table refuses its unknown keys too.
-    let authority = std::fs::read_to_string(dir.join("authority.toml")).unwrap();
+    let authority = std::fs::read_to_string(dir.join("authority1.toml")).unwrap();
     let nested = authority.replacen("[parameters]\n", "[parameters]\nmean_dealy_us = 1\n", 1);
     assert_ne!(
         nested, authority,

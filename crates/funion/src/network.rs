@@ -228,8 +228,14 @@ pub async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "devnet running: authority {}, ledger {}",
-        net.client.authority_url, net.ledger_url
+        "devnet running: authorities {}, ledger {}",
+        net.client
+            .authorities
+            .iter()
+            .map(|a| a.url.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        net.ledger_url
     );
     for node in &net.nodes {
         println!(

@@ -73,17 +73,11 @@ async fn accepted_jobs_survive_a_compute_courier_restart() {
         .name
         .clone();
     let http = funion_net::http_client().unwrap();
-    let authority_key = funion_net::config::hex32(&net.client.authority_key).unwrap();
+    let authorities = net.trusted_authorities().unwrap();
     let epoch = funion_pki::epoch_at(funion_net::unix_ms(), parameters.epoch_ms);
-    let document = funion_net::fetch_document(
-        &http,
-        &net.client.authority_url,
-        &authority_key,
-        epoch,
-        true,
-    )
-    .await
-    .unwrap();
+    let document = funion_net::fetch_document(&http, &authorities, epoch, true)
+        .await
+        .unwrap();
     let courier = document
         .with_role(Role::Service)
         .position(|n| n.name == victim)

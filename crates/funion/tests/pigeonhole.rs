@@ -14,7 +14,7 @@ use std::time::Duration;
 use funion_bacap::{BoxSignature, SealedBox, WriteCap, Writer};
 use funion_client::storage::{self, StorageClient};
 use funion_devnet::{self as devnet, Devnet, DevnetOptions};
-use funion_net::config::{self, hex32, NodeFile};
+use funion_net::config::{self, NodeFile};
 use funion_net::{fetch_document, unix_ms};
 use funion_pigeonhole::envelope::{self, Request};
 use funion_pigeonhole::{shard, ErrorCode};
@@ -71,12 +71,10 @@ fn storage_counter(net: &Devnet, counter: &str) -> u64 {
 /// Waits (bounded) until the document lists `count` nodes.
 async fn wait_for_nodes(net: &Devnet, count: usize) {
     let http = funion_net::http_client().unwrap();
-    let key = hex32(&net.client.authority_key).unwrap();
+    let authorities = net.trusted_authorities().unwrap();
     for _ in 0..600 {
         let epoch = epoch_at(unix_ms(), Parameters::fast().epoch_ms);
-        if let Ok(document) =
-            fetch_document(&http, &net.client.authority_url, &key, epoch, false).await
-        {
+        if let Ok(document) = fetch_document(&http, &authorities, epoch, false).await {
             if document.nodes.len() >= count {
                 return;
             }

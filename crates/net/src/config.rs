@@ -26,10 +26,11 @@ pub struct NodeFile {
     pub secret_seed: SecretSeed,
     /// Where durable state (replay tags) lives.
     pub data_dir: PathBuf,
-    /// The authority's base URL (`http://host:port`).
-    pub authority_url: String,
-    /// The authority's Ed25519 public key (hex).
-    pub authority_key: String,
+    /// The directory authorities the node trusts.
+    pub authorities: Vec<AuthorityRef>,
+    /// How many of them must endorse a document (a majority when unset).
+    #[serde(default)]
+    pub authority_threshold: Option<usize>,
     /// Replicas: how long a stored box lives, seconds.
     #[serde(default = "default_box_lifetime_s")]
     pub box_lifetime_s: u64,
@@ -160,6 +161,18 @@ pub struct AuthorityFile {
     /// admitted node is in, so a long grace costs nothing then.
     #[serde(default = "default_boot_grace_ms")]
     pub boot_grace_ms: u64,
+    /// Every directory authority of the network, this one included, whose
+    /// votes and endorsements it collects; empty when it is alone.
+    #[serde(default)]
+    pub authorities: Vec<AuthorityRef>,
+    /// How many endorsements a document needs (a majority when unset).
+    #[serde(default)]
+    pub authority_threshold: Option<usize>,
+    /// How long after it freezes its vote (ms) an authority waits for
+    /// every other authority's vote and endorsement before it goes on
+    /// with a threshold of them, at most an eighth of an epoch.
+    #[serde(default = "default_vote_window_ms")]
+    pub vote_window_ms: u64,
     /// The network's parameters.
     pub parameters: Parameters,
 }
@@ -171,14 +184,32 @@ fn default_boot_grace_ms() -> u64 {
     DEFAULT_BOOT_GRACE_MS
 }
 
+/// The vote window when an authority's config names none (ms).
+pub const DEFAULT_VOTE_WINDOW_MS: u64 = 10_000;
+
+fn default_vote_window_ms() -> u64 {
+    DEFAULT_VOTE_WINDOW_MS
+}
+
+/// A directory authority as a config names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityRef {
+    /// Its base URL (`http://host:port`).
+    pub url: String,
+    /// Its Ed25519 public key (hex).
+    pub key: String,
+}
+
 /// A client's config file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
-    /// The authority's base URL.
-    pub authority_url: String,
-    /// The authority's Ed25519 public key (hex).
-    pub authority_key: String,
+    /// The directory authorities the client trusts.
+    pub authorities: Vec<AuthorityRef>,
+    /// How many of them must endorse a document (a majority when unset).
+    #[serde(default)]
+    pub authority_threshold: Option<usize>,
     /// Where this machine has the tokenizers (and chat templates) of the
     /// models it asks for: prompts are tokenized here, never by the
     /// network. `funion proxy` checks each against the digests the compute

@@ -41,7 +41,8 @@ fn entry<K: Kem>(
 }
 
 /// Publishes this node's descriptor for `epoch` (its keys for `epoch` and
-/// the next, and the models its compute courier serves) to the authority.
+/// the next, and the models its compute courier serves) to every
+/// authority; it is enough that a threshold of them take it.
 pub async fn publish<K: Kem>(
     http: &reqwest::Client,
     config: &NodeFile,
@@ -54,21 +55,59 @@ pub async fn publish<K: Kem>(
         node: entry::<K>(config, keys, epoch, models)?,
     };
     let body = descriptor.sign(&keys.identity)?;
+    let authorities = crate::Authorities::new(&config.authorities, config.authority_threshold)?;
+    let mut accepted = 0;
+    let mut frozen = None;
+    let mut refusals = Vec::new();
+    for url in authorities.urls() {
+        match post(http, url, body.clone()).await {
+            Ok(()) => accepted += 1,
+            Err(Refusal::Frozen(reason)) => frozen = Some(format!("{url}: {reason}")),
+            Err(Refusal::Other(reason)) => refusals.push(format!("{url}: {reason}")),
+        }
+    }
+    // An authority that did not take it leaves the node out of its vote;
+    // a threshold of the others is enough for the consensus to list it.
+    if accepted >= authorities.trust().threshold() {
+        if !refusals.is_empty() {
+            tracing::warn!(epoch, refusals = %refusals.join("; "), "descriptor not taken by every authority");
+        }
+        return Ok(());
+    }
+    if let Some(reason) = frozen {
+        return Err(Frozen { epoch, reason }.into());
+    }
+    anyhow::bail!(
+        "the descriptor for epoch {epoch} reached {accepted} authorities, {} needed: {}",
+        authorities.trust().threshold(),
+        refusals.join("; ")
+    )
+}
+
+enum Refusal {
+    Frozen(String),
+    Other(String),
+}
+
+/// Sends a signed descriptor to one authority.
+async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Refusal> {
     let response = http
-        .post(format!("{}/descriptor", config.authority_url))
+        .post(format!("{url}/descriptor"))
         .body(body)
         .send()
-        .await?;
+        .await
+        .map_err(|e| Refusal::Other(e.to_string()))?;
     let status = response.status();
-    if !status.is_success() {
-        let said = crate::read_body(response, 4_096).await.unwrap_or_default();
-        let reason = String::from_utf8_lossy(&said).to_string();
-        if status == reqwest::StatusCode::CONFLICT {
-            return Err(Frozen { epoch, reason }.into());
-        }
-        anyhow::bail!("authority refused descriptor: {reason}");
+    if status.is_success() {
+        return Ok(());
     }
-    Ok(())
+    let said = crate::read_body(response, 4_096).await.unwrap_or_default();
+    let reason = String::from_utf8_lossy(&said).to_string();
+    Err(if status == reqwest::StatusCode::CONFLICT {
+        Refusal::Frozen(reason)
+    } else {
+        Refusal::Other(format!("refused: {reason}"))
+    })
 }
 
 /// The authority already froze the epoch's document, listing this node

@@ -13,7 +13,7 @@ pub mod peers;
 
 use std::time::Duration;
 
-use funion_pki::{NetworkDocument, Parameters};
+use funion_pki::{NetworkDocument, Parameters, Trust};
 
 /// How long one HTTP call between funion processes may take, connecting,
 /// sending and reading the answer together.
@@ -70,56 +70,127 @@ pub fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fetches the network's parameters from the authority, retrying briefly
-/// while it starts.
-pub async fn fetch_parameters(http: &reqwest::Client, url: &str) -> anyhow::Result<Parameters> {
+/// The directory authorities a node or client trusts: where they are,
+/// and how many must endorse a document.
+#[derive(Clone, Debug)]
+pub struct Authorities {
+    urls: Vec<String>,
+    trust: Trust,
+}
+
+impl Authorities {
+    /// From a config's list and threshold (a majority when `None`).
+    pub fn new(list: &[config::AuthorityRef], threshold: Option<usize>) -> anyhow::Result<Self> {
+        let mut keys = Vec::with_capacity(list.len());
+        for (i, authority) in list.iter().enumerate() {
+            keys.push(config::hex32(&authority.key).map_err(|e| {
+                anyhow::anyhow!("authorities[{i}].key is not an Ed25519 public key: {e}")
+            })?);
+        }
+        let trust = Trust::new(keys, threshold)
+            .map_err(|e| anyhow::anyhow!("the authorities in the config: {e}"))?;
+        Ok(Authorities {
+            urls: list
+                .iter()
+                .map(|a| a.url.trim_end_matches('/').to_string())
+                .collect(),
+            trust,
+        })
+    }
+
+    /// Their base URLs.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Their keys and threshold.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+}
+
+/// An HTTP error in words, saying plainly when it was a timeout.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        format!("timed out: {error}")
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Fetches the network's parameters from the first authority that
+/// answers, retrying briefly while they start.
+pub async fn fetch_parameters(
+    http: &reqwest::Client,
+    authorities: &Authorities,
+) -> anyhow::Result<Parameters> {
     let mut last = None;
     for attempt in 0..50u32 {
-        match http.get(format!("{url}/parameters")).send().await {
-            Ok(response) if response.status().is_success() => {
-                let body = read_body(response, MAX_HTTP_BODY).await?;
-                let text = String::from_utf8(body)
-                    .map_err(|_| anyhow::anyhow!("the authority's parameters are not UTF-8"))?;
-                return toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("bad parameters from the authority: {e}"));
+        for url in authorities.urls() {
+            match http.get(format!("{url}/parameters")).send().await {
+                Ok(response) if response.status().is_success() => {
+                    let body = read_body(response, MAX_HTTP_BODY).await?;
+                    let text = String::from_utf8(body)
+                        .map_err(|_| anyhow::anyhow!("{url}: the parameters are not UTF-8"))?;
+                    return toml::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("bad parameters from {url}: {e}"));
+                }
+                Ok(response) => {
+                    last = Some(anyhow::anyhow!("{url} answered {}", response.status()))
+                }
+                Err(e) => last = Some(anyhow::anyhow!("{url}: {}", describe(&e))),
             }
-            Ok(response) => {
-                last = Some(anyhow::anyhow!("authority answered {}", response.status()))
-            }
-            Err(e) => last = Some(e.into()),
         }
         tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt + 1).min(10))).await;
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer from the authority")))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer from any authority")))
 }
 
-/// Fetches and verifies the document for `epoch`. With `wait`, retries
-/// (for up to a minute) while the authority says it is not complete yet.
+/// Fetches the document for `epoch` from the authorities in turn and
+/// returns the first that a threshold of them endorsed. With `wait`,
+/// retries (for up to a minute) while none has one.
 pub async fn fetch_document(
     http: &reqwest::Client,
-    url: &str,
-    authority_key: &[u8; 32],
+    authorities: &Authorities,
     epoch: u64,
     wait: bool,
 ) -> anyhow::Result<NetworkDocument> {
-    let mut last = anyhow::anyhow!("no answer from the authority");
-    for _ in 0..if wait { 600 } else { 1 } {
-        match http.get(format!("{url}/document/{epoch}")).send().await {
-            Ok(response) if response.status().is_success() => {
-                let bytes = read_body(response, MAX_HTTP_BODY).await?;
-                return Ok(NetworkDocument::verify(&bytes, authority_key, epoch)?);
+    let mut reasons = Vec::new();
+    let n = authorities.urls().len();
+    for round in 0..if wait { 600 } else { 1 } {
+        reasons.clear();
+        for k in 0..n {
+            let url = &authorities.urls()[(round + k) % n];
+            match http.get(format!("{url}/document/{epoch}")).send().await {
+                Ok(response) if response.status().is_success() => {
+                    match read_body(response, MAX_HTTP_BODY).await.and_then(|bytes| {
+                        Ok(NetworkDocument::verify(&bytes, authorities.trust(), epoch)?)
+                    }) {
+                        Ok(document) => return Ok(document),
+                        Err(e) => reasons.push(format!("{url}: {e}")),
+                    }
+                }
+                Ok(response) => {
+                    let said = read_body(response, 4_096).await.unwrap_or_default();
+                    reasons.push(format!("{url}: {}", String::from_utf8_lossy(&said)));
+                }
+                Err(e) => reasons.push(format!("{url}: {}", describe(&e))),
             }
-            Ok(response) => {
-                let said = read_body(response, 4_096).await.unwrap_or_default();
-                last = anyhow::anyhow!("authority: {}", String::from_utf8_lossy(&said))
-            }
-            Err(e) => last = e.into(),
         }
         if wait {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Err(last)
+    Err(anyhow::anyhow!(
+        "no authority served a document for epoch {epoch}: {}",
+        reasons.join("; ")
+    ))
 }
 
 #[cfg(test)]
@@ -127,6 +198,18 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    fn authorities(url: &str) -> Authorities {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
+        Authorities::new(
+            &[config::AuthorityRef {
+                url: url.into(),
+                key: hex::encode(key.to_bytes()),
+            }],
+            None,
+        )
+        .unwrap()
+    }
 
     /// A peer that accepts and never answers: the call fails with a
     /// timeout instead of waiting for ever.
@@ -141,13 +224,10 @@ mod tests {
             }
         });
         let http = http_client_with(Duration::from_millis(300)).unwrap();
-        let error = fetch_document(&http, &url, &[0; 32], 0, false)
+        let error = fetch_document(&http, &authorities(&url), 0, false)
             .await
             .unwrap_err();
-        let timed_out = error
-            .downcast_ref::<reqwest::Error>()
-            .is_some_and(|e| e.is_timeout());
-        assert!(timed_out, "{error:#}");
+        assert!(error.to_string().contains("timed out"), "{error:#}");
         silent.abort();
     }
 
@@ -178,7 +258,7 @@ mod tests {
             }
         });
         let http = http_client().unwrap();
-        let error = fetch_document(&http, &url, &[0; 32], 0, false)
+        let error = fetch_document(&http, &authorities(&url), 0, false)
             .await
             .unwrap_err();
         assert!(error.to_string().contains("too large"), "{error:#}");

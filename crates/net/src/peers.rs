@@ -357,8 +357,8 @@ pub struct NodeTasks<'a> {
     pub metrics: &'a Arc<Metrics>,
     /// HTTP client for the authority.
     pub http: &'a reqwest::Client,
-    /// The authority's verifying key.
-    pub authority_key: [u8; 32],
+    /// The directory authorities it trusts.
+    pub authorities: crate::Authorities,
     /// Epoch length.
     pub epoch_ms: u64,
 }
@@ -391,8 +391,7 @@ pub fn start_tasks(
     )));
     tasks.0.push(tokio::spawn(refresh_document(
         setup.http.clone(),
-        setup.config.authority_url.clone(),
-        setup.authority_key,
+        setup.authorities,
         setup.epoch_ms,
         peers_by_link_key.clone(),
         inbound_tx,
@@ -407,8 +406,7 @@ pub type PeerKeys = Arc<RwLock<HashMap<[u8; 32], NodeId>>>;
 /// new one to the node's loop (and its link keys to the accept loop).
 async fn refresh_document(
     http: reqwest::Client,
-    url: String,
-    authority_key: [u8; 32],
+    authorities: crate::Authorities,
     epoch_ms: u64,
     peers_by_link_key: PeerKeys,
     inbound: mpsc::Sender<Inbound>,
@@ -417,7 +415,7 @@ async fn refresh_document(
     loop {
         tokio::time::sleep(DOCUMENT_REFRESH).await;
         let epoch = epoch_at(unix_ms(), epoch_ms);
-        let Ok(document) = fetch_document(&http, &url, &authority_key, epoch, false).await else {
+        let Ok(document) = fetch_document(&http, &authorities, epoch, false).await else {
             continue;
         };
         if known.as_ref() != Some(&document) {

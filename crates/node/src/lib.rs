@@ -21,7 +21,7 @@ use funion_sphinx::{NodeId, ReplayTag, Surb};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use funion_net::config::{hex32, NodeFile, NodeKeys};
+use funion_net::config::{NodeFile, NodeKeys};
 use funion_net::directory::{publish, publish_at_start};
 use funion_net::link::Frame;
 use funion_net::metrics::Metrics;
@@ -44,7 +44,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let http = funion_net::http_client()?;
-    let parameters = fetch_parameters(&http, &config.authority_url).await?;
+    let authorities =
+        funion_net::Authorities::new(&config.authorities, config.authority_threshold)?;
+    let parameters = fetch_parameters(&http, &authorities).await?;
     let context = Running {
         config,
         parameters,
@@ -286,7 +288,8 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     }
     let keys =
         Arc::new(NodeKeys::from_config(&config.secret_seed)?.with_epoch_store(&config.data_dir));
-    let authority_key = hex32(&config.authority_key)?;
+    let authorities =
+        funion_net::Authorities::new(&config.authorities, config.authority_threshold)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
     // Service nodes run the Pigeonhole courier beside the echo service.
@@ -314,8 +317,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     };
     let mut epoch =
         publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &model_entries).await?;
-    let mut document =
-        fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
+    let mut document = fetch_document(&http, &authorities, epoch, true).await?;
 
     let synced = Arc::new(tokio::sync::Notify::new());
     let (mut log, syncer) =
@@ -385,7 +387,7 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             metrics_listener,
             metrics: &metrics,
             http: &http,
-            authority_key,
+            authorities: authorities.clone(),
             epoch_ms: parameters.epoch_ms,
         },
         &mut tasks,
@@ -406,8 +408,8 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
             jobs: Arc::new(funion_compute_node::jobs::JobStore::open(&config.data_dir).await?),
         };
         let client = funion_net::config::ClientFile {
-            authority_url: config.authority_url.clone(),
-            authority_key: config.authority_key.clone(),
+            authorities: config.authorities.clone(),
+            authority_threshold: config.authority_threshold,
             models: Vec::new(),
         };
         let task = funion_compute_node::run(

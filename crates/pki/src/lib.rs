@@ -3,11 +3,15 @@
 //! and the next) and the parameters everyone must agree on (delays, send
 //! rate, packet geometry, bucket spacing, replica count).
 //!
-//! Nodes send the authority signed [`NodeDescriptor`]s; the authority checks
-//! them and signs one [`NetworkDocument`] per epoch; everyone else verifies
-//! it against the authority's key. The encoding is canonical (postcard, in
-//! field order, nodes sorted by ID), so the same document always has the
-//! same bytes and signature. Sans-I/O: time comes in as numbers.
+//! Nodes send each directory authority signed [`NodeDescriptor`]s; the
+//! authorities exchange signed [`Vote`]s, each computes the same
+//! [`consensus`] and endorses it, and the document is served with every
+//! endorsement collected. Everyone else accepts a document only with a
+//! threshold of valid endorsements from the authorities it trusts
+//! ([`Trust`]). The encoding is canonical (postcard, in field order, nodes
+//! sorted by ID), so the same document always has the same bytes.
+//! [`Voting`] is the authority's side of one epoch, as a machine that
+//! never awaits. Sans-I/O: time comes in as numbers.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -19,6 +23,92 @@ use serde::{Deserialize, Serialize};
 const DOCUMENT_LABEL: &[u8] = b"funion network document v1";
 const DESCRIPTOR_LABEL: &[u8] = b"funion node descriptor v1";
 
+mod voting;
+pub use voting::{consensus, Vote, Voting};
+
+/// Most endorsements a served document may carry.
+pub const MAX_AUTHORITIES: usize = 32;
+
+/// The directory authorities a node or client trusts, and how many of
+/// them must endorse a document before it is believed: always a majority
+/// or more, so two different documents for one epoch cannot both pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trust {
+    keys: Vec<[u8; 32]>,
+    threshold: usize,
+}
+
+impl Trust {
+    /// Trusts `keys` (distinct Ed25519 public keys), needing `threshold`
+    /// of them, or a bare majority when `None`.
+    pub fn new(mut keys: Vec<[u8; 32]>, threshold: Option<usize>) -> Result<Self, Error> {
+        let n = keys.len();
+        if n == 0 || n > MAX_AUTHORITIES {
+            return Err(Error::Invalid(format!(
+                "{n} authorities: between 1 and {MAX_AUTHORITIES} are needed"
+            )));
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.len() != n {
+            return Err(Error::Invalid("an authority key listed twice".into()));
+        }
+        if keys.iter().any(|k| VerifyingKey::from_bytes(k).is_err()) {
+            return Err(Error::Invalid(
+                "an authority key is not a curve point".into(),
+            ));
+        }
+        let majority = n / 2 + 1;
+        let threshold = threshold.unwrap_or(majority);
+        if threshold < majority || threshold > n {
+            return Err(Error::Invalid(format!(
+                "a threshold of {threshold} of {n} authorities: it must be a majority ({majority}..={n})"
+            )));
+        }
+        Ok(Trust { keys, threshold })
+    }
+
+    /// One authority, alone.
+    pub fn single(key: [u8; 32]) -> Result<Self, Error> {
+        Trust::new(vec![key], None)
+    }
+
+    /// The trusted keys, sorted.
+    pub fn keys(&self) -> &[[u8; 32]] {
+        &self.keys
+    }
+
+    /// How many endorsements a document needs.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// Whether `key` is one of the trusted authorities.
+    pub fn trusts(&self, key: &[u8; 32]) -> bool {
+        self.keys.binary_search(key).is_ok()
+    }
+}
+
+/// One authority's signature on a document's canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endorsement {
+    /// The authority's Ed25519 public key.
+    pub authority: [u8; 32],
+    /// Its signature over the labelled document bytes.
+    pub signature: Vec<u8>,
+}
+
+impl Endorsement {
+    /// Encodes it for the wire.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        encode(self)
+    }
+
+    /// Decodes one from the wire (not yet checked against a document).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        decode(bytes)
+    }
+}
 /// What a node does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -458,11 +548,11 @@ pub struct NetworkDocument {
     pub nodes: Vec<NodeEntry>,
 }
 
-/// A document with the authority's signature, as served over HTTP.
+/// A document with its endorsements, as served over HTTP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SignedDocument {
     body: Vec<u8>,
-    signature: Vec<u8>,
+    endorsements: Vec<Endorsement>,
 }
 
 impl NetworkDocument {
@@ -482,22 +572,80 @@ impl NetworkDocument {
         Ok(document)
     }
 
-    /// The canonical signed encoding.
-    pub fn sign(&self, authority: &SigningKey) -> Result<Vec<u8>, Error> {
+    /// This authority's endorsement of the document.
+    pub fn endorse(&self, authority: &SigningKey) -> Result<Endorsement, Error> {
         self.check()?;
         let body = encode(self)?;
-        let signature = authority
-            .sign(&labelled(DOCUMENT_LABEL, &body))
-            .to_bytes()
-            .to_vec();
-        encode(&SignedDocument { body, signature })
+        Ok(Endorsement {
+            authority: authority.verifying_key().to_bytes(),
+            signature: authority
+                .sign(&labelled(DOCUMENT_LABEL, &body))
+                .to_bytes()
+                .to_vec(),
+        })
     }
 
-    /// Decodes a signed document, checks the authority's signature and that
-    /// it is for `current_epoch` (or the next one, published early).
-    pub fn verify(bytes: &[u8], authority: &[u8; 32], current_epoch: u64) -> Result<Self, Error> {
+    /// Whether `endorsement` is a valid signature on this document.
+    pub fn check_endorsement(&self, endorsement: &Endorsement) -> Result<(), Error> {
+        check_signature(
+            &endorsement.authority,
+            DOCUMENT_LABEL,
+            &encode(self)?,
+            &endorsement.signature,
+        )
+    }
+
+    /// The served encoding: the document with `endorsements` (each one
+    /// authority's, sorted by key).
+    pub fn seal(&self, endorsements: &[Endorsement]) -> Result<Vec<u8>, Error> {
+        self.check()?;
+        let mut endorsements = endorsements.to_vec();
+        endorsements.sort_by_key(|e| e.authority);
+        endorsements.dedup_by_key(|e| e.authority);
+        if endorsements.len() > MAX_AUTHORITIES {
+            return Err(Error::Invalid("too many endorsements".into()));
+        }
+        encode(&SignedDocument {
+            body: encode(self)?,
+            endorsements,
+        })
+    }
+
+    /// The served encoding with one authority's endorsement.
+    pub fn sign(&self, authority: &SigningKey) -> Result<Vec<u8>, Error> {
+        self.seal(&[self.endorse(authority)?])
+    }
+
+    /// Decodes a served document, checks that at least the threshold of
+    /// `trust`'s authorities endorsed it (endorsements from others, or
+    /// that do not verify, count for nothing) and that it is for
+    /// `current_epoch` (or the next one, published early).
+    pub fn verify(bytes: &[u8], trust: &Trust, current_epoch: u64) -> Result<Self, Error> {
         let signed: SignedDocument = decode(bytes)?;
-        check_signature(authority, DOCUMENT_LABEL, &signed.body, &signed.signature)?;
+        if signed.endorsements.len() > MAX_AUTHORITIES {
+            return Err(Error::Malformed("too many endorsements".into()));
+        }
+        let mut valid: Vec<[u8; 32]> = Vec::new();
+        for endorsement in &signed.endorsements {
+            if trust.trusts(&endorsement.authority)
+                && !valid.contains(&endorsement.authority)
+                && check_signature(
+                    &endorsement.authority,
+                    DOCUMENT_LABEL,
+                    &signed.body,
+                    &endorsement.signature,
+                )
+                .is_ok()
+            {
+                valid.push(endorsement.authority);
+            }
+        }
+        if valid.len() < trust.threshold() {
+            return Err(Error::TooFewEndorsements {
+                valid: valid.len(),
+                needed: trust.threshold(),
+            });
+        }
         let document: NetworkDocument = decode(&signed.body)?;
         if document.epoch < current_epoch {
             return Err(Error::Stale {
@@ -540,7 +688,7 @@ impl NetworkDocument {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
         self.parameters.check()?;
         let key_len = self.parameters.kem.public_key_len();
         for pair in self.nodes.windows(2) {
@@ -625,14 +773,14 @@ pub fn surb_usable_until(now: u64, epoch_len: u64, grace: u64) -> u64 {
     }
 }
 
-fn labelled(label: &[u8], body: &[u8]) -> Vec<u8> {
+pub(crate) fn labelled(label: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(label.len() + body.len());
     out.extend_from_slice(label);
     out.extend_from_slice(body);
     out
 }
 
-fn check_signature(
+pub(crate) fn check_signature(
     key: &[u8; 32],
     label: &[u8],
     body: &[u8],
@@ -644,11 +792,11 @@ fn check_signature(
         .map_err(|_| Error::BadSignature)
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     postcard::to_stdvec(value).map_err(|e| Error::Malformed(e.to_string()))
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     let (value, rest) =
         postcard::take_from_bytes(bytes).map_err(|e| Error::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -666,6 +814,14 @@ pub enum Error {
     /// A signature that does not verify.
     #[error("signature does not verify")]
     BadSignature,
+    /// A document without enough valid endorsements from trusted authorities.
+    #[error("{valid} valid endorsements from trusted authorities; {needed} are needed")]
+    TooFewEndorsements {
+        /// Valid endorsements from distinct trusted authorities.
+        valid: usize,
+        /// The threshold.
+        needed: usize,
+    },
     /// A document for an epoch already over.
     #[error("stale document for epoch {document}; the current epoch is {current}")]
     Stale {

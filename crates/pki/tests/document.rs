@@ -1,9 +1,11 @@
-//! Documents and descriptors: signed, verified, refused when bad or stale.
+//! Documents and descriptors: signed, verified, refused when bad or stale;
+//! several authorities voting on one document, which needs a threshold of
+//! their endorsements.
 
 use ed25519_dalek::SigningKey;
 use funion_pki::{
     ClassTiming, EpochKey, Error, KemKind, ModelEntry, ModelTask, NetworkDocument, NodeDescriptor,
-    NodeEntry, Parameters, Role, MAX_MODELS, MAX_MODEL_NAME,
+    NodeEntry, Parameters, Role, Trust, Vote, Voting, MAX_MODELS, MAX_MODEL_NAME,
 };
 use funion_sphinx::kem::{Kem, X25519};
 use rand_chacha::rand_core::SeedableRng;
@@ -61,7 +63,7 @@ fn a_signed_document_verifies_and_round_trips() {
         document.sign(&authority).unwrap(),
         "canonical: same bytes every time"
     );
-    let key = authority.verifying_key().to_bytes();
+    let key = Trust::single(authority.verifying_key().to_bytes()).unwrap();
     assert_eq!(NetworkDocument::verify(&bytes, &key, 7).unwrap(), document);
     assert_eq!(
         NetworkDocument::verify(&bytes, &key, 6).unwrap(),
@@ -76,7 +78,7 @@ fn a_signed_document_verifies_and_round_trips() {
 #[test]
 fn bad_documents_are_refused_with_a_reason() {
     let authority = SigningKey::from_bytes(&[99; 32]);
-    let key = authority.verifying_key().to_bytes();
+    let key = Trust::single(authority.verifying_key().to_bytes()).unwrap();
     let bytes = NetworkDocument::new(7, parameters(), network(7))
         .unwrap()
         .sign(&authority)
@@ -95,10 +97,14 @@ fn bad_documents_are_refused_with_a_reason() {
             current: 5
         }
     );
-    let other = SigningKey::from_bytes(&[98; 32]).verifying_key().to_bytes();
+    let other =
+        Trust::single(SigningKey::from_bytes(&[98; 32]).verifying_key().to_bytes()).unwrap();
     assert_eq!(
         NetworkDocument::verify(&bytes, &other, 7).unwrap_err(),
-        Error::BadSignature
+        Error::TooFewEndorsements {
+            valid: 0,
+            needed: 1
+        }
     );
     for at in [0, bytes.len() / 2, bytes.len() - 1] {
         let mut flipped = bytes.clone();
@@ -189,7 +195,7 @@ fn model(name: &str) -> ModelEntry {
 #[test]
 fn service_nodes_publish_their_models_and_nobody_else_does() {
     let authority = SigningKey::from_bytes(&[99; 32]);
-    let key = authority.verifying_key().to_bytes();
+    let key = Trust::single(authority.verifying_key().to_bytes()).unwrap();
     let mut nodes = network(7);
     let service = nodes.iter_mut().find(|n| n.role == Role::Service).unwrap();
     service.models = vec![model("smollm2"), model("minilm")];
@@ -249,4 +255,251 @@ fn service_nodes_publish_their_models_and_nobody_else_does() {
             .models = bad;
         refused(nodes);
     }
+}
+
+fn authorities() -> (Vec<SigningKey>, Trust) {
+    let keys: Vec<SigningKey> = (0..3)
+        .map(|i| SigningKey::from_bytes(&[70 + i; 32]))
+        .collect();
+    let trust = Trust::new(
+        keys.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+        None,
+    )
+    .unwrap();
+    (keys, trust)
+}
+
+#[test]
+fn a_threshold_is_a_majority_or_more() {
+    let (keys, trust) = authorities();
+    assert_eq!(trust.threshold(), 2);
+    let public: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+    assert!(
+        Trust::new(public.clone(), Some(1)).is_err(),
+        "1 of 3 is no majority"
+    );
+    assert!(Trust::new(public.clone(), Some(4)).is_err());
+    assert!(Trust::new(public.clone(), Some(3)).is_ok());
+    assert!(
+        Trust::new(vec![public[0], public[0]], None).is_err(),
+        "a key twice"
+    );
+    assert!(Trust::new(Vec::new(), None).is_err());
+}
+
+#[test]
+fn a_document_with_too_few_valid_endorsements_is_refused() {
+    let (keys, trust) = authorities();
+    let document = NetworkDocument::new(7, parameters(), network(7)).unwrap();
+    let endorse = |k: &SigningKey| document.endorse(k).unwrap();
+    let two = document
+        .seal(&[endorse(&keys[0]), endorse(&keys[2])])
+        .unwrap();
+    assert_eq!(NetworkDocument::verify(&two, &trust, 7).unwrap(), document);
+
+    let one = document.seal(&[endorse(&keys[1])]).unwrap();
+    assert_eq!(
+        NetworkDocument::verify(&one, &trust, 7).unwrap_err(),
+        Error::TooFewEndorsements {
+            valid: 1,
+            needed: 2
+        }
+    );
+    // An outsider's endorsement counts for nothing.
+    let outsider = SigningKey::from_bytes(&[5; 32]);
+    let with_outsider = document
+        .seal(&[endorse(&keys[1]), endorse(&outsider)])
+        .unwrap();
+    assert_eq!(
+        NetworkDocument::verify(&with_outsider, &trust, 7).unwrap_err(),
+        Error::TooFewEndorsements {
+            valid: 1,
+            needed: 2
+        }
+    );
+    // Nor does a trusted key's name on a signature it did not make.
+    let mut forged = endorse(&keys[1]);
+    forged.authority = keys[0].verifying_key().to_bytes();
+    let with_forged = document.seal(&[endorse(&keys[1]), forged]).unwrap();
+    assert_eq!(
+        NetworkDocument::verify(&with_forged, &trust, 7).unwrap_err(),
+        Error::TooFewEndorsements {
+            valid: 1,
+            needed: 2
+        }
+    );
+    // Nor does an endorsement of another document.
+    let other = NetworkDocument::new(7, parameters(), network(7)[1..].to_vec()).unwrap();
+    let mixed = document
+        .seal(&[endorse(&keys[1]), other.endorse(&keys[0]).unwrap()])
+        .unwrap();
+    assert_eq!(
+        NetworkDocument::verify(&mixed, &trust, 7).unwrap_err(),
+        Error::TooFewEndorsements {
+            valid: 1,
+            needed: 2
+        }
+    );
+}
+
+/// Feeds every machine every other machine's vote, then every
+/// endorsement, as the authorities' shells do over HTTP.
+fn exchange(machines: &mut [Voting], past_deadline: bool) {
+    let votes: Vec<Vec<u8>> = machines.iter().map(|m| m.own_vote().to_vec()).collect();
+    for machine in machines.iter_mut() {
+        for vote in &votes {
+            machine.handle_vote(vote).unwrap();
+        }
+        machine.handle_timeout(past_deadline).unwrap();
+    }
+    let endorsements: Vec<_> = machines
+        .iter()
+        .filter_map(|m| m.own_endorsement().cloned())
+        .collect();
+    for machine in machines.iter_mut() {
+        for endorsement in &endorsements {
+            machine.handle_endorsement(endorsement.clone()).unwrap();
+        }
+        machine.handle_timeout(past_deadline).unwrap();
+    }
+}
+
+#[test]
+fn three_authorities_agree_on_the_nodes_a_majority_saw() {
+    let (keys, trust) = authorities();
+    let nodes = network(7);
+    let only_one_saw = node(40, Role::Mix, 1, 7).1;
+    let two_saw = node(41, Role::Mix, 2, 7).1;
+    let views = [
+        [nodes.clone(), vec![only_one_saw.clone(), two_saw.clone()]].concat(),
+        [nodes.clone(), vec![two_saw.clone()]].concat(),
+        nodes.clone(),
+    ];
+    let mut machines: Vec<Voting> = keys
+        .iter()
+        .zip(views)
+        .map(|(key, view)| Voting::new(key.clone(), trust.clone(), 7, parameters(), view).unwrap())
+        .collect();
+    assert!(
+        machines[0].sealed().is_none(),
+        "alone it waits for the others"
+    );
+    exchange(&mut machines, false);
+    let sealed: Vec<Vec<u8>> = machines
+        .iter()
+        .map(|m| m.sealed().unwrap().to_vec())
+        .collect();
+    assert!(
+        sealed.iter().all(|s| *s == sealed[0]),
+        "the same bytes at every authority"
+    );
+    let document = NetworkDocument::verify(&sealed[0], &trust, 7).unwrap();
+    assert!(
+        document.node(&two_saw.id()).is_some(),
+        "two of three saw it"
+    );
+    assert!(
+        document.node(&only_one_saw.id()).is_none(),
+        "one of three is no majority"
+    );
+    assert_eq!(document.nodes.len(), nodes.len() + 1);
+}
+
+#[test]
+fn past_the_deadline_two_of_three_authorities_publish_without_the_third() {
+    let (keys, trust) = authorities();
+    let mut machines: Vec<Voting> = keys[..2]
+        .iter()
+        .map(|key| Voting::new(key.clone(), trust.clone(), 7, parameters(), network(7)).unwrap())
+        .collect();
+    exchange(&mut machines, false);
+    assert!(
+        machines[0].sealed().is_none(),
+        "waits for the third before the deadline"
+    );
+    assert_eq!(
+        machines[0].missing_votes(),
+        vec![trust
+            .keys()
+            .iter()
+            .copied()
+            .find(|k| *k == keys[2].verifying_key().to_bytes())
+            .unwrap()]
+    );
+    exchange(&mut machines, true);
+    let sealed = machines[0].sealed().unwrap();
+    assert_eq!(sealed, machines[1].sealed().unwrap());
+    NetworkDocument::verify(sealed, &trust, 7).unwrap();
+    // A lone authority past the deadline has no threshold of votes.
+    let mut alone =
+        Voting::new(keys[2].clone(), trust.clone(), 7, parameters(), network(7)).unwrap();
+    alone.handle_timeout(true).unwrap();
+    assert!(alone.consensus().is_none() && alone.sealed().is_none());
+}
+
+#[test]
+fn bad_votes_and_endorsements_are_refused_with_a_reason() {
+    let (keys, trust) = authorities();
+    let mut voting =
+        Voting::new(keys[0].clone(), trust.clone(), 7, parameters(), network(7)).unwrap();
+    let outsider = SigningKey::from_bytes(&[5; 32]);
+    let untrusted = Vote::sign(&outsider, 7, &parameters(), network(7)).unwrap();
+    assert!(voting
+        .handle_vote(&untrusted)
+        .unwrap_err()
+        .to_string()
+        .contains("not a trusted authority"));
+    let other_epoch = Vote::sign(&keys[1], 8, &parameters(), network(8)).unwrap();
+    assert!(voting
+        .handle_vote(&other_epoch)
+        .unwrap_err()
+        .to_string()
+        .contains("epoch 8"));
+    let other_parameters = Parameters {
+        mean_delay_us: 1,
+        ..parameters()
+    };
+    let differing = Vote::sign(&keys[1], 7, &other_parameters, network(7)).unwrap();
+    assert!(voting
+        .handle_vote(&differing)
+        .unwrap_err()
+        .to_string()
+        .contains("other parameters"));
+    let mut flipped = Vote::sign(&keys[1], 7, &parameters(), network(7)).unwrap();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(
+        voting.handle_vote(&flipped).unwrap_err(),
+        Error::BadSignature
+    );
+    // One vote, then another from the same authority: equivocation.
+    voting
+        .handle_vote(&Vote::sign(&keys[1], 7, &parameters(), network(7)).unwrap())
+        .unwrap();
+    let second = Vote::sign(&keys[1], 7, &parameters(), network(7)[1..].to_vec()).unwrap();
+    assert!(voting
+        .handle_vote(&second)
+        .unwrap_err()
+        .to_string()
+        .contains("two different votes"));
+    // An endorsement before the consensus, and one of another document.
+    let document = NetworkDocument::new(7, parameters(), network(7)).unwrap();
+    assert!(voting
+        .handle_endorsement(document.endorse(&keys[1]).unwrap())
+        .is_err());
+    voting.handle_timeout(true).unwrap();
+    assert!(voting.consensus().is_some());
+    let mut nodes = network(7);
+    nodes.push(node(42, Role::Mix, 3, 7).1);
+    let another = NetworkDocument::new(7, parameters(), nodes).unwrap();
+    assert!(voting
+        .handle_endorsement(another.endorse(&keys[1]).unwrap())
+        .unwrap_err()
+        .to_string()
+        .contains("not of this consensus"));
+    voting
+        .handle_endorsement(document.endorse(&keys[1]).unwrap())
+        .unwrap();
+    voting.handle_timeout(true).unwrap();
+    NetworkDocument::verify(voting.sealed().unwrap(), &trust, 7).unwrap();
 }

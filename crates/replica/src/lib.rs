@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::store::BoxStore;
-use funion_net::config::{hex32, NodeFile, NodeKeys};
+use funion_net::config::{NodeFile, NodeKeys};
 use funion_net::directory::{publish, publish_at_start};
 use funion_net::link::Frame;
 use funion_net::metrics::Metrics;
@@ -44,7 +44,8 @@ pub async fn run<K: Kem>(
 ) -> anyhow::Result<()> {
     let keys =
         Arc::new(NodeKeys::from_config(&config.secret_seed)?.with_epoch_store(&config.data_dir));
-    let authority_key = hex32(&config.authority_key)?;
+    let authorities =
+        funion_net::Authorities::new(&config.authorities, config.authority_threshold)?;
     let geometry = parameters.geometry()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Arc::new(BoxStore::open(
@@ -53,8 +54,7 @@ pub async fn run<K: Kem>(
     )?);
 
     let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &[]).await?;
-    let document =
-        fetch_document(&http, &config.authority_url, &authority_key, epoch, true).await?;
+    let document = fetch_document(&http, &authorities, epoch, true).await?;
 
     let mut tasks = AbortOnDrop(Vec::new());
     let (mut inbound, _) = start_tasks(
@@ -67,7 +67,7 @@ pub async fn run<K: Kem>(
             metrics_listener,
             metrics: &metrics,
             http: &http,
-            authority_key,
+            authorities,
             epoch_ms: parameters.epoch_ms,
         },
         &mut tasks,
