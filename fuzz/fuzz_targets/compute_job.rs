@@ -16,8 +16,14 @@ fuzz_target!(|data: &[u8]| {
     // The class is the first byte's pick among the public ones (and a
     // class that is none, to see it refused).
     let pick = data.first().copied().unwrap_or(0) as usize;
-    let input_class = INPUT_CLASSES.get(pick % (INPUT_CLASSES.len() + 1)).copied().unwrap_or(3);
-    let output_class = OUTPUT_CLASSES.get(pick % (OUTPUT_CLASSES.len() + 1)).copied().unwrap_or(3);
+    let input_class = INPUT_CLASSES
+        .get(pick % (INPUT_CLASSES.len() + 1))
+        .copied()
+        .unwrap_or(3);
+    let output_class = OUTPUT_CLASSES
+        .get(pick % (OUTPUT_CLASSES.len() + 1))
+        .copied()
+        .unwrap_or(3);
     let body = data.get(1..).unwrap_or_default();
     let _ = Input::decode(body, input_class);
     let _ = Outcome::decode(body, output_class);

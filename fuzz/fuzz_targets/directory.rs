@@ -35,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
             "an unsigned document verified"
         );
     }
-    assert!(Vote::verify(data, trust).is_err(), "an unsigned vote verified");
+    assert!(
+        Vote::verify(data, trust).is_err(),
+        "an unsigned vote verified"
+    );
     let _ = Endorsement::from_bytes(data);
 });

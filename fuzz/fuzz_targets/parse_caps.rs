@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cap) = WriteCap::from_bytes(data) {
         assert_eq!(&cap.to_bytes()[..], data);
         let read = cap.read_cap();
-        assert_eq!(cap.box_id(cap.index(), b"c"), read.box_id(read.index(), b"c"));
+        assert_eq!(
+            cap.box_id(cap.index(), b"c"),
+            read.box_id(read.index(), b"c")
+        );
     }
 });

@@ -39,9 +39,14 @@ fuzz_target!(|data: &[u8]| {
         id,
         public_key: &public,
     });
-    let (_, keys) =
-        envelope::seal(sizes, recipients, 0, &Request::Read(funion_bacap::BoxId([0; 32])), &mut rng)
-            .unwrap();
+    let (_, keys) = envelope::seal(
+        sizes,
+        recipients,
+        0,
+        &Request::Read(funion_bacap::BoxId([0; 32])),
+        &mut rng,
+    )
+    .unwrap();
     if let Ok(envelope::CourierAnswer::Reply { .. }) = keys.open(sizes, data) {
         panic!("random bytes opened as a replica's reply");
     }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use funion_sphinx::kem::{Kem, X25519, XWing};
+use funion_sphinx::kem::{Kem, XWing, X25519};
 use funion_sphinx::{create_packet, Delivery, Geometry, NodeId, PathHop, SphinxNode};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::rand_core::SeedableRng;
@@ -24,16 +24,29 @@ fn net<K: Kem>() -> Net<K> {
     let path: Vec<PathHop<'_, K>> = keys
         .iter()
         .enumerate()
-        .map(|(i, (_, public))| PathHop { node: NodeId([i as u8; 32]), public_key: public, delay_us: 5 })
+        .map(|(i, (_, public))| PathHop {
+            node: NodeId([i as u8; 32]),
+            public_key: public,
+            delay_us: 5,
+        })
         .collect();
-    let delivery = Delivery { recipient: [7; 32], surb_id: None };
+    let delivery = Delivery {
+        recipient: [7; 32],
+        surb_id: None,
+    };
     let packet = create_packet(&geometry, &path, &delivery, b"fuzz", &mut rng).unwrap();
     let secret = keys.into_iter().next().unwrap().0;
-    Net { node: SphinxNode::new(geometry, secret).unwrap(), packet, header_len: geometry.header_len() }
+    Net {
+        node: SphinxNode::new(geometry, secret).unwrap(),
+        packet,
+        header_len: geometry.header_len(),
+    }
 }
 
 fn run<K: Kem>(net: &Net<K>, data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let mut packet = net.packet.clone();
     match mode % 4 {
         0 => packet.iter_mut().zip(rest).for_each(|(p, d)| *p ^= d),
@@ -41,7 +54,8 @@ fn run<K: Kem>(net: &Net<K>, data: &[u8]) {
         2 => packet.extend_from_slice(rest),
         _ => packet = rest.to_vec(),
     }
-    let header_changed = packet.len() != net.packet.len() || packet[..net.header_len] != net.packet[..net.header_len];
+    let header_changed = packet.len() != net.packet.len()
+        || packet[..net.header_len] != net.packet[..net.header_len];
     let outcome = net.node.unwrap(&mut packet, |_| false);
     if header_changed {
         assert!(outcome.is_err(), "a changed header was accepted");

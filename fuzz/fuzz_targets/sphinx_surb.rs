@@ -15,13 +15,25 @@ fuzz_target!(|data: &[u8]| {
     static GEOMETRY: OnceLock<Geometry> = OnceLock::new();
     let geometry = GEOMETRY.get_or_init(|| Geometry::new::<X25519>(256, 3).unwrap());
     if let Ok(surb) = Surb::from_bytes::<X25519>(geometry, data) {
-        let packet = surb.reply(geometry, b"reply").expect("a parsed SURB replies");
+        let packet = surb
+            .reply(geometry, b"reply")
+            .expect("a parsed SURB replies");
         assert_eq!(packet.len(), geometry.packet_len());
     }
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
     let (_, public) = X25519::generate(&mut rng);
-    let path = [PathHop::<X25519> { node: NodeId([1; 32]), public_key: &public, delay_us: 0 }];
-    let delivery = Delivery { recipient: [2; 32], surb_id: Some([3; 16]) };
+    let path = [PathHop::<X25519> {
+        node: NodeId([1; 32]),
+        public_key: &public,
+        delay_us: 0,
+    }];
+    let delivery = Delivery {
+        recipient: [2; 32],
+        surb_id: Some([3; 16]),
+    };
     let (_, keys) = Surb::create(geometry, &path, &delivery, &mut rng).unwrap();
-    assert!(keys.open_reply(data).is_err(), "random bytes opened as a reply");
+    assert!(
+        keys.open_reply(data).is_err(),
+        "random bytes opened as a reply"
+    );
 });

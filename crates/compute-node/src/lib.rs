@@ -585,6 +585,7 @@ fn export(
         ("jobs_restored", c.restored),
         ("store_failures", c.store_failures),
         ("jobs_held", courier.jobs() as u64),
+        ("admitting", courier.admitting() as u64),
         ("echoes", storage.echoes),
         ("polls", storage.polls),
         ("resends", storage.resends),

@@ -59,19 +59,25 @@ impl Chain {
             Ok(id) => id,
             Err(e) => return bad(StatusCode::BAD_REQUEST, e),
         };
-        let deposit = {
-            let inner = lock(state);
-            let deposit = match inner.known(&id) {
-                Ok(d) => d,
-                Err(e) => return e,
-            };
-            if let Err(e) = rules::slash(&deposit, "chain") {
-                return bad(StatusCode::CONFLICT, e.message);
+        // The queue is a redb commit: on a blocking thread.
+        let (shared, secret) = (state.clone(), *secret);
+        let queued = tokio::task::spawn_blocking(move || {
+            let inner = lock(&shared);
+            let deposit = inner.known(&id)?;
+            rules::slash(&deposit, "chain").map_err(|e| bad(StatusCode::CONFLICT, e.message))?;
+            inner.queue_slash(&id, &secret)?;
+            Ok::<_, Answer>(deposit)
+        })
+        .await;
+        let deposit = match queued {
+            Ok(Ok(deposit)) => deposit,
+            Ok(Err(answer)) => return answer,
+            Err(e) => {
+                return bad(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the ledger's store thread failed: {e}"),
+                )
             }
-            if let Err(e) = inner.queue_slash(&id, secret) {
-                return e;
-            }
-            deposit
         };
         self.wake.notify_one();
         let (_, body) = ok(&Slashed {
@@ -116,7 +122,16 @@ pub(crate) async fn slasher(chain: Chain, state: Shared) {
                 for (id, secret) in pending {
                     match chain.reveal(&id, &secret).await {
                         Ok(()) => {
-                            if let Err((_, e)) = lock(&state).slash_done(&id) {
+                            let shared = state.clone();
+                            let done =
+                                tokio::task::spawn_blocking(move || lock(&shared).slash_done(&id))
+                                    .await;
+                            let error = match done {
+                                Ok(Ok(())) => None,
+                                Ok(Err((_, e))) => Some(e),
+                                Err(e) => Some(e.to_string()),
+                            };
+                            if let Some(e) = error {
                                 tracing::error!("ledger: recording a slash: {e}");
                                 failed = true;
                             }
@@ -212,17 +227,22 @@ async fn step(chain: &Chain, state: &Shared) -> Result<bool, Step> {
     }
     let to = safe.min(from + BLOCKS_PER_READ - 1);
     let events = chain.registry.events(from, to).await.map_err(Step::Chain)?;
-    let mut inner = lock(state);
-    for event in &events {
-        let key = (event.block << 20) | event.log_index;
-        if cursor.is_some_and(|c| key <= c) {
-            continue;
+    // Applying them commits to redb: on a blocking thread.
+    let shared = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut inner = lock(&shared);
+        for event in &events {
+            let key = (event.block << 20) | event.log_index;
+            if cursor.is_some_and(|c| key <= c) {
+                continue;
+            }
+            apply(&mut inner, event, key)?;
         }
-        apply(&mut inner, event, key).map_err(Step::Fatal)?;
-    }
-    inner
-        .set_meta(CHAIN_NEXT_BLOCK, to + 1)
-        .map_err(|e| Step::Fatal(anyhow_of(e)))?;
+        inner.set_meta(CHAIN_NEXT_BLOCK, to + 1).map_err(anyhow_of)
+    })
+    .await
+    .map_err(|e| Step::Fatal(anyhow::anyhow!("the ledger's store thread failed: {e}")))?
+    .map_err(Step::Fatal)?;
     Ok(to < safe)
 }
 

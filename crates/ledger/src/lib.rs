@@ -594,16 +594,21 @@ pub(crate) fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Parses a JSON request body and runs `handle` on it under the lock.
-fn with_request<T: for<'de> Deserialize<'de>>(
+/// Parses a JSON request body and runs `handle` on it under the lock, on
+/// a blocking thread: its redb commit never holds an async worker.
+async fn with_request<T: for<'de> Deserialize<'de> + Send + 'static>(
     state: &Shared,
     body: &str,
-    handle: impl FnOnce(&mut Inner, T) -> Result<Answer, Answer>,
+    handle: impl FnOnce(&mut Inner, T) -> Result<Answer, Answer> + Send + 'static,
 ) -> Answer {
-    match parse(body) {
-        Ok(request) => handle(&mut lock(state), request).unwrap_or_else(|e| e),
-        Err(e) => e,
-    }
+    let request = match parse(body) {
+        Ok(request) => request,
+        Err(e) => return e,
+    };
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || handle(&mut lock(&state), request).unwrap_or_else(|e| e))
+        .await
+        .unwrap_or_else(|e| internal(format!("the ledger's store thread failed: {e}")))
 }
 
 async fn post_deposit(State(app): State<AppState>, body: String) -> Answer {
@@ -627,6 +632,7 @@ async fn post_deposit(State(app): State<AppState>, body: String) -> Answer {
             }))
         },
     )
+    .await
 }
 
 async fn get_deposit(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
@@ -674,7 +680,7 @@ async fn post_slash(State(app): State<AppState>, body: String) -> Answer {
             id_commitment: id,
             paid,
         }))
-    })
+    }).await
 }
 
 async fn post_burn(State(app): State<AppState>, body: String) -> Answer {
@@ -700,6 +706,7 @@ async fn post_burn(State(app): State<AppState>, body: String) -> Answer {
         inner.commit(&deposit, None, Some(&burn), None)?;
         Ok(ok(&burn))
     })
+    .await
 }
 
 async fn get_burns(State(state): State<Shared>) -> Answer {
@@ -721,21 +728,21 @@ async fn post_withdraw(State(app): State<AppState>, body: String) -> Answer {
     if let Some(refusal) = on_chain(&app) {
         return refusal;
     }
-    withdraw(app.inner, body, false)
+    withdraw(app.inner, body, false).await
 }
 
 async fn post_claim(State(app): State<AppState>, body: String) -> Answer {
     if let Some(refusal) = on_chain(&app) {
         return refusal;
     }
-    withdraw(app.inner, body, true)
+    withdraw(app.inner, body, true).await
 }
 
-fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
+async fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
     with_request(
         &state,
         &body,
-        |inner: &mut Inner, request: WithdrawRequest| {
+        move |inner: &mut Inner, request: WithdrawRequest| {
             let deposit = inner.known(&request.id_commitment)?;
             let message = [WITHDRAW_LABEL, &request.id_commitment.0].concat();
             rules::check_signature(&deposit.owner_key, &message, &request.signature)
@@ -747,6 +754,7 @@ fn withdraw(state: Shared, body: String, claim: bool) -> Answer {
             Ok(ok(&deposit))
         },
     )
+    .await
 }
 
 async fn get_balance(State(state): State<Shared>, Path(account): Path<String>) -> Answer {
