@@ -59,12 +59,35 @@ pub async fn publish<K: Kem>(
     let mut accepted = 0;
     let mut frozen = None;
     let mut refusals = Vec::new();
-    for url in authorities.urls() {
-        match post(http, url, body.clone()).await {
-            Ok(()) => accepted += 1,
-            Err(Refusal::Frozen(reason)) => frozen = Some(format!("{url}: {reason}")),
-            Err(Refusal::Other(reason)) => refusals.push(format!("{url}: {reason}")),
+    // Authorities not reached yet (one may still be starting, as in a
+    // network that boots at once): asked again for a while, and not at
+    // all once a threshold took it and a few seconds went by.
+    let mut unreached: Vec<&String> = authorities.urls().iter().collect();
+    let started = std::time::Instant::now();
+    for round in 0u64.. {
+        let mut still = Vec::new();
+        refusals.clear();
+        for url in unreached {
+            match post(http, url, body.clone()).await {
+                Ok(()) => accepted += 1,
+                Err(Refusal::Frozen(reason)) => frozen = Some(format!("{url}: {reason}")),
+                Err(Refusal::Other(reason)) => refusals.push(format!("{url}: {reason}")),
+                Err(Refusal::Unreached(reason)) => {
+                    refusals.push(format!("{url}: {reason}"));
+                    still.push(url);
+                }
+            }
         }
+        unreached = still;
+        let waited = started.elapsed();
+        let enough = accepted >= authorities.trust().threshold();
+        if unreached.is_empty()
+            || waited >= UNREACHED_PATIENCE
+            || (enough && waited >= UNREACHED_PATIENCE_ONCE_ENOUGH)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100 * (round + 1).min(10))).await;
     }
     // An authority that did not take it leaves the node out of its vote;
     // a threshold of the others is enough for the consensus to list it.
@@ -84,9 +107,16 @@ pub async fn publish<K: Kem>(
     )
 }
 
+/// How long a node keeps trying an authority it cannot reach.
+const UNREACHED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+/// ... once a threshold of the others took its descriptor.
+const UNREACHED_PATIENCE_ONCE_ENOUGH: std::time::Duration = std::time::Duration::from_secs(3);
+
 enum Refusal {
     Frozen(String),
     Other(String),
+    /// No answer at all (not listening, timed out): worth another try.
+    Unreached(String),
 }
 
 /// Sends a signed descriptor to one authority.
@@ -96,7 +126,7 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), Re
         .body(body)
         .send()
         .await
-        .map_err(|e| Refusal::Other(e.to_string()))?;
+        .map_err(|e| Refusal::Unreached(e.to_string()))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

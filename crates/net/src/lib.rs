@@ -152,9 +152,13 @@ pub async fn fetch_parameters(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer from any authority")))
 }
 
+/// How long [`fetch_document`] with `wait` keeps asking: longer than an
+/// authority's boot grace in a devnet (90 s) and its vote window.
+pub const DOCUMENT_WAIT: Duration = Duration::from_secs(180);
+
 /// Fetches the document for `epoch` from the authorities in turn and
 /// returns the first that a threshold of them endorsed. With `wait`,
-/// retries (for up to a minute) while none has one.
+/// retries (for up to [`DOCUMENT_WAIT`]) while none has one.
 pub async fn fetch_document(
     http: &reqwest::Client,
     authorities: &Authorities,
@@ -163,7 +167,8 @@ pub async fn fetch_document(
 ) -> anyhow::Result<NetworkDocument> {
     let mut reasons = Vec::new();
     let n = authorities.urls().len();
-    for round in 0..if wait { 600 } else { 1 } {
+    let started = tokio::time::Instant::now();
+    for round in 0.. {
         reasons.clear();
         for k in 0..n {
             let url = &authorities.urls()[(round + k) % n];
@@ -183,9 +188,10 @@ pub async fn fetch_document(
                 Err(e) => reasons.push(format!("{url}: {}", describe(&e))),
             }
         }
-        if wait {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !wait || started.elapsed() >= DOCUMENT_WAIT {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(anyhow::anyhow!(
         "no authority served a document for epoch {epoch}: {}",
