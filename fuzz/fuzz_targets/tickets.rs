@@ -8,7 +8,7 @@
 use funion_compute::Dispatch;
 use funion_credits::gate::Admission;
 use funion_credits::ledger::{open_deposit, DepositRequest, StakeRules};
-use funion_credits::nullifiers::{decide, Recorded};
+use funion_credits::nullifiers::decide;
 use funion_pki::Credits;
 use funion_tickets::{judge, recover_secret, Identity, Scalar, Spend, Ticket, TICKET_LEN};
 use libfuzzer_sys::fuzz_target;
@@ -45,10 +45,6 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(verified) = verified {
                 let seen = vec![None; verified.records().len()];
                 let (recorded, _) = decide(verified.records(), &seen);
-                assert!(matches!(
-                    recorded,
-                    Recorded::Fresh | Recorded::Conflict { .. }
-                ));
                 let _ = verified.settle::<String>(Ok(recorded));
             }
         }

@@ -199,6 +199,7 @@ pub fn public_key_hex(seed_hex: &str) -> anyhow::Result<String> {
 }
 
 /// What the collector still has to fetch.
+#[derive(Clone, Copy)]
 enum Wanted {
     Vote,
     Endorsement,
@@ -228,16 +229,17 @@ async fn collect(state: Shared, peers: Vec<(String, [u8; 32])>) {
                 let Ok(frozen) = inner.frozen(epoch, now) else {
                     continue;
                 };
-                let missing = |keys: Vec<[u8; 32]>, wanted: fn() -> Wanted| {
+                let missing = |keys: Vec<[u8; 32]>, wanted: Wanted| {
                     keys.into_iter()
                         .filter_map(|k| peers.iter().find(|(_, key)| *key == k))
-                        .map(|(url, key)| (epoch, url.clone(), *key, wanted()))
+                        .map(|(url, key)| (epoch, url.clone(), *key, wanted))
                         .collect::<Vec<_>>()
                 };
-                asks.extend(missing(frozen.voting.missing_votes(), || Wanted::Vote));
-                asks.extend(missing(frozen.voting.missing_endorsements(), || {
-                    Wanted::Endorsement
-                }));
+                asks.extend(missing(frozen.voting.missing_votes(), Wanted::Vote));
+                asks.extend(missing(
+                    frozen.voting.missing_endorsements(),
+                    Wanted::Endorsement,
+                ));
             }
         }
         let mut answers = Vec::new();
