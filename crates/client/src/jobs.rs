@@ -259,7 +259,6 @@ impl Driver {
         let mut waiting: BTreeMap<u64, tokio::sync::oneshot::Sender<anyhow::Result<JobReport>>> =
             BTreeMap::new();
         let mut open = true;
-        let mut epoch = client.network().document.epoch;
         loop {
             // New jobs.
             loop {
@@ -303,14 +302,10 @@ impl Driver {
             if !open && waiting.is_empty() {
                 return Ok(());
             }
-            // Follow the document into each new epoch (models come and go).
-            let now_epoch =
-                funion_pki::epoch_at(funion_net::unix_ms(), client.network().parameters.epoch_ms);
-            if now_epoch > epoch {
-                epoch = now_epoch;
-                if let Ok(fresh) = client.network().fetch_epoch(now_epoch).await {
-                    *self.document.write().expect("document lock") = fresh;
-                }
+            // Follow the document into each new epoch (models come and go);
+            // the session's follower fetched it, off this loop.
+            if let Some(fresh) = client.take_fresh_document() {
+                *self.document.write().expect("document lock") = fresh;
             }
             let until = jobs.next_wakeup().map(|at| at_time(now, at));
             let wake = self.wake.clone();

@@ -66,13 +66,6 @@ impl Network {
     }
 }
 
-impl Network {
-    /// The document for `epoch`, verified.
-    pub async fn fetch_epoch(&self, epoch: u64) -> anyhow::Result<NetworkDocument> {
-        fetch_document(&self.http, &self.authorities, epoch, false).await
-    }
-}
-
 /// How late a send slot may come before its loop is shed: two mean slot
 /// gaps, and at least 10 ms (a scheduler's hiccup is not overload).
 pub(crate) fn max_lag_us(send_rate: f64) -> u64 {
@@ -87,8 +80,56 @@ pub struct Session<K: Kem> {
     pub rng: ChaCha20Rng,
     sender: NoiseSender,
     replies: mpsc::Receiver<Frame>,
+    documents: mpsc::Receiver<NetworkDocument>,
+    follower: tokio::task::AbortHandle,
+    fresh_document: Option<NetworkDocument>,
     start: Instant,
     epoch: u64,
+}
+
+impl<K: Kem> Drop for Session<K> {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// How often the follower asks again for an epoch's document that no
+/// authority serves yet.
+const DOCUMENT_RETRY: Duration = Duration::from_secs(1);
+
+/// Fetches each new epoch's document as the epoch begins and hands it to
+/// the session: the HTTP requests run here, never in the loop that
+/// releases packets. An epoch whose document cannot be had before the next
+/// one begins is skipped; the session keeps the keys it has.
+async fn follow_documents(
+    http: reqwest::Client,
+    authorities: funion_net::Authorities,
+    epoch_ms: u64,
+    mut have: u64,
+    documents: mpsc::Sender<NetworkDocument>,
+) {
+    let epoch_ms = epoch_ms.max(1);
+    loop {
+        let now = unix_ms();
+        let current = epoch_at(now, epoch_ms);
+        if current <= have {
+            let next_start = (have + 1).saturating_mul(epoch_ms);
+            tokio::time::sleep(Duration::from_millis(next_start.saturating_sub(now))).await;
+            continue;
+        }
+        match fetch_document(&http, &authorities, current, false).await {
+            Ok(document) => {
+                if documents.send(document).await.is_err() {
+                    return;
+                }
+                have = current;
+            }
+            Err(e) => {
+                tracing::debug!("document for epoch {current} not had yet: {e:#}");
+                tokio::time::sleep(DOCUMENT_RETRY).await;
+            }
+        }
+    }
 }
 
 impl<K: Kem> Session<K> {
@@ -140,41 +181,43 @@ impl<K: Kem> Session<K> {
             }
         });
         sender.send(&Frame::Subscribe(recipient)).await?;
+        let (documents_tx, documents) = mpsc::channel(2);
+        let follower = tokio::spawn(follow_documents(
+            network.http.clone(),
+            network.authorities.clone(),
+            parameters.epoch_ms,
+            document.epoch,
+            documents_tx,
+        ))
+        .abort_handle();
         Ok(Session {
             client,
             rng,
             sender,
             replies,
+            documents,
+            follower,
+            fresh_document: None,
             start: Instant::now(),
             epoch: document.epoch,
         })
     }
 
     /// Waits for the next reply or send slot, and returns what happened.
-    /// Follows epoch changes: the next document's keys are used once it
-    /// verifies (until then nodes still accept the old keys).
-    pub async fn step(&mut self, network: &Network) -> anyhow::Result<Vec<ClientEvent>> {
-        self.step_until(network, None, None).await
+    /// Follows epoch changes: a new epoch's keys are used once its document
+    /// (fetched by a task of its own) verifies; until then nodes still
+    /// accept the old keys.
+    pub async fn step(&mut self) -> anyhow::Result<Vec<ClientEvent>> {
+        self.step_until(None, None).await
     }
 
     /// [`Session::step`], returning early (with no events) when `wake` is
     /// notified or `until` comes.
     pub async fn step_until(
         &mut self,
-        network: &Network,
         wake: Option<&tokio::sync::Notify>,
         until: Option<tokio::time::Instant>,
     ) -> anyhow::Result<Vec<ClientEvent>> {
-        if epoch_at(unix_ms(), network.parameters.epoch_ms) > self.epoch {
-            let next = self.epoch + 1;
-            if let Ok(new) = fetch_document(&network.http, &network.authorities, next, false).await
-            {
-                if let Ok(topology) = Topology::<K>::from_document(&new, next) {
-                    self.client.set_topology(topology);
-                    self.epoch = next;
-                }
-            }
-        }
         let start = self.start;
         let now = || start.elapsed().as_micros() as u64;
         let deadline = self
@@ -193,6 +236,17 @@ impl<K: Kem> Session<K> {
                     None => anyhow::bail!("the gateway closed the link"),
                 }
             }
+            Some(new) = self.documents.recv() => {
+                match Topology::<K>::from_document(&new, new.epoch) {
+                    Ok(topology) if new.epoch > self.epoch => {
+                        self.client.set_topology(topology);
+                        self.epoch = new.epoch;
+                        self.fresh_document = Some(new);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("the document for epoch {} is unusable: {e}", new.epoch),
+                }
+            }
             _ = async { wake.expect("guarded").notified().await }, if wake.is_some() => {}
             _ = async { tokio::time::sleep_until(until.expect("guarded")).await }, if until.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => {
@@ -204,6 +258,13 @@ impl<K: Kem> Session<K> {
             }
         }
         Ok(events)
+    }
+}
+
+impl<K: Kem> Session<K> {
+    /// The document the session moved to since the last call, if it moved.
+    pub fn take_fresh_document(&mut self) -> Option<NetworkDocument> {
+        self.fresh_document.take()
     }
 }
 
@@ -244,7 +305,7 @@ async fn ping_kem<K: Kem>(
     let start = Instant::now();
     let mut answered = 0u64;
     while answered + report.lost < count && start.elapsed() < timeout {
-        for event in session.step(network).await? {
+        for event in session.step().await? {
             match event {
                 ClientEvent::Pong { seq, rtt_us, .. } => {
                     answered += 1;

@@ -15,7 +15,7 @@ use funion_pigeonhole::client::{self as core, BoxResult, ClientConfig};
 pub use funion_pigeonhole::client::{box_id, open_box, COURIER_SERVICE};
 use funion_pigeonhole::envelope::{Request, Sizes};
 use funion_pigeonhole::stream;
-use funion_pki::KemKind;
+use funion_pki::{KemKind, NetworkDocument};
 use funion_sphinx::kem::{Kem, XWing, X25519};
 use funion_sphinx::NodeId;
 
@@ -170,7 +170,7 @@ impl<K: Kem> StorageClient<K> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for event in self.session.step_until(&self.network, wake, until).await? {
+        for event in self.session.step_until(wake, until).await? {
             let now = self.now();
             match event {
                 ClientEvent::Pong { seq, body, .. } => {
@@ -257,6 +257,12 @@ impl<K: Kem> StorageClient<K> {
     /// The network this client works in.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The document the session moved to since the last call, if a new
+    /// epoch began and its document verified.
+    pub fn take_fresh_document(&mut self) -> Option<NetworkDocument> {
+        self.session.take_fresh_document()
     }
 
     /// Box plaintext available to a stream in one box.

@@ -224,7 +224,16 @@ impl Devnet {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        anyhow::bail!("nodes still work from documents with fewer than {count} nodes")
+        let behind: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.metrics.document_nodes() < count as u64)
+            .map(|n| format!("{} ({})", n.config.name, n.metrics.document_nodes()))
+            .collect();
+        anyhow::bail!(
+            "nodes still work from documents with fewer than {count} nodes: {}",
+            behind.join(", ")
+        )
     }
 
     /// Stops everything.

@@ -2,7 +2,8 @@
 //! echoes with no loss and round trips that follow the delay model; a
 //! replayed packet is dropped; garbage, a truncated frame or a stranger's
 //! handshake closes only that link; a restarted mix still refuses a packet
-//! it saw earlier in the epoch.
+//! it saw earlier in the epoch; an authority that never answers does not
+//! hold the client's packets at an epoch boundary.
 
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ async fn wait_for(mut check: impl FnMut() -> bool) -> bool {
 async fn devnets_on_loopback() {
     a_devnet_carries_echoes_and_survives_bad_peers().await;
     echoes_keep_flowing_across_an_epoch_boundary().await;
+    a_stalled_authority_does_not_hold_the_clients_packets().await;
 }
 
 async fn a_devnet_carries_echoes_and_survives_bad_peers() {
@@ -230,14 +232,19 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn echoes_keep_flowing_across_an_epoch_boundary() {
+/// A devnet in a fresh folder named `name` with short epochs: 5 ms hops,
+/// 40 send slots a second, X25519 (which keeps key making quick).
+async fn short_epoch_devnet(
+    name: &str,
+    epoch_ms: u64,
+    grace_ms: u64,
+) -> (std::path::PathBuf, devnet::Devnet, Parameters) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("devnet-epochs-{}", std::process::id()));
+        .join(format!("devnet-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    // Three-second epochs, one second of grace; X25519 keeps key making quick.
     let parameters = Parameters {
-        epoch_ms: 3_000,
-        grace_ms: 1_000,
+        epoch_ms,
+        grace_ms,
         mean_delay_us: 5_000,
         send_rate_millihertz: 40_000,
         kem: funion_pki::KemKind::X25519,
@@ -246,6 +253,12 @@ async fn echoes_keep_flowing_across_an_epoch_boundary() {
     let net = devnet::start(&dir, parameters.clone(), false)
         .await
         .unwrap();
+    (dir, net, parameters)
+}
+
+async fn echoes_keep_flowing_across_an_epoch_boundary() {
+    // Three-second epochs, one second of grace.
+    let (dir, net, parameters) = short_epoch_devnet("epochs", 3_000, 1_000).await;
     let started = unix_ms();
     let first_epoch = epoch_at(started, parameters.epoch_ms);
     for node in &net.nodes {
@@ -306,6 +319,125 @@ async fn echoes_keep_flowing_across_an_epoch_boundary() {
         "epoch {first_epoch}'s key still on {left:?}"
     );
     assert!(epoch_at(unix_ms(), 3_000) >= first_epoch + 2);
+    net.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A relay in front of an authority. It forwards until told to stall; then
+/// it closes the connections it was forwarding (so that no pooled one
+/// reaches the authority) and takes each new connection without ever
+/// answering, reporting the connection it holds and, later, that the other
+/// side closed it.
+struct Staller {
+    url: String,
+    stall: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Taken(u64),
+    Closed(u64),
+}
+
+impl Staller {
+    async fn start(target: String, events: tokio::sync::mpsc::UnboundedSender<Held>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stall, stalled) = tokio::sync::watch::channel(false);
+        let target = target.trim_start_matches("http://").to_string();
+        tokio::spawn(async move {
+            for id in 0u64.. {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                if *stalled.borrow() {
+                    let events = events.clone();
+                    let _ = events.send(Held::Taken(id));
+                    tokio::spawn(async move {
+                        let mut sink = [0u8; 4096];
+                        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        let _ = events.send(Held::Closed(id));
+                    });
+                } else {
+                    let target = target.clone();
+                    let mut stalled = stalled.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut upstream) = TcpStream::connect(&target).await {
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream) => {}
+                                _ = stalled.wait_for(|stall| *stall) => {}
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Staller { url, stall }
+    }
+}
+
+/// The client fetches each new epoch's document off its packet loop: with
+/// every authority taking the request and never answering (for up to the
+/// 30 s HTTP timeout), echoes keep coming home on the old epoch's keys
+/// while the request is held. Fetching inside the loop, as the client once
+/// did, holds every packet until the request times out, and this fails.
+async fn a_stalled_authority_does_not_hold_the_clients_packets() {
+    // Four-second epochs with three of grace: the old keys carry the echoes
+    // for three seconds past the boundary.
+    let (dir, net, _) = short_epoch_devnet("stalled", 4_000, 3_000).await;
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = net.client.clone();
+    let mut stallers = Vec::new();
+    for authority in &mut config.authorities {
+        let staller = Staller::start(authority.url.clone(), events_tx.clone()).await;
+        authority.url = staller.url.clone();
+        stallers.push(staller);
+    }
+    let network = client::Network::fetch(&config).await.unwrap();
+    let mut session =
+        client::Session::<funion_sphinx::kem::X25519>::connect(&network, Duration::from_secs(2))
+            .await
+            .unwrap();
+    for staller in &stallers {
+        staller.stall.send_replace(true);
+    }
+    for seq in 0..1_000u64 {
+        session.client.request_echo(seq, seq.to_le_bytes().to_vec());
+    }
+    let mut held: Option<u64> = None;
+    let mut pongs_while_held = 0u32;
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            while let Ok(event) = events.try_recv() {
+                match event {
+                    Held::Taken(id) if held.is_none() => held = Some(id),
+                    Held::Closed(id) if held == Some(id) => {
+                        return Err(format!(
+                        "the held request was given up after {pongs_while_held} echoes came home"
+                    ))
+                    }
+                    _ => {}
+                }
+            }
+            if pongs_while_held >= 5 {
+                return Ok(());
+            }
+            for event in session.step().await.map_err(|e| e.to_string())? {
+                if matches!(event, funion_mixnet::ClientEvent::Pong { .. }) && held.is_some() {
+                    pongs_while_held += 1;
+                }
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => panic!("echoes waited on the document fetch: {why}"),
+        Err(_) => {
+            panic!("no document request reached the stalled authorities, or no echo came home")
+        }
+    }
+    drop(session);
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -232,7 +232,7 @@ async fn overload_and_recovery() {
         load.push(tokio::spawn(async move {
             let mut counted = 0;
             loop {
-                if session.step(&network).await.is_err() {
+                if session.step().await.is_err() {
                     return;
                 }
                 let now = session.client.stats().loops_shed;
