@@ -80,9 +80,11 @@ pub struct Session<K: Kem> {
     pub rng: ChaCha20Rng,
     sender: NoiseSender,
     replies: mpsc::Receiver<Frame>,
+    gateway: GatewayLink,
     documents: mpsc::Receiver<NetworkDocument>,
     follower: tokio::task::AbortHandle,
     fresh_document: Option<NetworkDocument>,
+    reconnects: u64,
     start: Instant,
     epoch: u64,
 }
@@ -90,6 +92,52 @@ pub struct Session<K: Kem> {
 impl<K: Kem> Drop for Session<K> {
     fn drop(&mut self) {
         self.follower.abort();
+    }
+}
+
+/// How long a session tries to reach its gateway again after the link
+/// broke (the gateway restarting, say) before it gives up.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Where a session's gateway is, and the reply queue it reads there.
+struct GatewayLink {
+    address: String,
+    link_key: [u8; 32],
+    packet_len: usize,
+    recipient: [u8; 32],
+}
+
+impl GatewayLink {
+    /// Connects over Noise, checks the gateway's key, subscribes to the
+    /// reply queue, and starts the task that reads the replies.
+    async fn open(
+        &self,
+        rng: &mut ChaCha20Rng,
+    ) -> anyhow::Result<(NoiseSender, mpsc::Receiver<Frame>)> {
+        let mut link_secret = [0u8; 32];
+        rng.fill_bytes(&mut link_secret);
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("connecting to the gateway at {} timed out", self.address)
+                })??;
+        let link = link::initiate(stream, &link_secret, self.packet_len).await?;
+        if link.peer_key != self.link_key {
+            anyhow::bail!("the gateway's link key is not the one the document lists");
+        }
+        let mut sender = link.sender;
+        let mut receiver = link.receiver;
+        let (replies_tx, replies) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Ok(frame) = receiver.recv().await {
+                if replies_tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        sender.send(&Frame::Subscribe(self.recipient)).await?;
+        Ok((sender, replies))
     }
 }
 
@@ -163,24 +211,13 @@ impl<K: Kem> Session<K> {
             .addresses
             .first()
             .ok_or_else(|| anyhow::anyhow!("gateway lists no address"))?;
-        let mut link_secret = [0u8; 32];
-        rng.fill_bytes(&mut link_secret);
-        let stream = TcpStream::connect(address).await?;
-        let link = link::initiate(stream, &link_secret, geometry.packet_len()).await?;
-        if link.peer_key != gateway.link_key {
-            anyhow::bail!("the gateway's link key is not the one the document lists");
-        }
-        let mut sender = link.sender;
-        let mut receiver = link.receiver;
-        let (replies_tx, replies) = mpsc::channel(1024);
-        tokio::spawn(async move {
-            while let Ok(frame) = receiver.recv().await {
-                if replies_tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-        });
-        sender.send(&Frame::Subscribe(recipient)).await?;
+        let gateway = GatewayLink {
+            address: address.clone(),
+            link_key: gateway.link_key,
+            packet_len: geometry.packet_len(),
+            recipient,
+        };
+        let (sender, replies) = gateway.open(&mut rng).await?;
         let (documents_tx, documents) = mpsc::channel(2);
         let follower = tokio::spawn(follow_documents(
             network.http.clone(),
@@ -195,9 +232,11 @@ impl<K: Kem> Session<K> {
             rng,
             sender,
             replies,
+            gateway,
             documents,
             follower,
             fresh_document: None,
+            reconnects: 0,
             start: Instant::now(),
             epoch: document.epoch,
         })
@@ -233,7 +272,7 @@ impl<K: Kem> Session<K> {
                         events.extend(self.client.handle_reply(now(), surb_id, &payload));
                     }
                     Some(_) => {}
-                    None => anyhow::bail!("the gateway closed the link"),
+                    None => self.reconnect("closed").await?,
                 }
             }
             Some(new) = self.documents.recv() => {
@@ -253,7 +292,10 @@ impl<K: Kem> Session<K> {
                 let (packets, polled) = self.client.poll(now(), &mut self.rng);
                 events.extend(polled);
                 for packet in packets {
-                    self.sender.send(&Frame::Packet(packet)).await?;
+                    if let Err(e) = self.sender.send(&Frame::Packet(packet)).await {
+                        self.reconnect(&e.to_string()).await?;
+                        break;
+                    }
                 }
             }
         }
@@ -262,6 +304,42 @@ impl<K: Kem> Session<K> {
 }
 
 impl<K: Kem> Session<K> {
+    /// Opens the link to the gateway again after it broke, subscribing to
+    /// the same reply queue, trying with a growing pause for up to
+    /// [`RECONNECT_PATIENCE`]. Packets lost meanwhile are the client
+    /// core's to send again; replies the gateway queued before it went
+    /// away are gone with it.
+    async fn reconnect(&mut self, why: &str) -> anyhow::Result<()> {
+        tracing::info!("the link to the gateway broke ({why}); connecting again");
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.gateway.open(&mut self.rng).await {
+                Ok((sender, replies)) => {
+                    self.sender = sender;
+                    self.replies = replies;
+                    self.reconnects += 1;
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() < RECONNECT_PATIENCE => {
+                    tracing::debug!("gateway not back yet: {e:#}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    anyhow::bail!(
+                        "the gateway closed the link ({why}) and did not come back: {e:#}"
+                    )
+                }
+            }
+        }
+    }
+
+    /// How many times the session opened its gateway link again.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
     /// The document the session moved to since the last call, if it moved.
     pub fn take_fresh_document(&mut self) -> Option<NetworkDocument> {
         self.fresh_document.take()

@@ -109,6 +109,25 @@ impl NodeSpec<'_> {
     }
 }
 
+/// The client on this machine tokenizes with the very files the compute
+/// couriers load (models served from an upstream server have none here).
+fn local_models(
+    compute: Option<&funion_net::config::ComputeFile>,
+) -> Vec<funion_net::config::LocalModelFile> {
+    compute
+        .iter()
+        .flat_map(|c| &c.models)
+        .filter_map(|m| {
+            m.path
+                .clone()
+                .map(|path| funion_net::config::LocalModelFile {
+                    name: m.name.clone(),
+                    path,
+                })
+        })
+        .collect()
+}
+
 /// Fresh seeds for the nodes of `layout`, and the allowlist of their
 /// identity keys for the authority.
 fn node_seeds(count: usize) -> anyhow::Result<(Vec<SecretSeed>, Vec<String>)> {
@@ -510,21 +529,7 @@ pub async fn start_with(
             task,
         });
     }
-    // The client on this machine tokenizes with the very files the
-    // compute couriers load.
-    let models = options
-        .compute
-        .iter()
-        .flat_map(|c| &c.models)
-        .filter_map(|m| {
-            m.path
-                .clone()
-                .map(|path| funion_net::config::LocalModelFile {
-                    name: m.name.clone(),
-                    path,
-                })
-        })
-        .collect();
+    let models = local_models(options.compute.as_ref());
     let client = ClientFile {
         authorities: authority_refs,
         authority_threshold: None,
@@ -553,6 +558,8 @@ pub async fn start_with(
 pub const DEVNET_STAKE_PER_TICKET: u64 = 1_000_000_000_000;
 /// The smallest policy stake on a devnet's registry (10^14 wei).
 pub const DEVNET_MIN_POLICY_STAKE: u64 = 100_000_000_000_000;
+/// The withdrawal delay a `genconfig` ledger expects: a week.
+pub const GENCONFIG_WITHDRAW_DELAY_S: u64 = 7 * 24 * 3600;
 
 /// Starts anvil, deploys the registry, makes the devnet's keys (0600) and
 /// funds them from anvil's first account: the client's `eth.key` (10
@@ -621,12 +628,14 @@ pub struct Generated {
 /// Writes configs for a network spread over `hosts` (round robin), ports
 /// from `base_port` up, the authority on the first host, its ledger
 /// indexing the registry `chain` names (with a fresh slasher key, 0600).
+/// With `compute`, every service node is a compute courier too.
 pub fn genconfig(
     dir: &Path,
     hosts: &[String],
     base_port: u16,
     parameters: Parameters,
     chain: &ChainPlan,
+    compute: Option<funion_net::config::ComputeFile>,
 ) -> anyhow::Result<Generated> {
     anyhow::ensure!(!hosts.is_empty(), "give at least one host");
     std::fs::create_dir_all(dir)?;
@@ -660,9 +669,9 @@ pub fn genconfig(
             listen: ledger_address,
             store: PathBuf::from("data").join("ledger").join("ledger.redb"),
             policy_key: funion_authority::public_key_hex(&policy_seed)?,
-            withdraw_delay_s: 7 * 24 * 3600,
-            stake_per_ticket: 10,
-            min_policy_stake: 100,
+            withdraw_delay_s: GENCONFIG_WITHDRAW_DELAY_S,
+            stake_per_ticket: DEVNET_STAKE_PER_TICKET,
+            min_policy_stake: DEVNET_MIN_POLICY_STAKE,
             root_history: 256,
             root_validity_s: 3600,
             chain: Some(funion_ledger::ChainSettings {
@@ -708,7 +717,11 @@ pub fn genconfig(
             authorities: &authority_refs,
             seed,
         };
-        config::write(&path, &spec.file(&DevnetOptions::default()))?;
+        let options = DevnetOptions {
+            compute: compute.clone(),
+            ..DevnetOptions::default()
+        };
+        config::write(&path, &spec.file(&options))?;
         written.push(path);
     }
     let client = dir.join("client.toml");
@@ -717,7 +730,7 @@ pub fn genconfig(
         &ClientFile {
             authorities: authority_refs,
             authority_threshold: None,
-            models: Vec::new(),
+            models: local_models(compute.as_ref()),
         },
     )?;
     written.push(client);

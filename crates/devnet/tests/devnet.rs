@@ -3,7 +3,8 @@
 //! replayed packet is dropped; garbage, a truncated frame or a stranger's
 //! handshake closes only that link; a restarted mix still refuses a packet
 //! it saw earlier in the epoch; an authority that never answers does not
-//! hold the client's packets at an epoch boundary.
+//! hold the client's packets at an epoch boundary; a client whose gateway
+//! restarts connects again and its echoes come home.
 
 use std::time::Duration;
 
@@ -228,6 +229,40 @@ async fn a_devnet_carries_echoes_and_survives_bad_peers() {
         net.node(&mix).unwrap().metrics.counters().sent > 0,
         "nothing went through the restarted mix"
     );
+
+    // A client whose gateway restarts under it connects again, to the same
+    // reply queue, and its echoes still come home (those lost with the old
+    // link are sent again).
+    let network = client::Network::fetch(&net.client).await.unwrap();
+    let mut session = client::Session::<XWing>::connect(&network, Duration::from_secs(2))
+        .await
+        .unwrap();
+    net.restart("gateway").await.unwrap();
+    for seq in 0..20u64 {
+        session.client.request_echo(seq, seq.to_le_bytes().to_vec());
+    }
+    let mut pongs = std::collections::BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while pongs.len() < 20 {
+            for event in session.step().await.unwrap() {
+                if let funion_mixnet::ClientEvent::Pong { seq, .. } = event {
+                    pongs.insert(seq);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} of 20 echoes came home after the gateway restarted",
+            pongs.len()
+        )
+    });
+    assert!(
+        session.reconnects() >= 1,
+        "the session never noticed the gateway go"
+    );
+    drop(session);
     net.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -462,6 +497,7 @@ fn generated_configs_are_owner_only_and_refuse_unknown_fields() {
         41_000,
         Parameters::paper(),
         &plan,
+        None,
     )
     .unwrap();
     assert!(generated.files.len() > 10, "{:?}", generated.files);

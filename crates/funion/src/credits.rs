@@ -1,5 +1,6 @@
 //! `funion credits deposit / status / tickets`: the client's deposit and
-//! its ticket books, in a wallet file beside the client config.
+//! its ticket books, in a wallet file beside the client config; and
+//! `deploy-registry` / `fund`, for a development chain.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,45 @@ pub enum CreditsCommand {
         /// Collect the stakes (after the ledger's withdrawal delay).
         #[arg(long)]
         claim: bool,
+    },
+    /// Deploys the credit registry (and its Poseidon libraries) from the
+    /// chain node's first unlocked account: a development chain's (anvil),
+    /// never a real one. Prints the address for `genconfig --registry`.
+    DeployRegistry {
+        /// The chain node's JSON-RPC URL.
+        #[arg(long)]
+        rpc_url: String,
+        /// The Ethereum key whose address may burn policy stakes (0600;
+        /// made if missing).
+        #[arg(long)]
+        policy_key: PathBuf,
+        /// Double-spend stake per ticket, wei (what `genconfig`'s ledger
+        /// expects by default).
+        #[arg(long, default_value_t = funion_devnet::DEVNET_STAKE_PER_TICKET)]
+        stake_per_ticket: u64,
+        /// The smallest policy stake, wei.
+        #[arg(long, default_value_t = funion_devnet::DEVNET_MIN_POLICY_STAKE)]
+        min_policy_stake: u64,
+        /// Seconds between a withdrawal request and the claim.
+        #[arg(long, default_value_t = funion_devnet::GENCONFIG_WITHDRAW_DELAY_S)]
+        withdraw_delay_s: u64,
+        /// Seconds a root stays valid after a newer one.
+        #[arg(long, default_value_t = 3600)]
+        root_validity_s: u64,
+    },
+    /// Sends ether from the chain node's first unlocked account (a
+    /// development chain's) to a key file's address, making the key (0600)
+    /// if missing: gas money for a ledger's slasher, a client's deposit.
+    Fund {
+        /// The chain node's JSON-RPC URL.
+        #[arg(long)]
+        rpc_url: String,
+        /// The Ethereum key file to fund.
+        #[arg(long)]
+        key: PathBuf,
+        /// How much, in ether.
+        #[arg(long, default_value_t = 1)]
+        ether: u64,
     },
     /// Proves tickets ahead of time into the book.
     Tickets {
@@ -215,6 +255,43 @@ pub async fn run(command: CreditsCommand) -> anyhow::Result<()> {
                 },
                 receipt.block_number.unwrap_or_default()
             );
+        }
+        CreditsCommand::DeployRegistry {
+            rpc_url,
+            policy_key,
+            stake_per_ticket,
+            min_policy_stake,
+            withdraw_delay_s,
+            root_validity_s,
+        } => {
+            use funion_chain::{keys, registry, U256};
+            let policy = keys::load_or_create(&policy_key)?;
+            let (address, gas) = registry::deploy(
+                &rpc_url,
+                &registry::RegistryParams {
+                    stake_per_ticket: U256::from(stake_per_ticket),
+                    min_policy_stake: U256::from(min_policy_stake),
+                    withdraw_delay_s,
+                    root_validity_s,
+                    policy: policy.address(),
+                },
+            )
+            .await?;
+            println!(
+                "registry {address} (policy {}, {gas} gas)",
+                policy.address()
+            );
+        }
+        CreditsCommand::Fund {
+            rpc_url,
+            key,
+            ether: amount,
+        } => {
+            use funion_chain::{keys, registry, U256};
+            let to = keys::load_or_create(&key)?.address();
+            let wei = U256::from(amount) * U256::from(10u64).pow(U256::from(18));
+            registry::fund(&rpc_url, to, wei).await?;
+            println!("sent {amount} ETH to {to} ({})", key.display());
         }
         CreditsCommand::Tickets {
             wallet,

@@ -190,20 +190,33 @@ pub fn devnet_models(dir: &Path, extra: &[String], chat: bool) -> anyhow::Result
         }
     }
     for spec in extra {
-        let (name, place) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--model {spec:?}: use NAME=FOLDER or NAME=URL"))?;
-        let mut model = ModelFile::folder(name, PathBuf::from(place));
-        if place.starts_with("http://") || place.starts_with("https://") {
-            model.path = None;
-            model.upstream = Some(place.to_string());
-        }
-        models.push(model);
+        models.push(model_spec(spec)?);
     }
     Ok(ComputeFile {
         models,
         ..ComputeFile::default()
     })
+}
+
+/// A model a compute courier serves, from `--model`: `NAME=FOLDER` (or a
+/// GGUF file), `NAME=http://upstream`, or the bare name of a model whose
+/// package is installed here (all-minilm-l6-v2, smollm2-135m-instruct).
+pub fn model_spec(spec: &str) -> anyhow::Result<ModelFile> {
+    let Some((name, place)) = spec.split_once('=') else {
+        return match spec {
+            MINILM => Ok(ModelFile::folder(MINILM, minilm_dir()?)),
+            SMOLLM2 => Ok(ModelFile::folder(SMOLLM2, smollm2_gguf()?)),
+            _ => {
+                anyhow::bail!("--model {spec:?}: use NAME=FOLDER, NAME=URL, {MINILM} or {SMOLLM2}")
+            }
+        };
+    };
+    let mut model = ModelFile::folder(name, PathBuf::from(place));
+    if place.starts_with("http://") || place.starts_with("https://") {
+        model.path = None;
+        model.upstream = Some(place.to_string());
+    }
+    Ok(model)
 }
 
 /// `funion demo`.

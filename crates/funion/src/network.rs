@@ -106,6 +106,12 @@ pub struct GenconfigArgs {
     /// The block the registry was deployed in.
     #[arg(long, default_value_t = 0)]
     from_block: u64,
+    /// A model the service nodes serve as compute couriers (repeat for
+    /// more): `NAME=FOLDER`, `NAME=http://upstream`, or all-minilm-l6-v2 /
+    /// smollm2-135m-instruct from their installed packages. Without it the
+    /// service nodes are storage couriers only.
+    #[arg(long = "model")]
+    models: Vec<String>,
     #[command(flatten)]
     network: NetworkOptions,
 }
@@ -270,12 +276,26 @@ pub fn genconfig(args: GenconfigArgs) -> anyhow::Result<()> {
         confirmations: args.confirmations,
         from_block: args.from_block,
     };
+    let compute = if args.models.is_empty() {
+        None
+    } else {
+        let models = args
+            .models
+            .iter()
+            .map(|spec| crate::inference::model_spec(spec))
+            .collect::<anyhow::Result<_>>()?;
+        Some(funion_net::config::ComputeFile {
+            models,
+            ..funion_net::config::ComputeFile::default()
+        })
+    };
     let written = devnet::genconfig(
         &args.dir,
         &args.hosts,
         args.base_port,
         args.network.parameters()?,
         &chain,
+        compute,
     )?;
     for path in &written.files {
         println!("wrote {}", path.display());
