@@ -152,6 +152,27 @@ pub async fn fetch_parameters(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer from any authority")))
 }
 
+/// Waits (up to [`DOCUMENT_WAIT`]) for the document of `epoch`, or, once a
+/// later epoch has begun, for the current one: an epoch whose document no
+/// authority sealed (every node came too late for it) is not waited on
+/// past its end.
+pub async fn wait_for_document(
+    http: &reqwest::Client,
+    authorities: &Authorities,
+    epoch: u64,
+    epoch_ms: u64,
+) -> anyhow::Result<NetworkDocument> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let target = epoch.max(funion_pki::epoch_at(unix_ms(), epoch_ms));
+        match fetch_document(http, authorities, target, false).await {
+            Ok(document) => return Ok(document),
+            Err(e) if started.elapsed() >= DOCUMENT_WAIT => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// How long [`fetch_document`] with `wait` keeps asking: longer than an
 /// authority's boot grace in a devnet (90 s) and its vote window.
 pub const DOCUMENT_WAIT: Duration = Duration::from_secs(180);

@@ -26,7 +26,7 @@ use funion_net::directory::{publish, publish_at_start};
 use funion_net::link::Frame;
 use funion_net::metrics::Metrics;
 use funion_net::peers::{sleep_until, start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
-use funion_net::{fetch_document, fetch_parameters, unix_ms};
+use funion_net::{fetch_parameters, unix_ms};
 
 /// Most packets held for the replay log's sync at once; past it, new
 /// packets are dropped (counted as `replay_log_stalled`) until the log syncs.
@@ -317,7 +317,10 @@ async fn run_kem<K: Kem>(context: Running) -> anyhow::Result<()> {
     };
     let mut epoch =
         publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &model_entries).await?;
-    let mut document = fetch_document(&http, &authorities, epoch, true).await?;
+    let mut document =
+        funion_net::wait_for_document(&http, &authorities, epoch, parameters.epoch_ms).await?;
+    // Came up too late for that epoch's document: go on from the current.
+    epoch = epoch.max(document.epoch);
 
     let synced = Arc::new(tokio::sync::Notify::new());
     let (mut log, syncer) =

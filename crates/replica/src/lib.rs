@@ -25,7 +25,7 @@ use funion_net::directory::{publish, publish_at_start};
 use funion_net::link::Frame;
 use funion_net::metrics::Metrics;
 use funion_net::peers::{start_tasks, AbortOnDrop, Inbound, NodeTasks, Peers};
-use funion_net::{fetch_document, unix_ms};
+use funion_net::unix_ms;
 
 /// How often the loop looks at timeouts and the replication queue.
 const TICK: Duration = Duration::from_millis(50);
@@ -54,7 +54,9 @@ pub async fn run<K: Kem>(
     )?);
 
     let mut epoch = publish_at_start::<K>(&http, &config, &keys, parameters.epoch_ms, &[]).await?;
-    let document = fetch_document(&http, &authorities, epoch, true).await?;
+    let document =
+        funion_net::wait_for_document(&http, &authorities, epoch, parameters.epoch_ms).await?;
+    epoch = epoch.max(document.epoch);
 
     let mut tasks = AbortOnDrop(Vec::new());
     let (mut inbound, _) = start_tasks(
