@@ -22,7 +22,9 @@ pub struct Surb {
 }
 
 /// What the SURB's creator keeps to read the reply: the outer key and each
-/// hop's payload key. Zeroized on drop.
+/// hop's payload key. Zeroized on drop. Used once; only fuzz builds may
+/// copy it, to try many replies against one SURB.
+#[cfg_attr(fuzzing, derive(Clone))]
 pub struct SurbKeys {
     key: Zeroizing<[u8; SPRP_KEY_LEN]>,
     hop_keys: Vec<Zeroizing<[u8; 32]>>,
