@@ -22,6 +22,13 @@ use tokio::net::TcpStream;
 const PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256";
 const TAG_LEN: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unsent bytes past which a link's socket stops reporting itself writable
+/// (`TCP_NOTSENT_LOWAT`; the kernel wakes writers again below half of it).
+/// Less than one 37 kB frame: a connection whose last frame is still
+/// waiting for congestion window or pacing does not look ready for the
+/// next one, so [`NoiseSender::ready`] tells a backed-up connection from a
+/// free one.
+const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// What a link carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +173,17 @@ fn body_len_for(packet_len: usize) -> usize {
     packet_len + 24
 }
 
+impl NoiseSender {
+    /// Waits until the link's socket takes more bytes without queueing them
+    /// behind unsent ones: its previous frames have mostly left (see
+    /// [`NOTSENT_LOWAT`]). A link with several connections gives the next
+    /// frame to one that is ready.
+    pub async fn ready(&self) -> io::Result<()> {
+        let stream: &TcpStream = self.stream.as_ref();
+        stream.writable().await
+    }
+}
+
 impl FrameSender for NoiseSender {
     async fn send(&mut self, frame: &Frame) -> io::Result<()> {
         let plain = frame.encode(self.body_len)?;
@@ -242,6 +260,7 @@ async fn handshake(
     initiator: bool,
 ) -> io::Result<Link> {
     stream.set_nodelay(true)?;
+    tune_for_frames(&stream)?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async move {
         let builder = Builder::new(PATTERN.parse().map_err(noise)?)
             .local_private_key(static_key)
@@ -267,6 +286,22 @@ async fn handshake(
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+/// Socket options for a link that carries large frames at a low rate:
+/// unsent bytes bounded (`TCP_NOTSENT_LOWAT`, so readiness means "the last
+/// frame has left"), and, on Linux, linear rather than exponential
+/// retransmission timeouts while few segments are in flight (a thin stream
+/// gets no duplicate ACKs to recover by).
+fn tune_for_frames(stream: &TcpStream) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        socket.set_tcp_notsent_lowat(NOTSENT_LOWAT)?;
+        socket.set_tcp_thin_linear_timeouts(true)?;
+    }
+    let _ = socket;
+    Ok(())
 }
 
 fn finish(

@@ -1,6 +1,6 @@
 //! Links between nodes for real: the accept loop (peers must be in the
 //! document; a gateway also takes clients), one reconnecting outgoing link
-//! per peer, the readers that hand frames to a node's loop, and the
+//! per peer (over several connections), the readers that hand frames to a node's loop, and the
 //! document refresh, started together by [`start_tasks`].
 
 use std::collections::HashMap;
@@ -21,6 +21,12 @@ use crate::{fetch_document, unix_ms};
 /// Frames waiting for one outgoing link (or for one client at a gateway):
 /// about 9.5 MB of 37 kB packets, a tenth of a second at the fast rates.
 const PEER_QUEUE: usize = 256;
+/// TCP connections each outgoing link keeps to its peer. A frame goes to
+/// one that is ready (its last frame has left), taking turns: on a lossy
+/// path a connection that is recovering a lost segment, or whose window
+/// shrank after one, holds up only what it already carries, not every
+/// frame behind it. Frames need no order (the mixnet reorders them anyway).
+const LINK_CONNECTIONS: usize = 4;
 /// Frames read off all links and not yet handled by the node's loop: about
 /// 38 MB at 37 kB; the links' readers wait (TCP pushes back) when it is full.
 const INBOUND_QUEUE: usize = 1024;
@@ -56,7 +62,8 @@ pub enum Inbound {
     ClientGone(u64),
 }
 
-/// One reconnecting outgoing link per peer, each with a bounded queue.
+/// One reconnecting outgoing link per peer, each with a bounded queue that
+/// its [`LINK_CONNECTIONS`] connections take frames from.
 pub struct Peers {
     senders: HashMap<NodeId, mpsc::Sender<Frame>>,
     link_secret: [u8; 32],
@@ -95,29 +102,60 @@ impl Peers {
         }
         if !self.senders.contains_key(&to) {
             let peer = document.node(&to)?;
+            let address = peer.addresses.first()?;
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(outgoing(
-                peer.addresses.first()?.clone(),
-                peer.link_key,
-                self.link_secret,
-                self.packet_len,
-                rx,
-                self.metrics.clone(),
-            ));
+            let queue = Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..LINK_CONNECTIONS {
+                tokio::spawn(outgoing(
+                    address.clone(),
+                    peer.link_key,
+                    self.link_secret,
+                    self.packet_len,
+                    queue.clone(),
+                    self.metrics.clone(),
+                ));
+            }
             self.senders.insert(to, tx);
         }
         self.senders.get(&to)
     }
 }
 
-/// Keeps a link to one peer up: connects, checks the peer's static key,
-/// sends queued frames, and reconnects with exponential backoff.
+/// A link's queue, shared by its connections.
+type SharedQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Frame>>>;
+
+/// What a connection takes from its link's queue next.
+enum Next {
+    /// A frame to send.
+    Frame(Frame),
+    /// The queue is closed: the node no longer sends to this peer.
+    QueueClosed,
+    /// The connection's socket failed.
+    SocketFailed,
+}
+
+/// The next frame for a connection: once its socket is ready, it waits its
+/// turn for the queue (tokio's mutex is fair, so ready connections take
+/// frames in turn).
+async fn next_frame(sender: &link::NoiseSender, frames: &SharedQueue) -> Next {
+    if sender.ready().await.is_err() {
+        return Next::SocketFailed;
+    }
+    match frames.lock().await.recv().await {
+        Some(frame) => Next::Frame(frame),
+        None => Next::QueueClosed,
+    }
+}
+
+/// Keeps one connection to a peer up: connects, checks the peer's static
+/// key, sends frames from the link's queue, and reconnects with
+/// exponential backoff.
 async fn outgoing(
     address: String,
     expected_key: [u8; 32],
     link_secret: [u8; 32],
     packet_len: usize,
-    mut frames: mpsc::Receiver<Frame>,
+    frames: SharedQueue,
     metrics: Arc<Metrics>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -162,11 +200,15 @@ async fn outgoing(
             let frame = match pending.take() {
                 Some(frame) => frame,
                 None => tokio::select! {
-                    frame = frames.recv() => match frame {
-                        Some(frame) => frame,
-                        None => {
+                    next = next_frame(&sender, &frames) => match next {
+                        Next::Frame(frame) => frame,
+                        Next::QueueClosed => {
                             watcher.abort();
                             return;
+                        }
+                        Next::SocketFailed => {
+                            tracing::debug!(%address, "link's socket failed; reconnecting");
+                            break;
                         }
                     },
                     _ = &mut closed => {
@@ -446,5 +488,102 @@ pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use funion_pki::{NodeEntry, Parameters};
+
+    /// A peer whose first connection never reads (its receive buffer is a
+    /// few kB, so that connection backs up at once) and whose others read
+    /// every frame: the link still delivers all but at most the one frame
+    /// the stuck connection took.
+    #[tokio::test]
+    async fn a_stuck_connection_holds_up_only_the_frame_it_took() {
+        const PACKET_LEN: usize = 37_000;
+        const FRAMES: usize = 40;
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        socket.listen(16).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(socket.into()).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let peer_secret = [7u8; 32];
+        let (got_tx, mut got) = mpsc::unbounded_channel::<(usize, Frame)>();
+        tokio::spawn(async move {
+            let mut stuck = Vec::new();
+            for conn in 0.. {
+                let (stream, _) = listener.accept().await.unwrap();
+                let link = link::respond(stream, &peer_secret, PACKET_LEN)
+                    .await
+                    .unwrap();
+                if conn == 0 {
+                    // Held open, never read.
+                    stuck.push(link);
+                    continue;
+                }
+                let got_tx = got_tx.clone();
+                tokio::spawn(async move {
+                    let _open = link.sender;
+                    let mut receiver = link.receiver;
+                    while let Ok(frame) = receiver.recv().await {
+                        if got_tx.send((conn, frame)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let entry = NodeEntry {
+            name: "peer".into(),
+            role: Role::Mix,
+            layer: 1,
+            identity_key: [1; 32],
+            link_key: link::public_link_key(&peer_secret),
+            addresses: vec![address],
+            sphinx_keys: Vec::new(),
+            models: Vec::new(),
+            fast_path: false,
+        };
+        let document = NetworkDocument {
+            epoch: 1,
+            parameters: Parameters::fast(),
+            nodes: vec![entry.clone()],
+        };
+        let metrics = Arc::new(Metrics::new("test".into()));
+        let mut peers = Peers::new([3; 32], PACKET_LEN, metrics);
+        for i in 0..FRAMES {
+            peers.send(
+                entry.id(),
+                &document,
+                Frame::Packet(vec![i as u8; PACKET_LEN - 100]),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut connections = std::collections::BTreeSet::new();
+        while seen.len() < FRAMES - 1 {
+            // A bound on a failing run, not a timing claim.
+            let (conn, frame) = tokio::time::timeout(Duration::from_secs(20), got.recv())
+                .await
+                .expect("the link's other connections stopped delivering")
+                .unwrap();
+            let Frame::Packet(body) = frame else {
+                panic!("not a packet")
+            };
+            assert!(seen.insert(body[0]), "frame {} twice", body[0]);
+            connections.insert(conn);
+        }
+        assert!(connections.len() >= 2, "frames went over {connections:?}");
     }
 }
