@@ -1,6 +1,7 @@
 //! Links between nodes for real: the accept loop (peers must be in the
 //! document; a gateway also takes clients), one reconnecting outgoing link
-//! per peer (over several connections), the readers that hand frames to a node's loop, and the
+//! per peer (packets over several connections, Pigeonhole's messages over
+//! one, in order), the readers that hand frames to a node's loop, and the
 //! document refresh, started together by [`start_tasks`].
 
 use std::collections::HashMap;
@@ -25,7 +26,9 @@ const PEER_QUEUE: usize = 256;
 /// one that is ready (its last frame has left), taking turns: on a lossy
 /// path a connection that is recovering a lost segment, or whose window
 /// shrank after one, holds up only what it already carries, not every
-/// frame behind it. Frames need no order (the mixnet reorders them anyway).
+/// frame behind it. Sphinx packets need no order (the mixnet reorders them
+/// anyway); Pigeonhole messages between couriers and replicas keep theirs
+/// on a link of one connection (see [`Peers::send`]).
 const LINK_CONNECTIONS: usize = 4;
 /// Frames read off all links and not yet handled by the node's loop: about
 /// 38 MB at 37 kB; the links' readers wait (TCP pushes back) when it is full.
@@ -65,7 +68,8 @@ pub enum Inbound {
 /// One reconnecting outgoing link per peer, each with a bounded queue that
 /// its [`LINK_CONNECTIONS`] connections take frames from.
 pub struct Peers {
-    senders: HashMap<NodeId, mpsc::Sender<Frame>>,
+    /// By peer and whether the link keeps its frames in order.
+    senders: HashMap<(NodeId, bool), mpsc::Sender<Frame>>,
     link_secret: [u8; 32],
     packet_len: usize,
     metrics: Arc<Metrics>,
@@ -83,10 +87,13 @@ impl Peers {
     }
 
     /// Queues a frame for `to`; counts a drop when its link is full or the
-    /// document does not list it.
+    /// document does not list it. Sphinx packets go over a link of
+    /// [`LINK_CONNECTIONS`] connections, in any order; every other frame
+    /// (Pigeonhole's messages) over a link of one, in the order sent.
     pub fn send(&mut self, to: NodeId, document: &NetworkDocument, frame: Frame) {
         let metrics = self.metrics.clone();
-        match self.sender(to, document) {
+        let ordered = !matches!(frame, Frame::Packet(_));
+        match self.sender((to, ordered), document) {
             Some(sender) => {
                 if sender.try_send(frame).is_err() {
                     metrics.count_send_drop();
@@ -96,16 +103,22 @@ impl Peers {
         }
     }
 
-    fn sender(&mut self, to: NodeId, document: &NetworkDocument) -> Option<&mpsc::Sender<Frame>> {
+    fn sender(
+        &mut self,
+        to: (NodeId, bool),
+        document: &NetworkDocument,
+    ) -> Option<&mpsc::Sender<Frame>> {
         if self.senders.get(&to).is_some_and(|s| s.is_closed()) {
             self.senders.remove(&to);
         }
         if !self.senders.contains_key(&to) {
-            let peer = document.node(&to)?;
+            let (id, ordered) = to;
+            let peer = document.node(&id)?;
             let address = peer.addresses.first()?;
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             let queue = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..LINK_CONNECTIONS {
+            let connections = if ordered { 1 } else { LINK_CONNECTIONS };
+            for _ in 0..connections {
                 tokio::spawn(outgoing(
                     address.clone(),
                     peer.link_key,
@@ -496,41 +509,39 @@ mod tests {
     use super::*;
     use funion_pki::{NodeEntry, Parameters};
 
-    /// A peer whose first connection never reads (its receive buffer is a
-    /// few kB, so that connection backs up at once) and whose others read
-    /// every frame: the link still delivers all but at most the one frame
-    /// the stuck connection took.
-    #[tokio::test]
-    async fn a_stuck_connection_holds_up_only_the_frame_it_took() {
-        const PACKET_LEN: usize = 37_000;
-        const FRAMES: usize = 40;
+    const PACKET_LEN: usize = 37_000;
+
+    /// A peer on loopback with a receive buffer of a few kB. If `stall_first`,
+    /// its first connection is held open and never read (it backs up at
+    /// once); every other connection's frames come out of the receiver,
+    /// with the number of the connection they came by.
+    async fn peer(
+        stall_first: bool,
+    ) -> (
+        NodeEntry,
+        NetworkDocument,
+        mpsc::UnboundedReceiver<(usize, Frame)>,
+    ) {
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        socket
-            .bind(
-                &"127.0.0.1:0"
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap()
-                    .into(),
-            )
-            .unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
         socket.listen(16).unwrap();
         socket.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(socket.into()).unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let peer_secret = [7u8; 32];
-        let (got_tx, mut got) = mpsc::unbounded_channel::<(usize, Frame)>();
+        let (got_tx, got) = mpsc::unbounded_channel::<(usize, Frame)>();
         tokio::spawn(async move {
-            let mut stuck = Vec::new();
+            let mut stalled = Vec::new();
             for conn in 0.. {
                 let (stream, _) = listener.accept().await.unwrap();
                 let link = link::respond(stream, &peer_secret, PACKET_LEN)
                     .await
                     .unwrap();
-                if conn == 0 {
-                    // Held open, never read.
-                    stuck.push(link);
+                if stall_first && conn == 0 {
+                    stalled.push(link);
                     continue;
                 }
                 let got_tx = got_tx.clone();
@@ -561,6 +572,24 @@ mod tests {
             parameters: Parameters::fast(),
             nodes: vec![entry.clone()],
         };
+        (entry, document, got)
+    }
+
+    /// The next frame the peer got; a bound on a failing run, not a timing
+    /// claim.
+    async fn next(got: &mut mpsc::UnboundedReceiver<(usize, Frame)>) -> (usize, Frame) {
+        tokio::time::timeout(Duration::from_secs(20), got.recv())
+            .await
+            .expect("the peer stopped receiving")
+            .unwrap()
+    }
+
+    /// A peer that never reads one connection: the link still delivers
+    /// all but at most the one frame the stuck connection took.
+    #[tokio::test]
+    async fn a_stuck_connection_holds_up_only_the_frame_it_took() {
+        const FRAMES: usize = 40;
+        let (entry, document, mut got) = peer(true).await;
         let metrics = Arc::new(Metrics::new("test".into()));
         let mut peers = Peers::new([3; 32], PACKET_LEN, metrics);
         for i in 0..FRAMES {
@@ -573,11 +602,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let mut connections = std::collections::BTreeSet::new();
         while seen.len() < FRAMES - 1 {
-            // A bound on a failing run, not a timing claim.
-            let (conn, frame) = tokio::time::timeout(Duration::from_secs(20), got.recv())
-                .await
-                .expect("the link's other connections stopped delivering")
-                .unwrap();
+            let (conn, frame) = next(&mut got).await;
             let Frame::Packet(body) = frame else {
                 panic!("not a packet")
             };
@@ -585,5 +610,36 @@ mod tests {
             connections.insert(conn);
         }
         assert!(connections.len() >= 2, "frames went over {connections:?}");
+    }
+
+    /// Pigeonhole's messages to a peer arrive in the order they were sent,
+    /// over one connection, while packets to it spread over several.
+    #[tokio::test]
+    async fn storage_messages_keep_their_order() {
+        const FRAMES: usize = 40;
+        let (entry, document, mut got) = peer(false).await;
+        let metrics = Arc::new(Metrics::new("test".into()));
+        let mut peers = Peers::new([3; 32], PACKET_LEN, metrics);
+        for i in 0..FRAMES {
+            peers.send(entry.id(), &document, Frame::Storage(vec![i as u8; 30_000]));
+            peers.send(entry.id(), &document, Frame::Packet(vec![i as u8; 30_000]));
+        }
+        let (mut storage, mut packet_connections) = (Vec::new(), std::collections::BTreeSet::new());
+        let mut storage_connections = std::collections::BTreeSet::new();
+        while storage.len() < FRAMES || packet_connections.len() < 2 {
+            match next(&mut got).await {
+                (conn, Frame::Storage(body)) => {
+                    storage.push(body[0] as usize);
+                    storage_connections.insert(conn);
+                }
+                (conn, Frame::Packet(_)) => {
+                    packet_connections.insert(conn);
+                }
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(storage, (0..FRAMES).collect::<Vec<_>>());
+        assert_eq!(storage_connections.len(), 1);
+        assert!(packet_connections.is_disjoint(&storage_connections));
     }
 }
