@@ -26,10 +26,15 @@ const PEER_QUEUE: usize = 256;
 /// one that is ready (its last frame has left), taking turns: on a lossy
 /// path a connection that is recovering a lost segment, or whose window
 /// shrank after one, holds up only what it already carries, not every
-/// frame behind it. Sphinx packets need no order (the mixnet reorders them
-/// anyway); Pigeonhole messages between couriers and replicas keep theirs
-/// on a link of one connection (see [`Peers::send`]).
-const LINK_CONNECTIONS: usize = 4;
+/// frame behind it. A connection looks ready again before the peer has
+/// acknowledged its last frame, so the frames it takes in that round trip
+/// wait behind any loss in it; the more connections, the fewer such frames
+/// (over 1 % loss, `scripts/multihost`: a median round trip of 1.1–1.2 s
+/// with 16, 1.45–1.6 s with 4). Each costs a socket at both ends. Sphinx
+/// packets need no order (the mixnet reorders them anyway); Pigeonhole
+/// messages between couriers and replicas keep theirs on a link of one
+/// connection (see [`Peers::send`]).
+const LINK_CONNECTIONS: usize = 16;
 /// Frames read off all links and not yet handled by the node's loop: about
 /// 38 MB at 37 kB; the links' readers wait (TCP pushes back) when it is full.
 const INBOUND_QUEUE: usize = 1024;
